@@ -1,0 +1,37 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""LLaVA-VR: LLaVA-NeXT / LLaVA-OneVision with Vision Remember, as a Transformers model family.
+
+Importing the package registers `llava_vr` with `AutoConfig`, `AutoModel`, `AutoModelForImageTextToText` and
+(when the processor is available) `AutoProcessor`, so `from_pretrained` works without `trust_remote_code` too.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+
+from .configuration_llava_vr import LlavaVRConfig
+from .modeling_llava_vr import (
+    LlavaVRForConditionalGeneration,
+    LlavaVRImageFeaturesOutput,
+    LlavaVRModel,
+    LlavaVRPreTrainedModel,
+    LlavaVRTextModel,
+)
+from .packing_llava_vr import AnyResLayout, anyres_layout
+from .vision_remember_llava_vr import VisionRemember, VisionRememberInputs
+
+AutoConfig.register("llava_vr", LlavaVRConfig, exist_ok=True)
+AutoModel.register(LlavaVRConfig, LlavaVRModel, exist_ok=True)
+AutoModelForImageTextToText.register(LlavaVRConfig, LlavaVRForConditionalGeneration, exist_ok=True)
+
+__version__ = "0.1.0"
+__all__ = [
+    "AnyResLayout",
+    "LlavaVRConfig",
+    "LlavaVRForConditionalGeneration",
+    "LlavaVRImageFeaturesOutput",
+    "LlavaVRModel",
+    "LlavaVRPreTrainedModel",
+    "LlavaVRTextModel",
+    "VisionRemember",
+    "VisionRememberInputs",
+    "anyres_layout",
+]
