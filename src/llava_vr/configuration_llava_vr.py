@@ -87,6 +87,7 @@ class LlavaVRConfig(PreTrainedConfig):
     """
 
     model_type = "llava_vr"
+    _auto_class = "AutoConfig"  # save_pretrained copies this file beside config.json (trust_remote_code)
     attribute_map = {"image_token_id": "image_token_index"}
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(

@@ -77,6 +77,13 @@ class LlavaVRCausalLMOutputWithPast(ModelOutput):
     image_hidden_states: torch.Tensor | None = None
 
 
+# Written into config.json's `auto_map` on save (register_for_auto_class alone records only the saved class).
+AUTO_MAP = {
+    "AutoConfig": "configuration_llava_vr.LlavaVRConfig",
+    "AutoModel": "modeling_llava_vr.LlavaVRModel",
+    "AutoModelForImageTextToText": "modeling_llava_vr.LlavaVRForConditionalGeneration",
+}
+
 VISION_ENCODER_LAYER_CLASSES = {"clip_vision_model": "CLIPEncoderLayer", "siglip_vision_model": "SiglipEncoderLayer"}
 
 
@@ -93,6 +100,12 @@ class LlavaVRPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = False
     _can_record_outputs = {"hidden_states": Qwen2DecoderLayer}
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves weights (safetensors), config with the full `auto_map`, and this package's code files beside them,
+        so the folder loads with `trust_remote_code=True` where `llava_vr` is not installed."""
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def post_init(self):
         super().post_init()
@@ -197,6 +210,8 @@ class LlavaVRTextModel(Qwen2PreTrainedModel):
 
 class LlavaVRModel(LlavaVRPreTrainedModel):
     """Vision tower + projector + `LlavaVRTextModel`, no LM head."""
+
+    _auto_class = "AutoModel"
 
     def __init__(self, config: LlavaVRConfig):
         super().__init__(config)
@@ -420,6 +435,7 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
 
 
 class LlavaVRForConditionalGeneration(LlavaVRPreTrainedModel, GenerationMixin):
+    _auto_class = "AutoModelForImageTextToText"
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
 
