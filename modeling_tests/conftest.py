@@ -66,10 +66,12 @@ def tiny_model(config=None, seed=0, perturb_vr=False, **overrides) -> LlavaVRFor
 
 
 def perturb_vision_remember(model, std=0.5):
+    """Moves every zero-initialised VR leaf (output projection, deformable offset/weight heads) off its start."""
     with torch.no_grad():
-        for module in model.model.language_model.vision_remember.values():
-            module.output_proj.weight.normal_(0, std)
-            module.output_proj.bias.normal_(0, std)
+        for module in model.model.language_model.vision_remember.modules():
+            if hasattr(module, "init_llava_vr"):
+                module.weight.normal_(0, std if module.out_features == model.config.text_config.hidden_size else 0.1)
+                module.bias.add_(torch.randn_like(module.bias) * 0.1)
 
 
 def image_inputs(model, sizes, prefix=(1, 2, 3), suffix=(4, 5), seed=0, batch_num_images=None):

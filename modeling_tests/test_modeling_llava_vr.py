@@ -69,8 +69,9 @@ def test_vision_remember_changes_vision_rows_only(interaction):
     assert changed[mask & ~newline].all(), "every vision row must be rewritten"
 
 
-def test_gradients_reach_every_vision_remember_parameter_and_none_reach_frozen_tower():
-    model = tiny_model(perturb_vr=True).train()
+@pytest.mark.parametrize("interaction", INTERACTIONS)
+def test_gradients_reach_every_vision_remember_parameter_and_none_reach_frozen_tower(interaction):
+    model = tiny_model(perturb_vr=True, vision_remember_interaction=interaction).train()
     model.model.vision_tower.requires_grad_(False)
     inputs, _ = image_inputs(model, SIZES[:2])
     model(**inputs, labels=inputs["input_ids"]).loss.backward()
@@ -277,3 +278,21 @@ def test_config_rejects_layers_outside_the_towers():
         tiny_config(vision_remember_layers=[1, 9])
     with pytest.raises(StrictDataclassClassValidationError, match="vision_remember_feature_layers"):
         tiny_config(vision_remember_feature_layers=[2, 7])
+
+
+@pytest.mark.parametrize("interaction", INTERACTIONS)
+def test_text_only_batch_under_data_parallel_runs_vision_with_zero_contribution(interaction, monkeypatch):
+    model = tiny_model(perturb_vr=True, vision_remember_interaction=interaction).train()
+    ids = left_pad([torch.tensor([5, 6, 7, 8]), torch.tensor([9, 10])])
+    reference = model(**ids).logits
+    monkeypatch.setattr(LlavaVRModel, "_is_data_parallel", staticmethod(lambda: True))
+    ran = []
+    model.model.language_model.vision_remember["1"].register_forward_hook(lambda *a: ran.append("vr"))
+    model.model.vision_tower.register_forward_hook(lambda *a: ran.append("tower"))
+    out = model(**ids, labels=ids["input_ids"])
+    assert ran == ["tower", "vr"]
+    torch.testing.assert_close(out.logits, reference, rtol=0, atol=0)
+    out.loss.backward()
+    vr_grads = [p.grad for p in model.model.language_model.vision_remember.parameters()]
+    assert all(g is not None and not g.any() for g in vr_grads), "VR takes part with exactly zero gradient"
+    assert not model.model.multi_modal_projector.linear_1.weight.grad.any()

@@ -353,6 +353,28 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
             )
         return mask
 
+    @staticmethod
+    def _is_data_parallel() -> bool:
+        distributed = torch.distributed
+        return distributed.is_available() and distributed.is_initialized() and distributed.get_world_size() > 1
+
+    def _text_only_vision_pass(self, inputs_embeds):
+        """A text-only batch on one rank of a sharded (FSDP / ZeRO-3) run: run tower, projector and VR on one blank
+        image anyway, contributing exactly zero, so every rank takes part in the same gathers and reductions."""
+        tile = self.config.vision_config.image_size
+        blank = inputs_embeds.new_zeros(1, 2, 3, tile, tile, dtype=self.vision_tower.dtype)
+        image_output = self.get_image_features(blank, torch.tensor([[tile, tile]], device=inputs_embeds.device))
+        inputs_embeds = inputs_embeds + 0.0 * torch.cat(image_output.pooler_output).sum().to(inputs_embeds.dtype)
+        vision_remember_inputs = None
+        if self.config.vision_remember_layers:
+            features, saliency, cells = image_output.deepstack_features
+            no_tokens = torch.zeros(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
+            vision_remember_inputs = VisionRememberInputs.build(
+                no_tokens, features, saliency, [cells[0][:0]], self.config.token_grid_size,
+                self.config.vision_remember_window_size,
+            )
+        return inputs_embeds, vision_remember_inputs
+
     @merge_with_config_defaults
     @can_return_tuple
     def forward(
@@ -415,6 +437,8 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
             raise ValueError(
                 "input_ids contain image tokens but no pixel_values (or pre-encoded image features) were given"
             )
+        elif self.training and self._is_data_parallel():
+            inputs_embeds, vision_remember_inputs = self._text_only_vision_pass(inputs_embeds)
 
         outputs = self.language_model(
             attention_mask=attention_mask,

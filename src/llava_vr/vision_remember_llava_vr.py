@@ -134,13 +134,14 @@ class VisionRememberInputs:
 class TokenFeatureAttention(nn.Module):
     """Base of the token-feature cross-attentions: queries from the tokens, keys/values from the features."""
 
-    def __init__(self, hidden_size: int, feature_size: int, num_heads: int):
+    def __init__(self, hidden_size: int, feature_size: int, num_heads: int, with_keys: bool = True):
         super().__init__()
         self.num_heads, self.head_dim = num_heads, hidden_size // num_heads
         self.query_norm = nn.LayerNorm(hidden_size)
         self.feature_norm = nn.LayerNorm(feature_size)
-        self.q_proj = nn.Linear(hidden_size, hidden_size)
-        self.k_proj = nn.Linear(feature_size, hidden_size)
+        if with_keys:  # dot-product attention; deformable attention predicts its weights from the query instead
+            self.q_proj = nn.Linear(hidden_size, hidden_size)
+            self.k_proj = nn.Linear(feature_size, hidden_size)
         self.v_proj = nn.Linear(feature_size, hidden_size)
         self.o_proj = nn.Linear(hidden_size, hidden_size)
 
@@ -210,7 +211,7 @@ class TokenFeatureDeformableAttention(TokenFeatureAttention):
     from the token; the levels are the tower layers of the multi-level features."""
 
     def __init__(self, hidden_size: int, feature_size: int, num_heads: int, num_levels: int, num_points: int):
-        super().__init__(hidden_size, feature_size // num_levels, num_heads)
+        super().__init__(hidden_size, feature_size // num_levels, num_heads, with_keys=False)
         self.num_levels, self.num_points = num_levels, num_points
         self.sampling_offsets = DeformableSamplingOffsets(hidden_size, num_heads, num_levels, num_points)
         self.attention_weights = ZeroInitLinear(hidden_size, num_heads * num_levels * num_points)
