@@ -296,3 +296,11 @@ def test_text_only_batch_under_data_parallel_runs_vision_with_zero_contribution(
     vr_grads = [p.grad for p in model.model.language_model.vision_remember.parameters()]
     assert all(g is not None and not g.any() for g in vr_grads), "VR takes part with exactly zero gradient"
     assert not model.model.multi_modal_projector.linear_1.weight.grad.any()
+
+
+def test_pad_aspect_ratio_encodes_the_base_tile_only(model):
+    model.config.vision_aspect_ratio = "pad"
+    layouts = model.model.image_layouts(torch.tensor(SIZES))
+    assert all(l.num_tiles == 1 and l.num_tokens == model.config.num_image_tokens_per_tile + 1 for l in layouts)
+    inputs, _ = image_inputs(model, SIZES)
+    assert inputs["pixel_values"].shape[1] == 1 and torch.isfinite(model(**inputs).logits).all()

@@ -43,7 +43,8 @@ class LlavaVRConfig(PreTrainedConfig):
             AnyRes resolutions `(height, width)`, multiples of the tile size.
         vision_aspect_ratio (`str`, *optional*, defaults to `"anyres_max_9"`):
             `"anyres_max_N"`: after unpadding, the crop tokens are bilinearly down-interpolated when they exceed
-            about N tiles' worth (LLaVA-OneVision). `"anyres"`: no cap (LLaVA-NeXT).
+            about N tiles' worth (LLaVA-OneVision). `"anyres"`: no cap (LLaVA-NeXT). `"pad"`: no AnyRes, every
+            image is encoded by its base tile only (`g*g` tokens + one newline; the paper's stage 1).
         multi_image_anyres (`bool`, *optional*, defaults to `False`):
             `False` (LLaVA-OneVision): a prompt with several images encodes each with its base tile only (+ one
             newline). `True` (LLaVA-NeXT): every image is tiled with AnyRes.
@@ -156,8 +157,10 @@ class LlavaVRConfig(PreTrainedConfig):
             )
         if self.vision_remember_saliency not in SALIENCY_MODES:
             raise ValueError(f"vision_remember_saliency={self.vision_remember_saliency!r} is not one of {SALIENCY_MODES}")
-        if not (self.vision_aspect_ratio == "anyres" or self.vision_aspect_ratio.startswith("anyres_max_")):
-            raise ValueError(f"vision_aspect_ratio={self.vision_aspect_ratio!r}: expected 'anyres' or 'anyres_max_N'")
+        if not (self.vision_aspect_ratio in ("anyres", "pad") or self.vision_aspect_ratio.startswith("anyres_max_")):
+            raise ValueError(
+                f"vision_aspect_ratio={self.vision_aspect_ratio!r}: expected 'anyres', 'anyres_max_N' or 'pad'"
+            )
         num_text_layers = self.text_config.num_hidden_layers
         bad = [i for i in self.vision_remember_layers if not 0 <= i < num_text_layers]
         if bad:

@@ -44,11 +44,11 @@ class AnyResLayout:
 
 
 def max_tiles_from_aspect_ratio(vision_aspect_ratio: str | None) -> int | None:
-    """`"anyres_max_9"` -> 9, `"anyres"`/`None` -> `None` (no cap)."""
-    if vision_aspect_ratio is None or vision_aspect_ratio == "anyres":
+    """`"anyres_max_9"` -> 9, `"anyres"`/`"pad"`/`None` -> `None` (no cap)."""
+    if vision_aspect_ratio is None or vision_aspect_ratio in ("anyres", "pad"):
         return None
     if not vision_aspect_ratio.startswith("anyres_max_"):
-        raise ValueError(f"vision_aspect_ratio={vision_aspect_ratio!r}: expected 'anyres' or 'anyres_max_N'")
+        raise ValueError(f"vision_aspect_ratio={vision_aspect_ratio!r}: expected 'anyres', 'anyres_max_N' or 'pad'")
     return int(vision_aspect_ratio.removeprefix("anyres_max_"))
 
 
@@ -67,9 +67,13 @@ def anyres_layout(
     vision_aspect_ratio: str | None = "anyres",
     use_anyres: bool = True,
 ) -> AnyResLayout:
-    """Layout of one image of `image_size = (height, width)` pixels (see `AnyResLayout`)."""
+    """Layout of one image of `image_size = (height, width)` pixels (see `AnyResLayout`).
+
+    `vision_aspect_ratio="pad"` (no AnyRes, e.g. the paper's stage 1) or `use_anyres=False` (an image sharing its
+    prompt, LLaVA-OneVision) encode the base tile only: `g*g` tokens + one newline.
+    """
     g = int(token_grid)
-    if not use_anyres:
+    if not use_anyres or vision_aspect_ratio == "pad":
         return AnyResLayout(1, 0, 0, g, (0, 0, 0, 0), (0, 0), g * g + 1)
     height, width = (int(x) for x in (image_size.tolist() if hasattr(image_size, "tolist") else image_size))
     if height < 1 or width < 1:
