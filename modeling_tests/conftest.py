@@ -101,3 +101,47 @@ def left_pad(ids, pad_id=0):
 @pytest.fixture
 def model():
     return tiny_model(perturb_vr=True)
+
+
+def tiny_processor(config, kind="next", vision_aspect_ratio=None):
+    """A `LlavaVRProcessor` matching `config`: tiny tokenizer + Transformers' PIL AnyRes image processor."""
+    from tiny_tokenizer import build_tiny_tokenizer
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    from llava_vr import LlavaVRProcessor
+
+    tile = config.vision_config.image_size
+    image_processor_class = LlavaNextImageProcessorPil if kind == "next" else LlavaOnevisionImageProcessorPil
+    image_processor = image_processor_class(
+        size={"height": tile, "width": tile} if kind == "onevision" else {"shortest_edge": tile},
+        crop_size={"height": tile, "width": tile},
+        image_grid_pinpoints=config.image_grid_pinpoints,
+    )
+    return LlavaVRProcessor(
+        image_processor,
+        build_tiny_tokenizer(),
+        num_image_tokens=config.num_image_tokens_per_tile,
+        vision_aspect_ratio=vision_aspect_ratio or config.vision_aspect_ratio,
+        multi_image_anyres=config.multi_image_anyres,
+    )
+
+
+def processor_and_model(kind="next", **overrides):
+    """A tiny model whose vocabulary and `<image>` id match the tiny tokenizer, with its processor."""
+    from tiny_tokenizer import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    config = tiny_config(
+        "clip" if kind == "next" else "siglip",
+        image_size=TILE if kind == "next" else 42,
+        text_config=tiny_text_config(vocab_size=len(tokenizer)),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        **overrides,
+    )
+    model = tiny_model(config, perturb_vr=True)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    return tiny_processor(config, kind), model
