@@ -2,10 +2,8 @@
 
 from functools import lru_cache
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from llava_vr.tokenizer_training import train_chat_tokenizer
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
 CORPUS = [
     "user assistant system What is the price of apple? What is the total? Which bar is the tallest?",
     "What is in row 1, column B? Digit at row 2, column 3? receipt table chart value",
@@ -15,21 +13,17 @@ CORPUS = [
 
 
 @lru_cache(maxsize=1)
-def _trained(vocab_size: int) -> Tokenizer:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
-    return tokenizer
+def _serialized(vocab_size: int) -> str:
+    return train_chat_tokenizer(CORPUS * 4, vocab_size).backend_tokenizer.to_str()
 
 
-def build_tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    """Returns a fresh fast tokenizer (ids: `<|endoftext|>` 0, `<|im_start|>` 1, `<|im_end|>` 2, `<image>` 3)."""
+def build_tiny_tokenizer(vocab_size: int = 400):
+    """A fresh fast tokenizer (ids: `<|endoftext|>` 0, `<|im_start|>` 1, `<|im_end|>` 2, `<image>` 3)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_trained(vocab_size).to_str()),
+        tokenizer_object=Tokenizer.from_str(_serialized(vocab_size)),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=["<|im_start|>", "<image>"],

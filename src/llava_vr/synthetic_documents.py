@@ -26,11 +26,13 @@ class DocumentSample:
     answer: str
     kind: str
 
-    def to_chat(self) -> dict:
-        """TRL vision format: `{"messages": [...], "images": [image]}`."""
+    def to_chat(self, question_first: bool = False) -> dict:
+        """TRL vision format: `{"messages": [...], "images": [image]}`; `question_first` puts the question before
+        the image, so the vision tokens (and Vision Remember) see it."""
+        user = [{"type": "image"}, {"type": "text", "text": self.question}]
         return {
             "messages": [
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.question}]},
+                {"role": "user", "content": user[::-1] if question_first else user},
                 {"role": "assistant", "content": [{"type": "text", "text": self.answer}]},
             ],
             "images": [self.image],
@@ -143,7 +145,7 @@ def generate_samples(num_samples: int, seed: int = 0, split: str = "train", kind
 
 
 def synthetic_document_dataset(num_samples: int, seed: int = 0, split: str = "train", kinds=KINDS, size: int = 336,
-                               exclude=None, **kwargs):
+                               exclude=None, question_first: bool = False, **kwargs):
     """A `datasets.Dataset` with `messages` and `images` columns (TRL's VLM format).
 
     `exclude`: content keys (e.g. the training images') that must not appear; matching samples are dropped.
@@ -154,7 +156,7 @@ def synthetic_document_dataset(num_samples: int, seed: int = 0, split: str = "tr
     for sample in generate_samples(num_samples, seed, split, kinds, size, **kwargs):
         if exclude is not None and content_key(sample.image) in exclude:
             continue
-        rows.append(sample.to_chat())
+        rows.append(sample.to_chat(question_first))
     return Dataset.from_list(rows)
 
 
