@@ -3,6 +3,7 @@
 number of image tokens the model scatters (counted with the model's own `anyres_layout`)."""
 
 import numpy as np
+import torch
 from PIL import Image
 from transformers.processing_utils import ProcessorMixin
 
@@ -115,9 +116,8 @@ class LlavaVRProcessor(ProcessorMixin):
         finally:
             self._images_per_prompt = None
         if "pixel_values" in outputs and counts is not None:
-            outputs["batch_num_images"] = type(outputs["image_sizes"])(counts) if not hasattr(
-                outputs["image_sizes"], "new_tensor"
-            ) else outputs["image_sizes"].new_tensor(counts)
+            sizes = outputs["image_sizes"]
+            outputs["batch_num_images"] = sizes.new_tensor(counts) if torch.is_tensor(sizes) else counts
         return outputs
 
     def _nest_per_prompt(self, images, counts):
