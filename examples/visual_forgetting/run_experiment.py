@@ -1,13 +1,14 @@
 """The visual-forgetting experiment: does Vision Remember win back what token compression loses?
 
-A fine-grained task where compression must lose information: 8 x 8 grids of digits on a 112-px image, one digit per
-14-px tower patch, so a 2 x 2 pooled token mixes four digits. Question: "Digit at row r, column c?". Small
+A fine-grained task where compression must lose information: 4 x 4 grids of digits on a 56-px image, one digit per
+14-px tower patch, so each 2 x 2 pooled token mixes four digits. Question: "Read row r." (answer: its four digits,
+exact match needs all four). Small
 CLIP-like tower + small Qwen2 trained from scratch through TRL's `SFTTrainer` (this project's SFT path), same data,
 steps and seed for every variant:
 
-    mlp                 64 tokens per image (no compression)
-    pool                adaptive_avg_pool, 16 tokens
-    pool_vr_sela        adaptive_avg_pool + Vision Remember (SELA), 16 tokens
+    mlp                 16 tokens per image (no compression; + 1 newline)
+    pool                adaptive_avg_pool, 4 tokens
+    pool_vr_sela        adaptive_avg_pool + Vision Remember (SELA), 4 tokens
     pool_vr_global / pool_vr_deformable  (optional)
 
 Exact-match accuracy on a held-out test split that shares no image with training. Writes results.json/.md to
@@ -40,15 +41,15 @@ VARIANTS = {
 }
 PRESETS = {
     # image px, digits per side, tower (hidden, layers), LLM (hidden, layers), VR layers, steps, batch, train samples
-    "cpu": dict(image=112, grid=8, tower=(64, 4), llm=(128, 4), vr_layers=[1, 3], steps=1500, batch=32, train=20000),
-    "smoke": dict(image=112, grid=8, tower=(32, 2), llm=(64, 2), vr_layers=[1], steps=4, batch=4, train=16),
+    "cpu": dict(image=56, grid=4, tower=(32, 4), llm=(128, 4), vr_layers=[1, 3], steps=1500, batch=32, train=20000),
+    "smoke": dict(image=56, grid=4, tower=(32, 2), llm=(64, 2), vr_layers=[1], steps=4, batch=4, train=16),
 }
 PATCH = 14
 
 
 def build_tokenizer():
-    corpus = [f"Digit at row {r}, column {c}? {d}" for r in range(1, 9) for c in range(1, 9) for d in range(10)]
-    return train_chat_tokenizer(corpus + ["user assistant system"] * 20, vocab_size=300)
+    corpus = [f"Read row {r}. {d} {(d + 3) % 10} {(d + 7) % 10}" for r in range(1, 5) for d in range(10)]
+    return train_chat_tokenizer(corpus + ["user assistant system"] * 20, vocab_size=290)
 
 
 def build_model_and_processor(variant: str, preset: dict, tokenizer, seed: int):
@@ -92,11 +93,11 @@ def build_model_and_processor(variant: str, preset: dict, tokenizer, seed: int):
 
 
 def datasets_for(preset: dict, seed: int, test_samples: int):
-    kwargs = dict(kinds=("digit_grid",), size=preset["image"], grid=preset["grid"], question_first=True)
-    train = synthetic_document_dataset(preset["train"], seed=seed, split="train", **kwargs)
-    train_keys = {content_key(s.image) for s in generate_samples(preset["train"], seed, "train", ("digit_grid",),
-                                                                preset["image"], grid=preset["grid"])}
-    test = synthetic_document_dataset(test_samples, seed=seed, split="test", exclude=train_keys, **kwargs)
+    kwargs = dict(kinds=("digit_grid",), size=preset["image"], grid=preset["grid"], question="row")
+    train = synthetic_document_dataset(preset["train"], seed=seed, split="train", question_first=True, **kwargs)
+    train_keys = {content_key(s.image) for s in generate_samples(preset["train"], seed, "train", **kwargs)}
+    test = synthetic_document_dataset(test_samples, seed=seed, split="test", exclude=train_keys, question_first=True,
+                                      **kwargs)
     return train, test
 
 
@@ -142,7 +143,7 @@ def evaluate(model, processor, dataset, batch_size: int = 64):
         begin = time.perf_counter()
         model(**inputs)
         prefill_times.append(time.perf_counter() - begin)
-        generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        generated = model.generate(**inputs, max_new_tokens=12, do_sample=False)
         texts = processor.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         correct += sum(t.strip() == a for t, a in zip(texts, answers))
     return correct / len(dataset), statistics.median(prefill_times)
