@@ -27,6 +27,7 @@ def _window_bounds(out_size: int, in_size: int, window_size: int | None) -> tupl
 
 
 @lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached across calls: an inference tensor here would break later training
 def _window_table(token_grid: int, feature_grid: int, window_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     row_start, row_len = _window_bounds(token_grid, feature_grid, window_size)
     col_start, col_len = _window_bounds(token_grid, feature_grid, window_size)

@@ -6,14 +6,19 @@ Class split as in Transformers' LLaVA-OneVision: `LlavaVRModel` (tower + project
 decoder layers itself and calls the VR module of a layer before that layer (the shape of Qwen3-VL's DeepStack).
 """
 
+import json
 import math
+import shutil
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoModel, GenerationConfig, GenerationMixin
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
 from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
@@ -103,9 +108,31 @@ class LlavaVRPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves weights (safetensors), config with the full `auto_map`, and this package's code files beside them,
-        so the folder loads with `trust_remote_code=True` where `llava_vr` is not installed."""
+        so the folder loads with `trust_remote_code=True` where `llava_vr` is not installed.
+
+        FSDP2's `fully_shard` swaps in a dynamic `FSDP<Name>` subclass defined in torch, for which Transformers would
+        copy torch's `_fsdp_*.py` files and name them in `auto_map`: this model's own files and `AUTO_MAP` are written
+        instead."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if type(self).__module__ != __name__ and kwargs.get("is_main_process", True):
+            self._restore_own_code_files(Path(save_directory))
+        return result
+
+    def _restore_own_code_files(self, folder: Path):
+        wrapper_file = sys.modules[type(self).__module__].__file__
+        own_files = [__file__, *get_relative_import_files(__file__)]
+        own_names = {Path(f).name for f in own_files}
+        for stray in [wrapper_file, *get_relative_import_files(wrapper_file)]:
+            if Path(stray).name not in own_names:
+                (folder / Path(stray).name).unlink(missing_ok=True)
+        for needed in own_files:
+            shutil.copyfile(needed, folder / Path(needed).name)
+        self.config.auto_map = dict(AUTO_MAP)
+        config_file = folder / "config.json"
+        config = json.loads(config_file.read_text())
+        config["auto_map"] = dict(AUTO_MAP)
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     def post_init(self):
         super().post_init()
