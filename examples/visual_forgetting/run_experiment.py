@@ -1,8 +1,8 @@
 """The visual-forgetting experiment: does Vision Remember win back what token compression loses?
 
 A fine-grained task where compression must lose information: 4 x 4 grids of digits on a 56-px image, one digit per
-14-px tower patch, so each 2 x 2 pooled token mixes four digits. Question: "Read row r." (answer: its four digits,
-exact match needs all four). Small
+14-px tower patch, so each 2 x 2 pooled token mixes four digits. Question: "Read the grid." (answer: the 16 digits
+in reading order; exact match needs all 16, per-digit accuracy is reported too). Small
 CLIP-like tower + small Qwen2 trained from scratch through TRL's `SFTTrainer` (this project's SFT path), same data,
 steps and seed for every variant:
 
@@ -41,14 +41,16 @@ VARIANTS = {
 }
 PRESETS = {
     # image px, digits per side, tower (hidden, layers), LLM (hidden, layers), VR layers, steps, batch, train samples
-    "cpu": dict(image=56, grid=4, tower=(32, 4), llm=(128, 4), vr_layers=[1, 3], steps=1500, batch=32, train=20000),
-    "smoke": dict(image=56, grid=4, tower=(32, 2), llm=(64, 2), vr_layers=[1], steps=4, batch=4, train=16),
+    "cpu": dict(image=56, grid=4, question="all", tower=(32, 4), llm=(128, 4), vr_layers=[1, 3], steps=1500, batch=32,
+                train=20000),
+    "smoke": dict(image=56, grid=4, question="all", tower=(32, 2), llm=(64, 2), vr_layers=[1], steps=4, batch=4,
+                  train=16),
 }
 PATCH = 14
 
 
 def build_tokenizer():
-    corpus = [f"Read row {r}. {d} {(d + 3) % 10} {(d + 7) % 10}" for r in range(1, 5) for d in range(10)]
+    corpus = [f"Read the grid. Read row {r}. {d} {(d + 3) % 10} {(d + 7) % 10}" for r in range(1, 5) for d in range(10)]
     return train_chat_tokenizer(corpus + ["user assistant system"] * 20, vocab_size=290)
 
 
@@ -93,7 +95,7 @@ def build_model_and_processor(variant: str, preset: dict, tokenizer, seed: int):
 
 
 def datasets_for(preset: dict, seed: int, test_samples: int):
-    kwargs = dict(kinds=("digit_grid",), size=preset["image"], grid=preset["grid"], question="row")
+    kwargs = dict(kinds=("digit_grid",), size=preset["image"], grid=preset["grid"], question=preset["question"])
     train = synthetic_document_dataset(preset["train"], seed=seed, split="train", question_first=True, **kwargs)
     train_keys = {content_key(s.image) for s in generate_samples(preset["train"], seed, "train", **kwargs)}
     test = synthetic_document_dataset(test_samples, seed=seed, split="test", exclude=train_keys, question_first=True,
@@ -131,10 +133,10 @@ def train(model, processor, dataset, preset: dict, seed: int, output_dir: Path, 
 
 @torch.inference_mode()
 def evaluate(model, processor, dataset, batch_size: int = 64):
-    """Exact-match accuracy of greedy answers; also the mean time to first token per batch."""
+    """Exact-match accuracy of greedy answers, per-character (digit) accuracy, and the median prefill time per batch."""
     model.eval()
     processor.tokenizer.padding_side = "left"
-    correct, prefill_times = 0, []
+    correct, chars, char_total, prefill_times = 0, 0, 0, []
     for start in range(0, len(dataset), batch_size):
         rows = dataset[start : start + batch_size]
         prompts = [processor.apply_chat_template(m[:1], add_generation_prompt=True) for m in rows["messages"]]
@@ -143,10 +145,12 @@ def evaluate(model, processor, dataset, batch_size: int = 64):
         begin = time.perf_counter()
         model(**inputs)
         prefill_times.append(time.perf_counter() - begin)
-        generated = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+        generated = model.generate(**inputs, max_new_tokens=40, do_sample=False)
         texts = processor.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         correct += sum(t.strip() == a for t, a in zip(texts, answers))
-    return correct / len(dataset), statistics.median(prefill_times)
+        chars += sum(sum(x == y for x, y in zip(t.strip().split(), a.split())) for t, a in zip(texts, answers))
+        char_total += sum(len(a.split()) for a in answers)
+    return correct / len(dataset), chars / char_total, statistics.median(prefill_times)
 
 
 def main(argv=None):
@@ -174,8 +178,9 @@ def main(argv=None):
             model, processor = build_model_and_processor(variant, preset, tokenizer, seed)
             runtime, losses = train(model, processor, train_set, preset, seed, args.output_dir / f"{variant}-{seed}",
                                     args.learning_rate)
-            accuracy, prefill = evaluate(model, processor, test_set)
-            row = dict(variant=variant, seed=seed, accuracy=accuracy, train_seconds=round(runtime, 1),
+            accuracy, digit_accuracy, prefill = evaluate(model, processor, test_set)
+            row = dict(variant=variant, seed=seed, accuracy=accuracy, digit_accuracy=round(digit_accuracy, 4),
+                       train_seconds=round(runtime, 1),
                        image_tokens=model.model.image_layouts(torch.tensor([[preset["image"]] * 2]))[0].num_tokens,
                        prefill_seconds_per_batch=round(prefill, 4), first_loss=losses[0] if losses else math.nan,
                        last_loss=losses[-1] if losses else math.nan, steps=preset["steps"], test_samples=len(test_set))
@@ -199,13 +204,15 @@ def main(argv=None):
 
 
 def summarize(results) -> str:
-    lines = ["| variant | image tokens | exact match (mean over seeds) | per seed | train s |", "|---|---|---|---|---|"]
+    lines = ["| variant | image tokens | exact match (mean over seeds) | per seed | digit accuracy (mean) | train s |",
+             "|---|---|---|---|---|---|"]
     for variant in dict.fromkeys(r["variant"] for r in results):
         rows = [r for r in results if r["variant"] == variant]
         accs = [r["accuracy"] for r in rows]
         lines.append(
             f"| {variant} | {rows[0]['image_tokens']} | {statistics.mean(accs):.3f} | "
-            f"{', '.join(f'{a:.3f}' for a in accs)} | {statistics.mean(r['train_seconds'] for r in rows):.0f} |"
+            f"{', '.join(f'{a:.3f}' for a in accs)} | {statistics.mean(r['digit_accuracy'] for r in rows):.3f} | "
+            f"{statistics.mean(r['train_seconds'] for r in rows):.0f} |"
         )
     return "\n".join(lines) + "\n"
 
