@@ -652,13 +652,7 @@ def build_processor(image_processor, tokenizer, config):
         from llava_vr.processing_llava_vr import LlavaVRProcessor
     except ImportError as error:
         raise ConversionError(f"llava_vr.processing_llava_vr is not available ({one_line(error)})") from None
-    processor = LlavaVRProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        num_image_tokens=config.num_image_tokens_per_tile,
-        vision_aspect_ratio=config.vision_aspect_ratio,
-        multi_image_anyres=config.multi_image_anyres,
-    )
+    processor = LlavaVRProcessor.from_model_config(config, image_processor, tokenizer)
     image_token_id = getattr(processor, "image_token_id", None)
     if image_token_id is None:
         image_token_id = tokenizer.convert_tokens_to_ids(getattr(processor, "image_token", "<image>"))

@@ -48,8 +48,7 @@ def build_random_checkpoint(folder: Path) -> Path:
     image_processor = LlavaNextImageProcessorPil(
         size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, image_grid_pinpoints=pinpoints
     )
-    processor = LlavaVRProcessor(image_processor, tokenizer, num_image_tokens=config.num_image_tokens_per_tile,
-                                 vision_aspect_ratio=config.vision_aspect_ratio)
+    processor = LlavaVRProcessor.from_model_config(config, image_processor, tokenizer)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder

@@ -154,13 +154,7 @@ def tiny_model_and_processor(seed: int = 0):
     image_processor = LlavaOnevisionImageProcessorPil(
         size={"height": tile, "width": tile}, crop_size={"height": tile, "width": tile}, image_grid_pinpoints=pinpoints
     )
-    processor = LlavaVRProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        num_image_tokens=config.num_image_tokens_per_tile,
-        vision_aspect_ratio=config.vision_aspect_ratio,
-        multi_image_anyres=config.multi_image_anyres,
-    )
+    processor = LlavaVRProcessor.from_model_config(config, image_processor, tokenizer)
     return model, processor
 
 

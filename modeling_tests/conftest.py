@@ -103,7 +103,7 @@ def model():
     return tiny_model(perturb_vr=True)
 
 
-def tiny_processor(config, kind="next", vision_aspect_ratio=None):
+def tiny_processor(config, kind="next"):
     """A `LlavaVRProcessor` matching `config`: tiny tokenizer + Transformers' PIL AnyRes image processor."""
     from tiny_tokenizer import build_tiny_tokenizer
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
@@ -120,13 +120,7 @@ def tiny_processor(config, kind="next", vision_aspect_ratio=None):
         crop_size={"height": tile, "width": tile},
         image_grid_pinpoints=config.image_grid_pinpoints,
     )
-    return LlavaVRProcessor(
-        image_processor,
-        build_tiny_tokenizer(),
-        num_image_tokens=config.num_image_tokens_per_tile,
-        vision_aspect_ratio=vision_aspect_ratio or config.vision_aspect_ratio,
-        multi_image_anyres=config.multi_image_anyres,
-    )
+    return LlavaVRProcessor.from_model_config(config, image_processor, build_tiny_tokenizer())
 
 
 def processor_and_model(kind="next", **overrides):

@@ -60,13 +60,7 @@ def make_processor(config):
         crop_size={"height": TILE, "width": TILE},
         image_grid_pinpoints=config.image_grid_pinpoints,
     )
-    return LlavaVRProcessor(
-        image_processor=image_processor,
-        tokenizer=build_tiny_tokenizer(),
-        num_image_tokens=config.num_image_tokens_per_tile,
-        vision_aspect_ratio=config.vision_aspect_ratio,
-        multi_image_anyres=config.multi_image_anyres,
-    )
+    return LlavaVRProcessor.from_model_config(config, image_processor, build_tiny_tokenizer())
 
 
 def make_model(config, seed=0):

@@ -87,10 +87,7 @@ def build_model_and_processor(variant: str, preset: dict, tokenizer, seed: int):
         size={"shortest_edge": image}, crop_size={"height": image, "width": image}, image_grid_pinpoints=[[image, image]],
         image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
     )
-    processor = LlavaVRProcessor(
-        image_processor, tokenizer, num_image_tokens=config.num_image_tokens_per_tile,
-        vision_aspect_ratio=config.vision_aspect_ratio,
-    )
+    processor = LlavaVRProcessor.from_model_config(config, image_processor, tokenizer)
     return model, processor
 
 

@@ -198,6 +198,19 @@ class LlavaVRProcessor(ProcessorMixin):
             raise ValueError(f"the tokenizer has no {self.image_token!r} token: add it as a special token")
         super().__init__(image_processor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
 
+    @classmethod
+    def from_model_config(cls, config, image_processor, tokenizer, **kwargs) -> "LlavaVRProcessor":
+        """The processor that counts exactly what a model of `config` (`LlavaVRConfig`) scatters: its tokens per tile
+        (which follow `projector_type`), `vision_aspect_ratio` and `multi_image_anyres`."""
+        return cls(
+            image_processor,
+            tokenizer,
+            num_image_tokens=config.num_image_tokens_per_tile,
+            vision_aspect_ratio=config.vision_aspect_ratio,
+            multi_image_anyres=config.multi_image_anyres,
+            **kwargs,
+        )
+
     def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs):
         r"""
         Prepares images and prompts for the model.
