@@ -192,8 +192,12 @@ class PeakMemory:
             self.extra_mib = max(peak - self._base, 0) / 2**20
             return False
         self._profile.__exit__(*exc)
-        events = self._profile.profiler.kineto_results.events()
-        deltas = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+        try:  # raw allocator events (the aggregated FunctionEvents attribute allocations to ops, not to time)
+            events = self._profile.profiler.kineto_results.events()
+            deltas = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+        except AttributeError:  # another PyTorch: no CPU peak rather than a wrong one
+            self.total_mib = (process_peak_rss_gib() or 0) * 1024
+            return False
         current = peak = 0
         for _, nbytes in deltas:
             current += nbytes

@@ -207,7 +207,7 @@ def make_inputs(model, crops: int, text_tokens: int, device, dtype, seed: int):
     return inputs, layout
 
 
-# ---- instrumentation --------------------------------------------------------------------------------------------------
+# ---- instrumentation ------------------------------------------------------------------------------------------------
 @contextmanager
 def instrument(model, marks: bu.Marks):
     """Spans inside one forward: `vision` (get_image_features), `tower`, `projector`, `vr_build`, `vr`, `lm`."""
@@ -451,7 +451,8 @@ def estimate_table(rows: list[dict]) -> str:
         [r["variant"], r["crops"], bu.fmt(r["full_depth_estimate"]["ttft_ms"], ".1f"),
          bu.fmt(r["full_depth_estimate"].get("x_pool"), ".3f"),
          bu.fmt(r["full_depth_estimate"].get("mlp_speedup"), ".2f", "x"),
-         bu.fmt(r["full_depth_estimate"].get("gflops"), ".1f"), bu.fmt(r["full_depth_estimate"].get("vr_flops_pct"), ".2f")]
+         bu.fmt(r["full_depth_estimate"].get("gflops"), ".1f"),
+         bu.fmt(r["full_depth_estimate"].get("vr_flops_pct"), ".2f")]
         for r in rows if r.get("full_depth_estimate")
     ]
     return bu.markdown_table(headers, body)
@@ -530,7 +531,8 @@ def parse_args(argv=None):
     parser.add_argument("--text-layers", type=int, default=None,
                         help="override the decoder depth (>= 5 with VR at layers 1 and 4)")
     parser.add_argument("--no-flops", action="store_true", help="skip the FlopCounterMode pass")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: available cores; 1 for tiny)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: available cores; 1 for tiny)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", type=Path, default=bu.REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("--tag", default=None, help="file name stem (default: llava_vr_<preset>_<device>)")
@@ -582,8 +584,7 @@ def _run(args, argv) -> dict:
         "text_tokens": args.text_tokens,
         "crops": args.crops,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python " + " ".join([Path(sys.argv[0]).name if argv is None else "benchmarks/benchmark_llava_vr.py",
-                                         *(sys.argv[1:] if argv is None else argv)]),
+        "command": "python benchmarks/benchmark_llava_vr.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": bu.machine_info(device, threads),
         "memory_method": bu.PeakMemory.describe(device),
         "flops_method": "torch.utils.flop_counter.FlopCounterMode (+ CPU fused SDPA); matmul/conv/attention only",
@@ -655,7 +656,7 @@ def _run(args, argv) -> dict:
         parts = row["breakdown_ms"]
         print(f"  {key[0]:30s} crops={key[1]} tokens={row['image_tokens']:5d} TTFT={row['ttft_ms']:9.1f} ms "
               f"(vision {parts['vision']:.1f}, VR {parts['vr'] + parts['vr_build']:.1f}) "
-              f"decode={row.get('decode_tok_s', 0):6.1f} tok/s peak+={row['peak_extra_mib']:.0f} MiB"
+              f"decode={row.get('decode_tok_s', 0):6.1f} tok/s peak+={bu.fmt(row['peak_extra_mib'], '.0f')} MiB"
               + (f" GFLOP={row['flops']['total'] / 1e9:.1f}" if "flops" in row else ""), flush=True)
     rows = list(rows.values())
     del cases, models, base
@@ -678,14 +679,15 @@ def _run(args, argv) -> dict:
     meta["loadavg_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     bu.write_json(out_dir / f"{stem}.json", payload)
     bu.write_csv(out_dir / f"{stem}.csv", rows)
-    plot(rows, out_dir / f"{stem}.png", f"LLaVA-VR TTFT, {args.preset}, {meta['machine'].get('gpu', 'CPU')}, {meta['dtype']}")
+    title = f"LLaVA-VR TTFT, {args.preset}, {meta['machine'].get('gpu', 'CPU')}, {meta['dtype']}"
+    plot(rows, out_dir / f"{stem}.png", title)
 
     print()
     print(results_table(rows))
     if any(r.get("full_depth_estimate") for r in rows):
         depth = reference_depth
-        print(f"\nFull-depth estimate ({depth['vision']} tower + {depth['text']} decoder layers; tower and decoder-layer "
-              "times scaled, VR/projector/rest as measured):\n")
+        print(f"\nFull-depth estimate ({depth['vision']} tower + {depth['text']} decoder layers; "
+              "tower and decoder-layer times scaled, FLOPs exact, VR/projector/rest as measured):\n")
         print(estimate_table(rows))
     lines = targets_summary(rows)
     if lines:

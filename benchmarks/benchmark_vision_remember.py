@@ -386,7 +386,7 @@ def _run(args, argv) -> dict:
         print(f"  D={row['text_hidden']:5d} {row['interaction']:10s} tiles={row['tiles']:3d} tokens={row['tokens']:5d} "
               f"VR={row['forward_ms']:8.2f} ms build={row['build_ms']:6.2f} ms GFLOP={row['gflop']:7.2f} "
               f"{row['achieved_gflops']:7.1f} GFLOP/s ({row['pct_of_matmul']:5.1f}% of matmul, "
-              f"limit {row['limit_ms']:.2f} ms) peak+={row['peak_extra_mib']:.0f} MiB ops={row['dispatched_ops']}",
+              f"limit {row['limit_ms']:.2f} ms) peak+={bu.fmt(row['peak_extra_mib'], '.0f')} MiB ops={row['dispatched_ops']}",
               flush=True)
     if not args.no_profile:  # per-operator breakdown of the largest case of each (width, interaction)
         largest = {}
@@ -427,14 +427,17 @@ def structural_checks(rows: list[dict]) -> dict:
         constant = len(counts) == 1
         ok &= constant
         lines.append(f"D={width} {interaction}: dispatched ops per VR forward {counts} over tiles "
-                     f"{[r['tiles'] for r in group]} -> {'constant (no per-tile/window loop)' if constant else 'GROWS'}")
+                     f"{[r['tiles'] for r in group]} -> "
+                     f"{'constant (no per-tile/window loop)' if constant else 'GROWS'}")
         r = group[-1]
         calls = r["cross_attention_calls"]
         shapes = ", ".join(f"{c['op']} q{list(c.get('q', []))} k{list(c.get('k', []))}" for c in calls)
-        line = (f"D={width} {interaction} cross-attention ({r['tiles']} tiles): {len(calls)} attention call(s) [{shapes}], "
+        line = (f"D={width} {interaction} cross-attention ({r['tiles']} tiles): "
+                f"{len(calls)} attention call(s) [{shapes}], "
                 f"kernels {r['cross_attention_kernels']}, gather ops {r['cross_attention_gather_ops']}, "
                 f"score elements per tile {r['cross_attention_score_elements_per_tile']:,.0f} "
-                f"(all heads; one cells x cells map per tile would be {r['cross_attention_heads'] * (r['feature_cells'] // r['tiles']) ** 2:,})")
+                f"(all heads; one cells x cells map per tile would be "
+                f"{r['cross_attention_heads'] * (r['feature_cells'] // r['tiles']) ** 2:,})")
         if interaction == "sela":
             one_sdpa = len(calls) == 1 and not {"bmm", "baddbmm", "_softmax"} & set(r["cross_attention_kernels"])
             one_sdpa = one_sdpa and sum(r["cross_attention_gather_ops"].values()) <= 2

