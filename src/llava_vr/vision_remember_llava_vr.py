@@ -106,7 +106,8 @@ class VisionRememberInputs:
         tile_offset = torch.cumsum(tiles_per_image, 0) - tiles_per_image
         token_tile = cells[valid, 0] + tile_offset[image_index]
         token_cell = cells[valid, 1] * token_grid + cells[valid, 2]
-        features_cat = torch.cat(features)
+        # one image (the usual prefill): use its tensor as is, `cat` would copy every multi-level feature again
+        features_cat = features[0] if len(features) == 1 else torch.cat(features)
         feature_grid = math.isqrt(features_cat.shape[1])
         cells_per_tile = feature_grid * feature_grid
         index, window_valid = feature_window_index(token_grid, feature_grid, window_size, device=device)
@@ -115,7 +116,7 @@ class VisionRememberInputs:
         return cls(
             positions=all_positions[valid],
             features=features_cat,
-            saliency=torch.cat(saliency),
+            saliency=saliency[0] if len(saliency) == 1 else torch.cat(saliency),
             token_tile=token_tile,
             token_cell=token_cell,
             image_index=image_index,
