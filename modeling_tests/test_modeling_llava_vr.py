@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import IMAGE_TOKEN_ID, image_inputs, left_pad, perturb_vision_remember, tiny_config, tiny_model
+from conftest import IMAGE_TOKEN_ID, image_inputs, left_pad, tiny_config, tiny_model
 
 from llava_vr import LlavaVRForConditionalGeneration, LlavaVRModel
 from llava_vr.packing_llava_vr import anyres_layout, pack_tile_tokens, packed_token_cells
