@@ -105,7 +105,9 @@ def render_bar_chart(rng: random.Random, size: int = 336) -> DocumentSample:
 def render_digit_grid(rng: random.Random, size: int = 336, grid: int = 4, question: str = "cell") -> DocumentSample:
     """A `grid x grid` board of single small digits: the answer depends on detail finer than one pooled token.
     `question="cell"` asks for one digit, `"row"` for a whole row, `"all"` for every digit in reading order (digits
-    separated by spaces)."""
+    separated by spaces), `"all_compact"` for every digit in reading order without separators (`"3570..."`),
+    `"all_labelled"` for every digit after its cell's letter, `a`, `b`, ... in reading order (`"a3b5c7d0..."`): the
+    letter names the cell, so a model finds a digit by what it reads, not by counting answer tokens."""
     digits = [[rng.randrange(10) for _ in range(grid)] for _ in range(grid)]
     image = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(image)
@@ -115,8 +117,14 @@ def render_digit_grid(rng: random.Random, size: int = 336, grid: int = 4, questi
         for c in range(grid):
             draw.text((c * cell + cell * 0.25, r * cell + cell * 0.05), str(digits[r][c]), fill="black", font=font)
     r, c = rng.randrange(grid), rng.randrange(grid)
-    if question == "all":
-        return DocumentSample(image, "Read the grid.", " ".join(str(d) for row in digits for d in row), "digit_grid")
+    flat = [str(d) for row in digits for d in row]
+    if question in ("all", "all_compact"):
+        return DocumentSample(image, "Read the grid.", (" " if question == "all" else "").join(flat), "digit_grid")
+    if question == "all_labelled":
+        if grid * grid > 26:
+            raise ValueError(f"question='all_labelled' names cells a-z: at most a 5x5 grid, got {grid}x{grid}")
+        labels = "abcdefghijklmnopqrstuvwxyz"
+        return DocumentSample(image, "Read the grid.", "".join(labels[k] + d for k, d in enumerate(flat)), "digit_grid")
     if question == "row":
         return DocumentSample(image, f"Read row {r + 1}.", " ".join(map(str, digits[r])), "digit_grid")
     return DocumentSample(image, f"Digit at row {r + 1}, column {c + 1}?", str(digits[r][c]), "digit_grid")

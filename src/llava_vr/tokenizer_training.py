@@ -7,11 +7,21 @@ from transformers import PreTrainedTokenizerFast
 CHAT_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
 
 
-def train_chat_tokenizer(corpus: list[str], vocab_size: int = 400) -> PreTrainedTokenizerFast:
+def train_chat_tokenizer(
+    corpus: list[str], vocab_size: int = 400, individual_digits: bool = False
+) -> PreTrainedTokenizerFast:
     """Byte-level BPE over `corpus` with Qwen2's chat tokens and `<image>`; ids `<|endoftext|>` 0, `<|im_start|>` 1,
-    `<|im_end|>` 2, `<image>` 3; eos `<|im_end|>`, pad `<|endoftext|>`. Every byte is a token, so any text encodes."""
+    `<|im_end|>` 2, `<image>` 3; eos `<|im_end|>`, pad `<|endoftext|>`. Every byte is a token, so any text encodes.
+
+    `individual_digits`: every digit is a token of its own, never merged with a space or another digit (as Qwen2's
+    tokenizer does), so `"3 5 7"` is always `3`, ` `, `5`, ` `, `7`."""
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if individual_digits
+        else byte_level
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=CHAT_SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
