@@ -33,3 +33,26 @@ def test_unknown_split_or_kind_is_refused():
         generate_samples(1, split="dev")
     with pytest.raises(ValueError, match="kinds"):
         generate_samples(1, kinds=("poster",))
+
+
+def test_digit_grid_answer_formats_name_the_same_digits():
+    kwargs = dict(kinds=("digit_grid",), size=56, grid=4)
+    spaced, compact, labelled = (generate_samples(3, seed=5, split="test", question=q, **kwargs)[2]
+                                 for q in ("all", "all_compact", "all_labelled"))
+    assert content_key(spaced.image) == content_key(compact.image) == content_key(labelled.image)
+    assert compact.answer == spaced.answer.replace(" ", "") and len(compact.answer) == 16
+    assert labelled.answer == "".join(f"{letter}{digit}" for letter, digit in zip("abcdefghijklmnop", compact.answer))
+    with pytest.raises(ValueError, match="at most a 5x5 grid"):
+        generate_samples(1, kinds=("digit_grid",), size=84, grid=6, question="all_labelled")
+
+
+def test_chat_tokenizer_with_individual_digits_never_merges_a_digit():
+    from llava_vr.tokenizer_training import train_chat_tokenizer
+
+    corpus = ["Read row 12. 12 34 56 a1b2"] * 20
+    merged = train_chat_tokenizer(corpus, vocab_size=300)
+    split = train_chat_tokenizer(corpus, vocab_size=300, individual_digits=True)
+    assert any(len(t.lstrip("Ġ")) > 1 and t.lstrip("Ġ").isdigit() for t in merged.tokenize("12 34 56"))
+    tokens = split.tokenize("12 34 a1b2")
+    assert [t for t in tokens if any(c.isdigit() for c in t)] == list("123412")
+    assert split.decode(split("12 34 a1b2")["input_ids"]) == "12 34 a1b2"
