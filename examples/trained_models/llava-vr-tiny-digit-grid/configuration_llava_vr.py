@@ -1,0 +1,223 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""LLaVA-VR configuration: LLaVA-NeXT / LLaVA-OneVision plus Vision Remember."""
+
+import math
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+
+
+PROJECTOR_TYPES = ("mlp", "adaptive_avg_pool", "pixel_shuffle", "ldpv2", "tokenpacker")
+INTERACTIONS = ("sela", "deformable", "global")
+SALIENCY_MODES = ("auto", "cls", "mean_token", "off")
+
+# CLIP-ViT-L/14-336 AnyRes pinpoints of the released LLaVA-VR models (tiles of 336, up to 6 x 6).
+DEFAULT_IMAGE_GRID_PINPOINTS = [[336 * h, 336 * w] for h in range(1, 7) for w in range(1, 7)]
+
+
+@strict
+class LlavaVRConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`LlavaVRForConditionalGeneration`]: a vision tower (CLIP or SigLIP), a projector that may
+    compress each tile's vision tokens, a Qwen2 LLM, and Vision Remember (VR) modules that let the vision tokens
+    re-read multi-level vision features before chosen decoder layers.
+
+    Args:
+        vision_config (`dict` or `PreTrainedConfig`, *optional*):
+            Vision tower config (`clip_vision_model` or `siglip_vision_model`). Defaults to CLIP-ViT-L/14-336.
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            LLM config (`qwen2`). Defaults to Qwen2's defaults.
+        image_token_index (`int`, *optional*, defaults to 151646):
+            Id of the `<image>` placeholder token (alias `image_token_id`).
+        projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the projector MLP.
+        vision_feature_select_strategy (`str`, *optional*, defaults to `"default"`):
+            `"default"` drops the tower's CLS token, `"full"` keeps every token (SigLIP has none to drop).
+        vision_feature_layer (`int` or `list[int]`, *optional*, defaults to -2):
+            Tower hidden state(s) fed to the projector (index 0 = embeddings); several are concatenated on channels.
+        multimodal_projector_bias (`bool`, *optional*, defaults to `True`):
+            Whether the projector MLP's linear layers have biases.
+        image_grid_pinpoints (`list[list[int]]`, *optional*):
+            AnyRes resolutions `(height, width)`, multiples of the tile size.
+        vision_aspect_ratio (`str`, *optional*, defaults to `"anyres_max_9"`):
+            `"anyres_max_N"`: after unpadding, the crop tokens are bilinearly down-interpolated when they exceed
+            about N tiles' worth (LLaVA-OneVision). `"anyres"`: no cap (LLaVA-NeXT). `"pad"`: no AnyRes, every
+            image is encoded by its base tile only (`g*g` tokens + one newline; the paper's stage 1).
+        multi_image_anyres (`bool`, *optional*, defaults to `False`):
+            `False` (LLaVA-OneVision): a prompt with several images encodes each with its base tile only (+ one
+            newline). `True` (LLaVA-NeXT): every image is tiled with AnyRes.
+        projector_type (`str`, *optional*, defaults to `"adaptive_avg_pool"`):
+            `mlp` (no compression, 576 tokens per 336-px CLIP tile), or a compressing projector giving
+            `projector_pooled_grid_size**2` tokens per tile (144 for CLIP-336): `adaptive_avg_pool` (2D adaptive
+            average pooling then the MLP), `pixel_shuffle` (2x2 space-to-depth, LayerNorm, MLP), `ldpv2` (MLP,
+            pooling, depthwise-conv positional residual) or `tokenpacker` (pooled queries re-read their region of the
+            full-resolution features by cross-attention, then the MLP).
+        projector_pooled_grid_size (`int`, *optional*):
+            Token grid side per tile for the compressing projectors; defaults to `ceil(patch_grid / 2)` (12 for
+            CLIP-336's 24x24, 14 for SigLIP-384's 27x27). `pixel_shuffle` requires that default.
+        vision_remember_layers (`list[int]`, *optional*, defaults to `[1, 4]`):
+            0-based decoder layers; VR rewrites the vision-token rows of the hidden states entering each. `[]` = no VR.
+        vision_remember_feature_layers (`list[int]`, *optional*, defaults to `[13, 18, 23]`):
+            Tower hidden states (index 0 = embeddings) concatenated on channels into the multi-level features.
+        vision_remember_interaction (`str`, *optional*, defaults to `"sela"`):
+            Token-feature cross-attention: `sela` (saliency-enhanced local attention over each token's feature
+            window), `deformable` (multi-level deformable attention around the token's cell) or `global` (all cells
+            of the token's tile).
+        vision_remember_window_size (`int`, *optional*):
+            Side of the feature window a token reads with `sela`. `None`: the token's own cell region
+            (`patch_grid / token_grid`, 2 for 24 -> 12; adaptive, like adaptive pooling, when it does not divide).
+            A larger value widens the window symmetrically (overlapping context), clipped at the tile border.
+        vision_remember_saliency (`str`, *optional*, defaults to `"auto"`):
+            Saliency weighting of the values: `cls` = `sigmoid(q_cls . k_p / sqrt(d))` per head, averaged over heads,
+            computed from the saliency layer's own q/k projections; `mean_token` = the same with the mean query of all
+            tokens (for towers without CLS, e.g. SigLIP); `off` = all ones; `auto` = `cls` when the tower has a CLS
+            token (CLIP), else `mean_token`.
+        vision_remember_saliency_layer (`int`, *optional*):
+            Tower hidden state whose producing encoder layer's attention gives the saliency (hidden state `i` is
+            produced by encoder layer `i - 1`). Defaults to the last of `vision_remember_feature_layers`.
+        vision_remember_hidden_size (`int`, *optional*):
+            Width of VR's attention. Defaults to the tower's hidden size (the token is expanded to the vision width).
+        vision_remember_num_heads (`int`, *optional*):
+            Heads of VR's attentions. Defaults to the tower's number of heads.
+        vision_remember_deformable_points (`int`, *optional*, defaults to 4):
+            Sampling points per head and level for `deformable`.
+        vision_remember_self_attention (`bool`, *optional*, defaults to `True`):
+            Token bidirectional self-attention among one image's vision tokens after the cross-attention.
+    """
+
+    model_type = "llava_vr"
+    _auto_class = "AutoConfig"  # save_pretrained copies this file beside config.json (trust_remote_code)
+    attribute_map = {"image_token_id": "image_token_index"}
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="clip_vision_model",
+            init_kwargs={
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "patch_size": 14,
+                "image_size": 336,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+                "projection_dim": 768,
+                "vocab_size": 32000,
+            },
+        ),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    image_token_index: int = 151646
+    projector_hidden_act: str = "gelu"
+    vision_feature_select_strategy: Literal["default", "full"] = "default"
+    vision_feature_layer: int | list[int] = -2
+    multimodal_projector_bias: bool = True
+    tie_word_embeddings: bool = False
+    image_grid_pinpoints: list | None = None
+    vision_aspect_ratio: str = "anyres_max_9"
+    multi_image_anyres: bool = False
+    projector_type: str = "adaptive_avg_pool"
+    projector_pooled_grid_size: int | None = None
+    vision_remember_layers: list[int] | None = None
+    vision_remember_feature_layers: list[int] | None = None
+    vision_remember_interaction: str = "sela"
+    vision_remember_window_size: int | None = None
+    vision_remember_saliency: str = "auto"
+    vision_remember_saliency_layer: int | None = None
+    vision_remember_hidden_size: int | None = None
+    vision_remember_num_heads: int | None = None
+    vision_remember_deformable_points: int = 4
+    vision_remember_self_attention: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.image_grid_pinpoints is None:
+            tile = self.vision_config.image_size
+            self.image_grid_pinpoints = [[tile * h, tile * w] for h in range(1, 7) for w in range(1, 7)]
+        if self.vision_remember_layers is None:
+            self.vision_remember_layers = [1, 4]
+        if self.vision_remember_feature_layers is None:
+            self.vision_remember_feature_layers = [13, 18, 23]
+        self.vision_remember_layers = [int(i) for i in self.vision_remember_layers]
+        self.vision_remember_feature_layers = [int(i) for i in self.vision_remember_feature_layers]
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = self.text_config.tie_word_embeddings
+
+    def validate_architecture(self):
+        """Runs at construction (`@strict`): raises `ValueError` naming the first inconsistent setting."""
+        super().validate_architecture()
+        if self.projector_type not in PROJECTOR_TYPES:
+            raise ValueError(f"projector_type={self.projector_type!r} is not one of {PROJECTOR_TYPES}")
+        if self.vision_remember_interaction not in INTERACTIONS:
+            raise ValueError(
+                f"vision_remember_interaction={self.vision_remember_interaction!r} is not one of {INTERACTIONS}"
+            )
+        if self.vision_remember_saliency not in SALIENCY_MODES:
+            raise ValueError(f"vision_remember_saliency={self.vision_remember_saliency!r} is not one of {SALIENCY_MODES}")
+        if not (self.vision_aspect_ratio in ("anyres", "pad") or self.vision_aspect_ratio.startswith("anyres_max_")):
+            raise ValueError(
+                f"vision_aspect_ratio={self.vision_aspect_ratio!r}: expected 'anyres', 'anyres_max_N' or 'pad'"
+            )
+        num_text_layers = self.text_config.num_hidden_layers
+        bad = [i for i in self.vision_remember_layers if not 0 <= i < num_text_layers]
+        if bad:
+            raise ValueError(f"vision_remember_layers {bad} are outside the LLM's {num_text_layers} decoder layers")
+        if len(set(self.vision_remember_layers)) != len(self.vision_remember_layers):
+            raise ValueError(f"vision_remember_layers {self.vision_remember_layers} has duplicates")
+        num_vision_layers = self.vision_config.num_hidden_layers
+        if self.vision_remember_layers:
+            layers = list(self.vision_remember_feature_layers) + [self.saliency_layer]
+            bad = [i for i in layers if not -num_vision_layers <= i <= num_vision_layers]
+            if bad or not self.vision_remember_feature_layers:
+                raise ValueError(
+                    f"vision_remember_feature_layers {self.vision_remember_feature_layers} must be non-empty hidden-state"
+                    f" indices of the tower's {num_vision_layers} layers (0 = embeddings .. {num_vision_layers})"
+                )
+        grid = self.patch_grid_size
+        if self.projector_type == "pixel_shuffle" and self.token_grid_size != math.ceil(grid / 2):
+            raise ValueError("projector_type='pixel_shuffle' needs projector_pooled_grid_size == ceil(patch_grid / 2)")
+        if self.vision_remember_hidden_size_resolved % self.vision_remember_num_heads_resolved:
+            raise ValueError("vision_remember_hidden_size must be divisible by vision_remember_num_heads")
+
+    # ---- derived quantities (not serialised) -------------------------------------------------------------------
+    @property
+    def patch_grid_size(self) -> int:
+        """Side of one tile's patch grid in the tower (24 for CLIP-336, 27 for SigLIP-384)."""
+        return self.vision_config.image_size // self.vision_config.patch_size
+
+    @property
+    def token_grid_size(self) -> int:
+        """Side of one tile's vision-token grid after the projector (24 for `mlp`, 12 pooled on CLIP-336)."""
+        if self.projector_type == "mlp":
+            return self.patch_grid_size
+        return self.projector_pooled_grid_size or math.ceil(self.patch_grid_size / 2)
+
+    @property
+    def num_image_tokens_per_tile(self) -> int:
+        return self.token_grid_size**2
+
+    @property
+    def saliency_layer(self) -> int:
+        if self.vision_remember_saliency_layer is not None:
+            return self.vision_remember_saliency_layer
+        return self.vision_remember_feature_layers[-1]
+
+    @property
+    def saliency_mode(self) -> str:
+        if self.vision_remember_saliency != "auto":
+            return self.vision_remember_saliency
+        return "cls" if self.vision_config.model_type == "clip_vision_model" else "mean_token"
+
+    @property
+    def vision_remember_hidden_size_resolved(self) -> int:
+        return self.vision_remember_hidden_size or self.vision_config.hidden_size
+
+    @property
+    def vision_remember_num_heads_resolved(self) -> int:
+        return self.vision_remember_num_heads or self.vision_config.num_attention_heads
+
+
+__all__ = ["LlavaVRConfig"]

@@ -1,0 +1,590 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""LLaVA-VR: LLaVA-NeXT / LLaVA-OneVision with Vision Remember inside the Qwen2 decoder.
+
+Class split as in Transformers' LLaVA-OneVision: `LlavaVRModel` (tower + projector + LLM, no head) under
+`LlavaVRForConditionalGeneration`. Vision Remember lives in `LlavaVRTextModel`, a Qwen2 text model that runs its
+decoder layers itself and calls the VR module of a layer before that layer (the shape of Qwen3-VL's DeepStack).
+"""
+
+import json
+import math
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModel, GenerationMixin
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.dynamic_module_utils import get_relative_import_files
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
+from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
+from transformers.models.qwen2.modeling_qwen2 import (
+    Qwen2DecoderLayer,
+    Qwen2PreTrainedModel,
+    Qwen2RMSNorm,
+    Qwen2RotaryEmbedding,
+)
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_llava_vr import LlavaVRConfig
+from .packing_llava_vr import anyres_layout, images_use_anyres, pack_tile_tokens, packed_token_cells
+from .initialization_llava_vr import init_llava_vr_leaf
+from .projectors_llava_vr import build_projector
+from .saliency_llava_vr import SaliencyRecorder, tower_encoder_layers
+from .vision_remember_llava_vr import VisionRemember, VisionRememberInputs
+
+
+@dataclass
+class LlavaVRImageFeaturesOutput(BaseModelOutputWithPooling):
+    r"""
+    Output of `get_image_features`; `generate()` hands it to the prefill instead of `pixel_values`.
+
+    pooler_output (`list[torch.Tensor]`):
+        Per image, its packed vision tokens `(tokens_i, hidden_size)`, in `<image>` order.
+    deepstack_features (`list[list[torch.Tensor]]`, *optional*):
+        What Vision Remember reads, per image, in three lists: multi-level features `(tiles_i, G*G, C_ml)`, saliency
+        `(tiles_i, G*G)` and token cells `(tokens_i, 3)` (`(tile, row, col)`, `-1` for newline tokens). Carried in
+        this field because `generate()` expands it with the pooled features for beams / `num_return_sequences`.
+    """
+
+    deepstack_features: list | None = None
+
+
+@dataclass
+class LlavaVRModelOutputWithPast(BaseModelOutputWithPast):
+    r"""
+    image_hidden_states (`torch.Tensor`, *optional*):
+        `(num_image_tokens, hidden_size)` packed projected image features scattered into the sequence.
+    """
+
+    image_hidden_states: torch.Tensor | None = None
+
+
+@dataclass
+class LlavaVRCausalLMOutputWithPast(ModelOutput):
+    r"""
+    loss (`torch.Tensor` of shape `(1,)`, *optional*): next-token loss when `labels` are given.
+    logits (`torch.Tensor` of shape `(batch_size, sequence_length, vocab_size)`).
+    past_key_values (`Cache`, *optional*): the KV cache.
+    image_hidden_states (`torch.Tensor`, *optional*): `(num_image_tokens, hidden_size)` projected image features.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.Tensor] | None = None
+    attentions: tuple[torch.Tensor] | None = None
+    image_hidden_states: torch.Tensor | None = None
+
+
+# Written into config.json's `auto_map` on save (register_for_auto_class alone records only the saved class).
+AUTO_MAP = {
+    "AutoConfig": "configuration_llava_vr.LlavaVRConfig",
+    "AutoModel": "modeling_llava_vr.LlavaVRModel",
+    "AutoModelForImageTextToText": "modeling_llava_vr.LlavaVRForConditionalGeneration",
+}
+
+VISION_ENCODER_LAYER_CLASSES = {"clip_vision_model": "CLIPEncoderLayer", "siglip_vision_model": "SiglipEncoderLayer"}
+
+
+class LlavaVRPreTrainedModel(PreTrainedModel):
+    config: LlavaVRConfig
+    config_class = LlavaVRConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False
+    _can_record_outputs = {"hidden_states": Qwen2DecoderLayer}
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves weights (safetensors), config with the full `auto_map`, and this package's code files beside them,
+        so the folder loads with `trust_remote_code=True` where `llava_vr` is not installed.
+
+        FSDP2's `fully_shard` swaps in a dynamic `FSDP<Name>` subclass defined in torch, for which Transformers would
+        copy torch's `_fsdp_*.py` files and name them in `auto_map`: this model's own files and `AUTO_MAP` are written
+        instead."""
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if type(self).__module__ != __name__ and kwargs.get("is_main_process", True):
+            self._restore_own_code_files(Path(save_directory))
+        return result
+
+    def _restore_own_code_files(self, folder: Path):
+        wrapper_file = sys.modules[type(self).__module__].__file__
+        own_files = [__file__, *get_relative_import_files(__file__)]
+        own_names = {Path(f).name for f in own_files}
+        for stray in [wrapper_file, *get_relative_import_files(wrapper_file)]:
+            if Path(stray).name not in own_names:
+                (folder / Path(stray).name).unlink(missing_ok=True)
+        for needed in own_files:
+            shutil.copyfile(needed, folder / Path(needed).name)
+        self.config.auto_map = dict(AUTO_MAP)
+        config_file = folder / "config.json"
+        config = json.loads(config_file.read_text())
+        config["auto_map"] = dict(AUTO_MAP)
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    def post_init(self):
+        super().post_init()
+        # Transformers merges the children's lists (CLIP's and SigLIP's name text-tower classes that do not exist
+        # here and break accelerate's FSDP auto-wrap): declare exactly the blocks this model has.
+        vision_layer = VISION_ENCODER_LAYER_CLASSES.get(self.config.vision_config.model_type)
+        self._no_split_modules = {"Qwen2DecoderLayer", "VisionRemember"} | ({vision_layer} if vision_layer else set())
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if init_llava_vr_leaf(module):
+            return
+        super()._init_weights(module)
+        if isinstance(module, LlavaVRModel):
+            init.normal_(module.image_newline, mean=0.0, std=1 / math.sqrt(self.config.text_config.hidden_size))
+
+
+class LlavaVRTextModel(Qwen2PreTrainedModel):
+    """Qwen2 decoder (same key names as `Qwen2Model`) plus a `VisionRemember` module before each layer of
+    `vision_remember_layers`. Holds VR, so its `_init_weights` runs VR's leaf inits (a fresh VR is the identity)."""
+
+    def __init__(self, config, vision_remember_config: LlavaVRConfig | None = None):
+        super().__init__(config)
+        self.padding_idx = config.pad_token_id
+        self.vocab_size = config.vocab_size
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList(
+            [Qwen2DecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
+        )
+        self.norm = Qwen2RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = Qwen2RotaryEmbedding(config=config)
+        self.gradient_checkpointing = False
+        self.has_sliding_layers = "sliding_attention" in self.config.layer_types
+        layers = vision_remember_config.vision_remember_layers if vision_remember_config is not None else []
+        self.vision_remember = nn.ModuleDict({str(i): VisionRemember(vision_remember_config) for i in layers})
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if not init_llava_vr_leaf(module):
+            super()._init_weights(module)
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        vision_remember_inputs: VisionRememberInputs | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""
+        vision_remember_inputs (`VisionRememberInputs`, *optional*):
+            Built by `LlavaVRModel` at a prefill with images; `None` (VR skipped) on decode steps and text-only input.
+        """
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        if position_ids is None:
+            past_seen_tokens = past_key_values.get_seq_length() if past_key_values is not None else 0
+            position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen_tokens
+            position_ids = position_ids.unsqueeze(0)
+
+        if not isinstance(causal_mask_mapping := attention_mask, dict):
+            mask_kwargs = {
+                "config": self.config,
+                "inputs_embeds": inputs_embeds,
+                "attention_mask": attention_mask,
+                "past_key_values": past_key_values,
+                "position_ids": position_ids,
+            }
+            causal_mask_mapping = {"full_attention": create_causal_mask(**mask_kwargs)}
+            if self.has_sliding_layers:
+                causal_mask_mapping["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
+
+        hidden_states = inputs_embeds
+        position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        for i, decoder_layer in enumerate(self.layers[: self.config.num_hidden_layers]):
+            if vision_remember_inputs is not None and str(i) in self.vision_remember:
+                hidden_states = self.vision_remember[str(i)](hidden_states, vision_remember_inputs)
+            hidden_states = decoder_layer(
+                hidden_states,
+                attention_mask=causal_mask_mapping[self.config.layer_types[i]],
+                position_embeddings=position_embeddings,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                use_cache=use_cache,
+                **kwargs,
+            )
+        hidden_states = self.norm(hidden_states)
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states, past_key_values=past_key_values if use_cache else None
+        )
+
+
+class LlavaVRModel(LlavaVRPreTrainedModel):
+    """Vision tower + projector + `LlavaVRTextModel`, no LM head."""
+
+    _auto_class = "AutoModel"
+
+    def __init__(self, config: LlavaVRConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.multi_modal_projector = build_projector(config)
+        embed_std = 1 / math.sqrt(config.text_config.hidden_size)
+        self.image_newline = nn.Parameter(torch.randn(config.text_config.hidden_size, dtype=self.dtype) * embed_std)
+        self.vocab_size = config.text_config.vocab_size
+        self.language_model = LlavaVRTextModel(config.text_config, config)
+        self._saliency_recorder = None
+        if config.vision_remember_layers and config.saliency_mode != "off":
+            layers = tower_encoder_layers(self.vision_tower)
+            producing_layer = config.saliency_layer % (len(layers) + 1) - 1
+            if producing_layer < 0:
+                raise ValueError("vision_remember_saliency_layer must be a hidden state after an encoder layer (>= 1)")
+            self._saliency_recorder = SaliencyRecorder(
+                layers[producing_layer].self_attn, config.vision_config.num_attention_heads, config.saliency_mode
+            )
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def image_layouts(self, image_sizes, batch_num_images=None, vision_aspect_ratio=None):
+        """Per image, its `AnyResLayout` (the processor counts placeholders with the same function)."""
+        config = self.config
+        use_anyres = images_use_anyres(batch_num_images, len(image_sizes), config.multi_image_anyres)
+        return [
+            anyres_layout(
+                size,
+                config.image_grid_pinpoints,
+                config.vision_config.image_size,
+                config.token_grid_size,
+                vision_aspect_ratio or config.vision_aspect_ratio,
+                tiled,
+            )
+            for size, tiled in zip(image_sizes, use_anyres)
+        ]
+
+    @merge_with_config_defaults
+    @can_return_tuple
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_sizes: torch.Tensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        vision_aspect_ratio: str | None = None,
+        batch_num_images: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> LlavaVRImageFeaturesOutput:
+        r"""
+        Encodes the images' tiles, projects and packs them, and gathers what Vision Remember reads.
+
+        pixel_values (`torch.Tensor`): `(num_images, max_tiles, 3, H, W)` padded per image, or `(total_tiles, 3, H, W)`.
+        image_sizes (`torch.Tensor` of shape `(num_images, 2)`): original `(height, width)` of each image.
+        batch_num_images (`torch.LongTensor`, *optional*): images per sample (LLaVA-OneVision tiles lone images only).
+
+        Returns `LlavaVRImageFeaturesOutput` with `pooler_output` (per image `(tokens_i, hidden_size)`) and
+        `deepstack_features` (see its docstring).
+        """
+        config = self.config
+        if image_sizes is None or len(image_sizes) == 0:
+            raise ValueError("pixel_values were given without image_sizes: pass the processor's `image_sizes` too")
+        layouts = self.image_layouts(image_sizes, batch_num_images, vision_aspect_ratio)
+        if pixel_values.dim() == 5:
+            if pixel_values.shape[0] != len(layouts):
+                raise ValueError(f"pixel_values hold {pixel_values.shape[0]} images but image_sizes {len(layouts)}")
+            if max(l.num_tiles for l in layouts) > pixel_values.shape[1]:
+                raise ValueError("pixel_values have fewer tiles than image_sizes imply: wrong image_grid_pinpoints?")
+            pixel_values = torch.cat([pv[: l.num_tiles] for pv, l in zip(pixel_values, layouts)], dim=0)
+        elif pixel_values.dim() != 4:
+            raise ValueError(f"pixel_values of shape {tuple(pixel_values.shape)}, expected 4 or 5 dimensions")
+        tiles_per_image = [l.num_tiles for l in layouts]
+        if pixel_values.shape[0] != sum(tiles_per_image):
+            raise ValueError(f"pixel_values hold {pixel_values.shape[0]} tiles, image_sizes imply {sum(tiles_per_image)}")
+        tile = config.vision_config.image_size
+        if tuple(pixel_values.shape[-3:]) != (3, tile, tile):
+            raise ValueError(f"pixel_values tiles are {tuple(pixel_values.shape[-3:])}, the tower expects (3, {tile}, {tile})")
+
+        feature_layers = [vision_feature_layer] if isinstance(vision_feature_layer, int) else list(vision_feature_layer)
+        vr_layers = config.vision_remember_feature_layers if config.vision_remember_layers else []
+        recorder = self._saliency_recorder
+        if recorder is not None:
+            recorder.recording = True
+        try:
+            tower_out = self.vision_tower(
+                pixel_values, output_hidden_states=sorted(set(feature_layers + vr_layers)), return_dict=True
+            )
+        finally:
+            if recorder is not None:
+                recorder.recording = False
+        hidden_states = tower_out.hidden_states
+        selected = torch.cat([hidden_states[i] for i in feature_layers], dim=-1)
+        if vision_feature_select_strategy == "default":
+            selected = selected[:, 1:]
+        tile_tokens = self.multi_modal_projector(selected).split(tiles_per_image, dim=0)
+        packed = [pack_tile_tokens(t, layout, self.image_newline) for t, layout in zip(tile_tokens, layouts)]
+
+        deepstack = None
+        if vr_layers:
+            cells = config.patch_grid_size**2
+            multi_level = torch.cat([hidden_states[i][:, -cells:] for i in vr_layers], dim=-1)
+            if recorder is not None:
+                saliency = recorder.pop()[:, -cells:].to(multi_level.dtype)
+            else:
+                saliency = multi_level.new_ones(multi_level.shape[:2])
+            device = multi_level.device
+            deepstack = [
+                list(multi_level.split(tiles_per_image)),
+                list(saliency.split(tiles_per_image)),
+                [packed_token_cells(layout, device) for layout in layouts],
+            ]
+        return LlavaVRImageFeaturesOutput(
+            last_hidden_state=tower_out.last_hidden_state,
+            pooler_output=packed,
+            hidden_states=hidden_states,
+            deepstack_features=deepstack,
+        )
+
+    def get_placeholder_mask(self, input_ids, inputs_embeds, image_features: torch.Tensor):
+        """`(batch, seq)` bool mask of the `<image>` tokens; raises if their count is not the features' count."""
+        if input_ids is None:
+            image_embedding = self.get_input_embeddings()(
+                torch.tensor(self.config.image_token_id, dtype=torch.long, device=inputs_embeds.device)
+            )
+            mask = (inputs_embeds == image_embedding).all(-1)
+        else:
+            mask = input_ids == self.config.image_token_id
+        num_tokens, num_features = int(mask.sum()), image_features.shape[0]
+        if num_tokens != num_features:
+            raise ValueError(
+                f"Image features and image tokens do not match, tokens: {num_tokens}, features: {num_features}. "
+                "The text must hold exactly the image tokens the processor expands each <image> into; an image cut "
+                "by truncation (raise max_length) or a processor built for another projector_type gives this."
+            )
+        return mask
+
+    @staticmethod
+    def _is_data_parallel() -> bool:
+        distributed = torch.distributed
+        return distributed.is_available() and distributed.is_initialized() and distributed.get_world_size() > 1
+
+    def _text_only_vision_pass(self, inputs_embeds):
+        """A text-only batch on one rank of a sharded (FSDP / ZeRO-3) run: run tower, projector and VR on one blank
+        image anyway, contributing exactly zero, so every rank takes part in the same gathers and reductions."""
+        tile = self.config.vision_config.image_size
+        blank = inputs_embeds.new_zeros(1, 2, 3, tile, tile, dtype=self.vision_tower.dtype)
+        image_output = self.get_image_features(blank, torch.tensor([[tile, tile]], device=inputs_embeds.device))
+        inputs_embeds = inputs_embeds + 0.0 * torch.cat(image_output.pooler_output).sum().to(inputs_embeds.dtype)
+        vision_remember_inputs = None
+        if self.config.vision_remember_layers:
+            features, saliency, cells = image_output.deepstack_features
+            no_tokens = torch.zeros(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
+            vision_remember_inputs = VisionRememberInputs.build(
+                no_tokens, features, saliency, [cells[0][:0]], self.config.token_grid_size,
+                self.config.vision_remember_window_size,
+            )
+        return inputs_embeds, vision_remember_inputs
+
+    @merge_with_config_defaults
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        vision_aspect_ratio: str | None = None,
+        batch_num_images: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        mm_encoder_outputs: dict | None = None,
+        **kwargs,
+    ) -> LlavaVRModelOutputWithPast:
+        r"""
+        image_sizes (`torch.LongTensor` of shape `(num_images, 2)`): original `(height, width)` of each image.
+        batch_num_images (`torch.LongTensor`, *optional*): images per sample.
+        mm_encoder_outputs (`dict`, *optional*): `{"image": LlavaVRImageFeaturesOutput}` pre-encoded by `generate()`.
+        """
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if pixel_values is not None and mm_encoder_outputs is not None and mm_encoder_outputs.get("image") is not None:
+            raise ValueError("You cannot specify both pixel_values and mm_encoder_outputs at the same time")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        image_output = (mm_encoder_outputs or {}).get("image")
+        if image_output is None and pixel_values is not None:
+            image_output = self.get_image_features(
+                pixel_values,
+                image_sizes,
+                vision_feature_layer=vision_feature_layer,
+                vision_feature_select_strategy=vision_feature_select_strategy,
+                vision_aspect_ratio=vision_aspect_ratio,
+                batch_num_images=batch_num_images,
+            )
+
+        image_features = vision_remember_inputs = None
+        if image_output is not None:
+            image_features = torch.cat(list(image_output.pooler_output), dim=0)
+            image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
+            image_mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
+            inputs_embeds = inputs_embeds.masked_scatter(image_mask[..., None], image_features)
+            if self.config.vision_remember_layers:
+                if image_output.deepstack_features is None:
+                    raise ValueError("the image features carry no Vision Remember inputs (deepstack_features)")
+                features, saliency, cells = image_output.deepstack_features
+                vision_remember_inputs = VisionRememberInputs.build(
+                    image_mask, features, saliency, cells, self.config.token_grid_size,
+                    self.config.vision_remember_window_size,
+                )
+        elif input_ids is not None and (input_ids == self.config.image_token_id).any() and (
+            past_key_values is None or past_key_values.get_seq_length() == 0
+        ):
+            raise ValueError(
+                "input_ids contain image tokens but no pixel_values (or pre-encoded image features) were given"
+            )
+        elif self.training and self._is_data_parallel():
+            inputs_embeds, vision_remember_inputs = self._text_only_vision_pass(inputs_embeds)
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            vision_remember_inputs=vision_remember_inputs,
+            **kwargs,
+        )
+        return LlavaVRModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=image_features,
+        )
+
+
+class LlavaVRForConditionalGeneration(LlavaVRPreTrainedModel, GenerationMixin):
+    _auto_class = "AutoModelForImageTextToText"
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+
+    def __init__(self, config: LlavaVRConfig):
+        super().__init__(config)
+        self.model = LlavaVRModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def get_image_features(self, pixel_values, image_sizes, **kwargs) -> LlavaVRImageFeaturesOutput:
+        return self.model.get_image_features(pixel_values=pixel_values, image_sizes=image_sizes, **kwargs)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        vision_aspect_ratio: str | None = None,
+        batch_num_images: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        mm_encoder_outputs: dict | None = None,
+        **kwargs,
+    ) -> LlavaVRCausalLMOutputWithPast:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Next-token labels, `-100` where no loss is taken.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            image_sizes=image_sizes,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            vision_aspect_ratio=vision_aspect_ratio,
+            batch_num_images=batch_num_images,
+            use_cache=use_cache,
+            mm_encoder_outputs=mm_encoder_outputs,
+            **kwargs,
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return LlavaVRCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+        )
+
+    def generate(self, *args, **kwargs):
+        """`GenerationMixin.generate`, refusing chunked prefill through images: Vision Remember's bidirectional
+        attention needs all of an image's tokens in one forward."""
+        generation_config = kwargs.get("generation_config") or self.generation_config
+        chunk = kwargs.get("prefill_chunk_size", getattr(generation_config, "prefill_chunk_size", None))
+        has_images = (
+            kwargs.get("pixel_values") is not None
+            or (kwargs.get("mm_encoder_outputs") or {}).get("image") is not None
+        )
+        if chunk and has_images and self.config.vision_remember_layers:
+            raise ValueError(
+                "prefill_chunk_size is not supported with images: Vision Remember runs bidirectional attention over "
+                "all of an image's tokens in one forward; pass prefill_chunk_size=None"
+            )
+        return super().generate(*args, **kwargs)
+
+
+__all__ = [
+    "LlavaVRForConditionalGeneration",
+    "LlavaVRModel",
+    "LlavaVRPreTrainedModel",
+    "LlavaVRTextModel",
+    "LlavaVRImageFeaturesOutput",
+]

@@ -1,0 +1,141 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""Vision projectors: map one tile's `(G*G, C_in)` tower features to `(g*g, D)` LLM tokens.
+
+| `projector_type`    | tokens per tile (CLIP-336 / SigLIP-384) | what it does                                          |
+|---------------------|-----------------------------------------|-------------------------------------------------------|
+| `mlp`               | 576 / 729                               | LLaVA-NeXT/OneVision's 2-layer MLP, no compression    |
+| `adaptive_avg_pool` | 144 / 196                               | 2D adaptive average pooling to g x g, then the MLP    |
+| `pixel_shuffle`     | 144 / 196                               | 2x2 space-to-depth (InternVL), LayerNorm, MLP         |
+| `ldpv2`             | 144 / 196                               | MobileVLM-v2 LDPv2: MLP, pooling, depthwise-conv PEG  |
+| `tokenpacker`       | 144 / 196                               | pooled queries re-read their region, then the MLP     |
+
+All keep the MLP as `linear_1` / `act` / `linear_2` (the key names of Transformers' LLaVA projectors), so a
+LLaVA-NeXT/OneVision projector carries over. Residual layers added on top start as no-ops (zero-initialised PEG conv
+and TokenPacker output projection): `tokenpacker` starts as `adaptive_avg_pool`, `ldpv2` as MLP-then-pool.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.activations import ACT2FN
+
+from .feature_windows_llava_vr import feature_window_index
+from .initialization_llava_vr import ZeroInitConv2d, ZeroInitLinear
+
+
+class LlavaVRMultiModalProjector(nn.Module):
+    """`mlp`: `(T, G*G, C_in) -> (T, G*G, D)`, identical to LLaVA-OneVision's projector."""
+
+    def __init__(self, config, in_features: int | None = None):
+        super().__init__()
+        num_feature_layers = 1 if isinstance(config.vision_feature_layer, int) else len(config.vision_feature_layer)
+        in_features = in_features or config.vision_config.hidden_size * num_feature_layers
+        hidden = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(in_features, hidden, bias=config.multimodal_projector_bias)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(hidden, hidden, bias=config.multimodal_projector_bias)
+        self.patch_grid = config.patch_grid_size
+        self.token_grid = config.token_grid_size
+
+    def mlp(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(features)))
+
+    def to_grid(self, features: torch.Tensor) -> torch.Tensor:
+        """`(T, G*G, C) -> (T, C, G, G)`."""
+        tiles, _, channels = features.shape
+        return features.transpose(1, 2).reshape(tiles, channels, self.patch_grid, self.patch_grid)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features)
+
+
+class LlavaVRAdaptivePoolProjector(LlavaVRMultiModalProjector):
+    """`adaptive_avg_pool`: pool `(T, G*G, C)` to `(T, g*g, C)`, then the MLP."""
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = F.adaptive_avg_pool2d(self.to_grid(features), self.token_grid)
+        return pooled.flatten(2).transpose(1, 2)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.pool(features))
+
+
+class LlavaVRPixelShuffleProjector(LlavaVRMultiModalProjector):
+    """`pixel_shuffle`: zero-pad `G` to even, 2x2 space-to-depth to `(T, g*g, 4C)`, LayerNorm, MLP."""
+
+    def __init__(self, config):
+        num_feature_layers = 1 if isinstance(config.vision_feature_layer, int) else len(config.vision_feature_layer)
+        in_features = 4 * config.vision_config.hidden_size * num_feature_layers
+        super().__init__(config, in_features=in_features)
+        self.norm = nn.LayerNorm(in_features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        grid = self.to_grid(features)
+        pad = 2 * self.token_grid - self.patch_grid
+        grid = F.pad(grid, (0, pad, 0, pad))
+        shuffled = F.pixel_unshuffle(grid, 2)  # (T, 4C, g, g)
+        return self.mlp(self.norm(shuffled.flatten(2).transpose(1, 2)))
+
+
+class LlavaVRLDPv2Projector(LlavaVRMultiModalProjector):
+    """`ldpv2` (MobileVLM v2): MLP at full resolution, adaptive pooling to `g x g`, plus a depthwise 3x3 conv
+    positional residual (PEG, zero-initialised)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        hidden = config.text_config.hidden_size
+        self.peg = ZeroInitConv2d(hidden, hidden, kernel_size=3, padding=1, groups=hidden, bias=True)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = F.adaptive_avg_pool2d(self.to_grid(self.mlp(features)), self.token_grid)
+        pooled = pooled + self.peg(pooled)
+        return pooled.flatten(2).transpose(1, 2)
+
+
+class LlavaVRTokenPackerProjector(LlavaVRAdaptivePoolProjector):
+    """`tokenpacker`: point-to-region cross-attention. Each pooled query attends to its adaptive window of the
+    full-resolution features (one batched gather + one SDPA call); output projection zero-initialised."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        in_features = self.linear_1.in_features
+        self.num_heads = math.gcd(in_features, config.vision_config.num_attention_heads)
+        self.query_norm = nn.LayerNorm(in_features)
+        self.region_norm = nn.LayerNorm(in_features)
+        self.q_proj = nn.Linear(in_features, in_features)
+        self.k_proj = nn.Linear(in_features, in_features)
+        self.v_proj = nn.Linear(in_features, in_features)
+        self.o_proj = ZeroInitLinear(in_features, in_features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        tiles, cells, channels = features.shape
+        queries = self.pool(features)  # (T, g*g, C)
+        index, valid = feature_window_index(self.token_grid, self.patch_grid, device=features.device)
+        heads, head_dim = self.num_heads, channels // self.num_heads
+        regions = self.region_norm(features)
+        keys = self.k_proj(regions)[:, index].view(tiles, -1, index.shape[1], heads, head_dim)  # (T, g*g, L, H, d)
+        values = self.v_proj(regions)[:, index].view_as(keys)
+        q = self.q_proj(self.query_norm(queries)).view(tiles, -1, 1, heads, head_dim)
+        attended = F.scaled_dot_product_attention(
+            q.transpose(2, 3), keys.transpose(2, 3), values.transpose(2, 3), attn_mask=valid[None, :, None, None, :]
+        )  # (T, g*g, H, 1, d)
+        queries = queries + self.o_proj(attended.reshape(tiles, -1, channels))
+        return self.mlp(queries)
+
+
+PROJECTOR_CLASSES = {
+    "mlp": LlavaVRMultiModalProjector,
+    "adaptive_avg_pool": LlavaVRAdaptivePoolProjector,
+    "pixel_shuffle": LlavaVRPixelShuffleProjector,
+    "ldpv2": LlavaVRLDPv2Projector,
+    "tokenpacker": LlavaVRTokenPackerProjector,
+}
+
+
+def build_projector(config) -> LlavaVRMultiModalProjector:
+    return PROJECTOR_CLASSES[config.projector_type](config)
+
+
+__all__ = ["PROJECTOR_CLASSES", "build_projector"] + [cls.__name__ for cls in PROJECTOR_CLASSES.values()]

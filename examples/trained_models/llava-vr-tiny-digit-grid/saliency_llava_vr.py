@@ -1,0 +1,54 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""Saliency of the vision tower's patches (paper Eq. 3), read from the tower's own q/k projections.
+
+`S_p = mean_h sigmoid(q_h . k_{h,p} / sqrt(d))` with `q` the CLS row (`cls`) or the mean of all query rows
+(`mean_token`, for towers without CLS such as SigLIP). Forward hooks on the saliency layer's `q_proj` and `k_proj`
+record their outputs while the tower runs, so the tower keeps its sdpa/flash attention (no `output_attentions`, no
+`(1+G) x (1+G)` maps) and the projections run inside their own layer's forward (FSDP2 / ZeRO-3 safe).
+"""
+
+import torch
+from torch import nn
+
+
+class SaliencyRecorder:
+    """Records `q_proj` / `k_proj` outputs of one attention layer while `recording`; `pop()` gives `(T, N)`."""
+
+    def __init__(self, attention: nn.Module, num_heads: int, mode: str):
+        if mode not in ("cls", "mean_token"):
+            raise ValueError(f"saliency mode {mode!r} has no recorder")
+        self.num_heads, self.mode = num_heads, mode
+        self.recording = False
+        self._query = self._keys = None
+        attention.q_proj.register_forward_hook(self._record_query)
+        attention.k_proj.register_forward_hook(self._record_keys)
+
+    def _record_query(self, module, args, output):
+        if self.recording:
+            self._query = output[:, :1] if self.mode == "cls" else output.mean(dim=1, keepdim=True)
+
+    def _record_keys(self, module, args, output):
+        if self.recording:
+            self._keys = output
+
+    def pop(self) -> torch.Tensor:
+        """Saliency of every token of the recorded layer, `(T, N)` (the caller drops prefix tokens)."""
+        if self._query is None or self._keys is None:
+            raise RuntimeError("the saliency layer did not run: is vision_remember_saliency_layer within the tower?")
+        query, keys = self._query, self._keys
+        self._query = self._keys = None
+        tiles, tokens, width = keys.shape
+        head_dim = width // self.num_heads
+        query = query.view(tiles, 1, self.num_heads, head_dim).transpose(1, 2)  # (T, H, 1, d)
+        keys = keys.view(tiles, tokens, self.num_heads, head_dim).transpose(1, 2)  # (T, H, N, d)
+        scores = (query.float() @ keys.float().transpose(-1, -2)) * head_dim**-0.5  # (T, H, 1, N)
+        return torch.sigmoid(scores).mean(dim=1)[:, 0]
+
+
+def tower_encoder_layers(vision_tower: nn.Module) -> nn.ModuleList:
+    """The encoder layers of a CLIP/SigLIP vision tower (with or without a `.vision_model` wrapper)."""
+    inner = getattr(vision_tower, "vision_model", vision_tower)
+    return inner.encoder.layers
+
+
+__all__ = ["SaliencyRecorder", "tower_encoder_layers"]
