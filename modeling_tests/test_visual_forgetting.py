@@ -113,3 +113,34 @@ def test_quickstart_answers_the_bundled_samples_through_pipeline(bundled):
                                              {"type": "image", "image": image}]}]
     answer = pipe(text=messages, return_full_text=False, generate_kwargs={"max_new_tokens": 40, "do_sample": False})
     assert f"answer:   {answer[0]['generated_text'].strip()}" in printed
+
+
+REMOTE_READ = """
+import json, sys
+sys.modules["llava_vr"] = None  # the package must not be importable: the checkpoint's own code runs
+from PIL import Image
+from transformers import pipeline
+
+folder, image, question = sys.argv[1:]
+pipe = pipeline("image-text-to-text", model=folder, trust_remote_code=True)
+messages = [{"role": "user", "content": [{"type": "text", "text": question},
+                                         {"type": "image", "image": Image.open(image).convert("RGB")}]}]
+answer = pipe(text=messages, return_full_text=False, generate_kwargs={"max_new_tokens": 40, "do_sample": False})
+print(json.dumps({"answer": answer[0]["generated_text"].strip(), "model": type(pipe.model).__module__}))
+"""
+
+
+def test_bundled_model_reads_a_sample_through_its_own_code_without_the_package(tmp_path):
+    import os
+    import subprocess
+
+    sample = json.loads((REPO / "examples" / "sample" / "questions.json").read_text())["samples"][0]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_READ, str(BUNDLED), str(REPO / "examples" / "sample" / sample["image"]),
+         sample["question"]], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["model"].startswith("transformers_modules")
+    assert report["answer"] == sample["answer"]
