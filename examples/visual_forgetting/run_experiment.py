@@ -7,9 +7,9 @@ reported too). The letters name the cells, so every variant finds a digit by con
 tokens, which a from-scratch LLM learns far more slowly than the `mlp` variant's one-token-per-patch copy.
 
 Protocol, the same for every variant and seed:
-1. The small CLIP-like tower learns the digit under each patch and the patch's position (linear heads on its last hidden state,
-   training-split images) and is then frozen: the stand-in for LLaVA's pretrained, frozen CLIP. (A tower trained
-   end to end from scratch could learn to pack four digits into every patch before pooling, so pooling would not
+1. The small CLIP-like tower learns the digit under each patch and the patch's position (linear heads on its last
+   hidden state, training-split images) and is then frozen: the stand-in for LLaVA's pretrained, frozen CLIP. (A
+   tower trained end to end from scratch could learn to pack four digits into every patch before pooling, so pooling would not
    have to lose anything; and in trials with this answer format neither `mlp` nor pool + VR left chance level
    within 1000 steps that way.)
 2. Projector, Vision Remember and a small Qwen2 (trained from scratch) learn the task through TRL's `SFTTrainer`
@@ -62,10 +62,10 @@ VARIANTS = {
 PRESETS = {
     # image px, digits per side, answer format, tower (hidden, layers), LLM (hidden, layers), VR layers, optimizer
     # steps, batch, training images; `pretrained_tower`: the tower first learns the digit and position of each patch, then is frozen
-    "cpu": dict(image=56, grid=4, question="all_labelled", tower=(32, 4), llm=(128, 4), vr_layers=[1, 3], steps=1500,
-                batch=32, train=20000, pretrained_tower=True),
-    "smoke": dict(image=56, grid=4, question="all_labelled", tower=(32, 2), llm=(64, 2), vr_layers=[1], steps=4, batch=4,
-                  train=16, pretrained_tower=True, tower_steps=2, tower_eval=8),
+    "cpu": dict(image=56, grid=4, question="all_labelled", tower=(32, 4), llm=(128, 4), vr_layers=[1, 3],
+                steps=1500, batch=32, train=20000, pretrained_tower=True),
+    "smoke": dict(image=56, grid=4, question="all_labelled", tower=(32, 2), llm=(64, 2), vr_layers=[1], steps=4,
+                  batch=4, train=16, pretrained_tower=True, tower_steps=2, tower_eval=8),
 }
 PATCH = 14
 
