@@ -7,11 +7,11 @@ reported too). The letters name the cells, so every variant finds a digit by con
 tokens, which a from-scratch LLM learns far more slowly than the `mlp` variant's one-token-per-patch copy.
 
 Protocol, the same for every variant and seed:
-1. The small CLIP-like tower learns the digit under each patch and the patch's position (linear heads on its last
-   hidden state, training-split images) and is then frozen: the stand-in for LLaVA's pretrained, frozen CLIP. (A
-   tower trained end to end from scratch could learn to pack four digits into every patch before pooling, so pooling would not
-   have to lose anything; and in trials with this answer format neither `mlp` nor pool + VR left chance level
-   within 1000 steps that way.)
+1. The small CLIP-like tower learns the digit under each patch and the patch's position (linear heads on its
+   last hidden state, training-split images) and is then frozen: the stand-in for LLaVA's pretrained, frozen CLIP.
+   (A tower trained end to end from scratch could learn to pack four digits into every patch before pooling, so
+   pooling would not have to lose anything; and in trials with this answer format neither `mlp` nor pool + VR
+   left chance level within 1000 steps that way.)
 2. Projector, Vision Remember and a small Qwen2 (trained from scratch) learn the task through TRL's `SFTTrainer`
    (this project's SFT path, loss on the assistant reply only), same data, steps and seed:
 
