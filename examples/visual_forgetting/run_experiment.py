@@ -397,7 +397,8 @@ def render_experiment_card(config, best: dict, results: list[dict], preset: dict
         data, template_path=str(CARD_TEMPLATE), model_name=name, repo_id=name, best=best, results=results,
         grid=preset["grid"], image=preset["image"], patch=PATCH, question="Read the grid.", steps=preset["steps"],
         example_answer=held_out_samples(preset, best["seed"], 1)[0].answer,
-        batch=preset["batch"], seeds=sorted({r["seed"] for r in results}), vocab_size=config.text_config.vocab_size,
+        batch=preset["batch"], seeds=sorted({r["seed"] for r in results}),
+        variants=list(dict.fromkeys(r["variant"] for r in results)), vocab_size=config.text_config.vocab_size,
         parameters_total=f"{sum(p.numel() for p in model.parameters()):,}", **architecture_kwargs(config),
     )
 
