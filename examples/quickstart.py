@@ -79,12 +79,13 @@ def main(argv=None):
         ttft = time_to_first_token(model, inputs)
         answer = pipe(text=messages, return_full_text=False,
                       generate_kwargs={"max_new_tokens": args.max_new_tokens, "do_sample": False})[0]["generated_text"]
-        correct += expected is not None and answer.strip() == expected
+        answer = answer.strip()
+        correct += answer == expected
         print(f"\n{Path(path).name}: {image.size[0]}x{image.size[1]} px, {tiles} tile(s) -> {compressed} image tokens "
               f"(without compression: {uncompressed}); time to first token {ttft * 1000:.1f} ms")
-        print(f"  Q: {question}\n  answer:   {answer.strip()}")
+        print(f"  Q: {question}\n  answer:   {answer}")
         if expected is not None:
-            print(f"  expected: {expected}   {'(correct)' if answer.strip() == expected else '(WRONG)'}")
+            print(f"  expected: {expected}   {'(correct)' if answer == expected else '(WRONG)'}")
     scored = sum(expected is not None for _, _, expected in samples)
     if scored:
         print(f"\n{correct} of {scored} answers exactly right")

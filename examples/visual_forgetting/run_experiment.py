@@ -61,7 +61,8 @@ VARIANTS = {
 }
 PRESETS = {
     # image px, digits per side, answer format, tower (hidden, layers), LLM (hidden, layers), VR layers, optimizer
-    # steps, batch, training images; `pretrained_tower`: the tower first learns the digit and position of each patch, then is frozen
+    # steps, batch, training images; `pretrained_tower`: the tower first learns the digit and position of each
+    # patch, then is frozen
     "cpu": dict(image=56, grid=4, question="all_labelled", tower=(32, 4), llm=(128, 4), vr_layers=[1, 3],
                 steps=1500, batch=32, train=20000, pretrained_tower=True),
     "smoke": dict(image=56, grid=4, question="all_labelled", tower=(32, 2), llm=(64, 2), vr_layers=[1], steps=4,
@@ -129,7 +130,7 @@ def pretrain_tower(model, processor, preset: dict, seed: int, steps: int = 400, 
     grid, patches = preset["grid"], preset["image"] // PATCH
     if grid != patches:
         raise ValueError(f"tower pretraining needs one digit per patch: grid {grid} != {patches} patches per side")
-    kwargs = dict(kinds=("digit_grid",), size=preset["image"], grid=grid, question=preset["question"])
+    kwargs = grid_task(preset)
     positions = torch.arange(grid * grid)
 
     def batch_of(samples):
@@ -163,12 +164,20 @@ def pretrain_tower(model, processor, preset: dict, seed: int, steps: int = 400, 
     return float(digits), float(where)
 
 
+def grid_task(preset: dict) -> dict:
+    """`generate_samples` / `synthetic_document_dataset` keyword arguments of the preset's digit-grid task."""
+    return dict(kinds=("digit_grid",), size=preset["image"], grid=preset["grid"], question=preset["question"])
+
+
 def datasets_for(preset: dict, seed: int, test_samples: int):
-    kwargs = dict(kinds=("digit_grid",), size=preset["image"], grid=preset["grid"], question=preset["question"])
-    train = synthetic_document_dataset(preset["train"], seed=seed, split="train", question_first=True, **kwargs)
-    train_keys = {content_key(s.image) for s in generate_samples(preset["train"], seed, "train", **kwargs)}
+    """Training and held-out test datasets (TRL chats, question first); no test image is a training image."""
+    from datasets import Dataset
+
+    samples = generate_samples(preset["train"], seed, "train", **grid_task(preset))  # rendered once
+    train = Dataset.from_list([s.to_chat(question_first=True) for s in samples])
+    train_keys = {content_key(s.image) for s in samples}
     test = synthetic_document_dataset(test_samples, seed=seed, split="test", exclude=train_keys, question_first=True,
-                                      **kwargs)
+                                      **grid_task(preset))
     return train, test
 
 
@@ -366,8 +375,7 @@ def save_best(results: list[dict], args, preset: dict) -> None:
 
 def held_out_samples(preset: dict, seed: int, count: int):
     """The first `count` samples of the test split of `seed` (the evaluation's first images)."""
-    return generate_samples(count, seed, "test", kinds=("digit_grid",), size=preset["image"], grid=preset["grid"],
-                            question=preset["question"])
+    return generate_samples(count, seed, "test", **grid_task(preset))
 
 
 def save_samples(folder: Path, preset: dict, seed: int, count: int) -> None:
