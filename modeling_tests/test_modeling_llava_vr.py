@@ -4,18 +4,18 @@ import copy
 
 import pytest
 import torch
-from conftest import IMAGE_TOKEN_ID, image_inputs, left_pad, tiny_config, tiny_model
 
 from llava_vr import LlavaVRForConditionalGeneration, LlavaVRModel
-from llava_vr.packing_llava_vr import anyres_layout, pack_tile_tokens, packed_token_cells
+from llava_vr.packing_llava_vr import anyres_layout, grid_pinpoints, pack_tile_tokens, packed_token_cells
+from llava_vr.registries_llava_vr import PROJECTORS, VR_INTERACTIONS
+from llava_vr.testing_utils import IMAGE_TOKEN_ID, image_inputs, left_pad, tiny_config, tiny_model
 from llava_vr.vision_remember_llava_vr import VisionRememberInputs
 
-PROJECTORS = ["mlp", "adaptive_avg_pool", "pixel_shuffle", "ldpv2", "tokenpacker"]
-INTERACTIONS = ["sela", "global", "deformable"]
+INTERACTIONS = list(VR_INTERACTIONS)
 SIZES = [(60, 100), (120, 40), (56, 56), (30, 170)]
 
 
-@pytest.mark.parametrize("projector", PROJECTORS)
+@pytest.mark.parametrize("projector", list(PROJECTORS))
 def test_projector_tokens_per_tile_and_scattered_count_match_layout(projector):
     model = tiny_model(projector_type=projector)
     expected_grid = 4 if projector == "mlp" else 2
@@ -32,7 +32,7 @@ def test_projector_tokens_per_tile_and_scattered_count_match_layout(projector):
 
 
 def test_real_size_token_counts_are_576_and_144_per_tile():
-    pinpoints = [[336 * h, 336 * w] for h in range(1, 4) for w in range(1, 4)]
+    pinpoints = grid_pinpoints(336, 3, 3)
     mlp = anyres_layout((336, 336), pinpoints, 336, 24, "anyres", use_anyres=False)
     pooled = anyres_layout((336, 336), pinpoints, 336, 12, "anyres", use_anyres=False)
     assert (mlp.num_tokens, pooled.num_tokens) == (576 + 1, 144 + 1)
@@ -220,7 +220,7 @@ def test_cls_saliency_equals_sigmoid_of_cls_query_key_products_averaged_over_hea
 
 
 def test_packed_token_cells_locate_every_packed_token():
-    pinpoints = [[56 * h, 56 * w] for h in (1, 2, 3) for w in (1, 2, 3)]
+    pinpoints = grid_pinpoints(56, 3, 3)
     for size in [(60, 100), (170, 30), (56, 56), (150, 150), (10, 160)]:
         layout = anyres_layout(size, pinpoints, 56, 4, "anyres")
         tiles = torch.randn(layout.num_tiles, 16, 8)

@@ -7,19 +7,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_tokenizer import SPECIAL_TOKENS, build_tiny_tokenizer
 from transformers import AutoProcessor, AutoTokenizer, LlavaNextProcessor, LlavaOnevisionProcessor
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
-from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 
-from llava_vr.packing_llava_vr import anyres_layout
+from llava_vr.data.image_processors import anyres_image_processor
+from llava_vr.data.tokenizers import CHAT_SPECIAL_TOKENS
+from llava_vr.packing_llava_vr import anyres_layout, grid_pinpoints
 from llava_vr.processing_llava_vr import DEFAULT_CHAT_TEMPLATE, LlavaVRProcessor
+from llava_vr.testing_utils import TILE, build_tiny_tokenizer, processor_and_model
 
-TILE = 56  # 4 x 4 patches of 14 px: 16 tokens per tile, fast
-SMALL_PINPOINTS = [[TILE * h, TILE * w] for h in (1, 2) for w in (1, 2, 3)]
-CLIP_PINPOINTS = [[336 * h, 336 * w] for h in range(1, 7) for w in range(1, 7)]
-SIGLIP_PINPOINTS = [[384 * h, 384 * w] for h in range(1, 7) for w in range(1, 7)]
+SMALL_PINPOINTS = grid_pinpoints(TILE, 2, 3)  # 56-px tiles of 4 x 4 patches of 14 px: 16 tokens per tile, fast
+CLIP_PINPOINTS = grid_pinpoints(336, 6, 6)
+SIGLIP_PINPOINTS = grid_pinpoints(384, 6, 6)
 
 # odd shapes, then sizes around aspect-ratio edges of the pinpoints (exact 1:1, 1:2, 2:3, ... and one pixel off), of
 # the unpadding rounding, and of the anyres_max_9 down-interpolation threshold
@@ -41,22 +40,11 @@ def image(size, mode="RGB"):
 
 
 def next_image_processor(tile=TILE, pinpoints=None):
-    return LlavaNextImageProcessorPil(
-        size={"shortest_edge": tile},
-        crop_size={"height": tile, "width": tile},
-        image_grid_pinpoints=pinpoints or [[tile * h, tile * w] for h in (1, 2) for w in (1, 2, 3)],
-    )
-
-
-def onevision_image_processor(tile=TILE, pinpoints=None):
-    return LlavaOnevisionImageProcessorPil(
-        size={"height": tile, "width": tile},
-        image_grid_pinpoints=pinpoints or [[tile * h, tile * w] for h in (1, 2) for w in (1, 2, 3)],
-    )
+    return anyres_image_processor("next", tile, pinpoints or grid_pinpoints(tile, 2, 3))
 
 
 def make_processor(kind="next", tile=TILE, grid=4, pinpoints=None, **kwargs):
-    image_processor = (next_image_processor if kind == "next" else onevision_image_processor)(tile, pinpoints)
+    image_processor = anyres_image_processor(kind, tile, pinpoints or grid_pinpoints(tile, 2, 3))
     return LlavaVRProcessor(image_processor, build_tiny_tokenizer(), num_image_tokens=grid * grid, **kwargs)
 
 
@@ -82,7 +70,7 @@ def transformers_count(kind, tile, pinpoints, tokens, aspect_ratio, size):
     """Transformers' own, independent arithmetic: LLaVA-NeXT's for `anyres`, LLaVA-OneVision's for `anyres_max_N`
     (OneVision's processor cannot be built without torchvision, so its counting method runs on a bare instance)."""
     grid = int(tokens**0.5)
-    image_processor = (next_image_processor if kind == "next" else onevision_image_processor)(tile, pinpoints)
+    image_processor = anyres_image_processor(kind, tile, pinpoints)
     if aspect_ratio == "anyres":
         theirs = LlavaNextProcessor(
             image_processor, build_tiny_tokenizer(), patch_size=tile // grid, vision_feature_select_strategy="full"
@@ -140,8 +128,6 @@ def test_clip_336_tiles_expand_to_layout_counts(grid, aspect_ratio):
 
 
 def test_expanded_tokens_match_the_models_scattered_features():
-    from conftest import processor_and_model
-
     for kind, projector in (("next", "mlp"), ("onevision", "adaptive_avg_pool")):
         processor, model = processor_and_model(kind, projector_type=projector)
         sizes = [(1, 1), (1, 3000), (4000, 20), (60, 100), (33, 97), (500, 499)]
@@ -163,10 +149,10 @@ def test_plain_and_auto_image_processor_classes_work_without_torchvision(tmp_pat
 
     pictures, prompts = [image((60, 100)), image((500, 499))], ["<image>a", "<image>b"]
     for plain, pil in (
-        (LlavaNextImageProcessor, next_image_processor),
-        (LlavaOnevisionImageProcessor, onevision_image_processor),
+        (LlavaNextImageProcessor, "next"),
+        (LlavaOnevisionImageProcessor, "onevision"),
     ):
-        reference = pil()
+        reference = anyres_image_processor(pil, TILE, SMALL_PINPOINTS)
         reference.save_pretrained(tmp_path)
         for image_processor in (plain(**reference.to_dict()), AutoImageProcessor.from_pretrained(tmp_path)):
             ours = LlavaVRProcessor(image_processor, build_tiny_tokenizer(), num_image_tokens=16)
@@ -439,7 +425,7 @@ def test_save_and_from_pretrained_round_trip_gives_the_same_outputs(kind, tmp_pa
 # ---- the tiny tokenizer ---------------------------------------------------------------------------------------------
 def test_tiny_tokenizer_special_tokens_and_round_trip(tmp_path):
     tokenizer = build_tiny_tokenizer(tmp_path)
-    assert tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS) == [0, 1, 2, 3]
+    assert tokenizer.convert_tokens_to_ids(CHAT_SPECIAL_TOKENS) == [0, 1, 2, 3]
     assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.image_token, tokenizer.image_token_id) == (
         0, 2, "<image>", 3
     )  # fmt: skip

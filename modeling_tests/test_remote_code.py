@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import processor_and_model
+from llava_vr.testing_utils import processor_and_model
 
 REMOTE_SCRIPT = textwrap.dedent(
     """

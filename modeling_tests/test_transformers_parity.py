@@ -3,12 +3,20 @@ LLaVA-OneVision (random tiny weights copied across): logits equal within 1e-5 re
 
 import pytest
 import torch
-from conftest import IMAGE_TOKEN_ID, image_inputs, tiny_config, tiny_model, tiny_text_config, tiny_vision_config
 from transformers import (
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
+)
+
+from llava_vr.testing_utils import (
+    IMAGE_TOKEN_ID,
+    image_inputs,
+    tiny_config,
+    tiny_model,
+    tiny_text_config,
+    tiny_vision_config,
 )
 
 SIZES = [(60, 100), (120, 40), (56, 56), (170, 30), (100, 160)]
