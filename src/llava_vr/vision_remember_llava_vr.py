@@ -73,6 +73,15 @@ class VisionRememberInputs:
     feature_grid: int
 
     @classmethod
+    def from_deepstack(
+        cls, vision_mask: torch.Tensor, deepstack_features: list, token_grid: int, window_size: int | None = None
+    ) -> "VisionRememberInputs":
+        """`build` from an image-feature output's `deepstack_features`: the per-image lists
+        `[features, saliency, token_cells]`, in that order (a plain list, so that `generate()` can expand it)."""
+        features, saliency, token_cells = deepstack_features
+        return cls.build(vision_mask, features, saliency, token_cells, token_grid, window_size)
+
+    @classmethod
     def build(
         cls,
         vision_mask: torch.Tensor,
