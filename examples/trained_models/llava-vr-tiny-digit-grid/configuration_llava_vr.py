@@ -8,13 +8,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
-
-PROJECTOR_TYPES = ("mlp", "adaptive_avg_pool", "pixel_shuffle", "ldpv2", "tokenpacker")
-INTERACTIONS = ("sela", "deformable", "global")
-SALIENCY_MODES = ("auto", "cls", "mean_token", "off")
-
-# CLIP-ViT-L/14-336 AnyRes pinpoints of the released LLaVA-VR models (tiles of 336, up to 6 x 6).
-DEFAULT_IMAGE_GRID_PINPOINTS = [[336 * h, 336 * w] for h in range(1, 7) for w in range(1, 7)]
+from .packing_llava_vr import grid_pinpoints
+from .registries_llava_vr import ProjectorType, SaliencyMode, VisionRememberInteraction
 
 
 @strict
@@ -119,13 +114,13 @@ class LlavaVRConfig(PreTrainedConfig):
     image_grid_pinpoints: list | None = None
     vision_aspect_ratio: str = "anyres_max_9"
     multi_image_anyres: bool = False
-    projector_type: str = "adaptive_avg_pool"
+    projector_type: ProjectorType = "adaptive_avg_pool"
     projector_pooled_grid_size: int | None = None
     vision_remember_layers: list[int] | None = None
     vision_remember_feature_layers: list[int] | None = None
-    vision_remember_interaction: str = "sela"
+    vision_remember_interaction: VisionRememberInteraction = "sela"
     vision_remember_window_size: int | None = None
-    vision_remember_saliency: str = "auto"
+    vision_remember_saliency: SaliencyMode = "auto"
     vision_remember_saliency_layer: int | None = None
     vision_remember_hidden_size: int | None = None
     vision_remember_num_heads: int | None = None
@@ -135,8 +130,7 @@ class LlavaVRConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         if self.image_grid_pinpoints is None:
-            tile = self.vision_config.image_size
-            self.image_grid_pinpoints = [[tile * h, tile * w] for h in range(1, 7) for w in range(1, 7)]
+            self.image_grid_pinpoints = grid_pinpoints(self.vision_config.image_size, 6, 6)
         if self.vision_remember_layers is None:
             self.vision_remember_layers = [1, 4]
         if self.vision_remember_feature_layers is None:
@@ -149,14 +143,6 @@ class LlavaVRConfig(PreTrainedConfig):
     def validate_architecture(self):
         """Runs at construction (`@strict`): raises `ValueError` naming the first inconsistent setting."""
         super().validate_architecture()
-        if self.projector_type not in PROJECTOR_TYPES:
-            raise ValueError(f"projector_type={self.projector_type!r} is not one of {PROJECTOR_TYPES}")
-        if self.vision_remember_interaction not in INTERACTIONS:
-            raise ValueError(
-                f"vision_remember_interaction={self.vision_remember_interaction!r} is not one of {INTERACTIONS}"
-            )
-        if self.vision_remember_saliency not in SALIENCY_MODES:
-            raise ValueError(f"vision_remember_saliency={self.vision_remember_saliency!r} is not one of {SALIENCY_MODES}")
         if not (self.vision_aspect_ratio in ("anyres", "pad") or self.vision_aspect_ratio.startswith("anyres_max_")):
             raise ValueError(
                 f"vision_aspect_ratio={self.vision_aspect_ratio!r}: expected 'anyres', 'anyres_max_N' or 'pad'"

@@ -396,8 +396,8 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         if self.config.vision_remember_layers:
             features, saliency, cells = image_output.deepstack_features
             no_tokens = torch.zeros(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
-            vision_remember_inputs = VisionRememberInputs.build(
-                no_tokens, features, saliency, [cells[0][:0]], self.config.token_grid_size,
+            vision_remember_inputs = VisionRememberInputs.from_deepstack(
+                no_tokens, [features, saliency, [cells[0][:0]]], self.config.token_grid_size,
                 self.config.vision_remember_window_size,
             )
         return inputs_embeds, vision_remember_inputs
@@ -453,9 +453,8 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
             if self.config.vision_remember_layers:
                 if image_output.deepstack_features is None:
                     raise ValueError("the image features carry no Vision Remember inputs (deepstack_features)")
-                features, saliency, cells = image_output.deepstack_features
-                vision_remember_inputs = VisionRememberInputs.build(
-                    image_mask, features, saliency, cells, self.config.token_grid_size,
+                vision_remember_inputs = VisionRememberInputs.from_deepstack(
+                    image_mask, image_output.deepstack_features, self.config.token_grid_size,
                     self.config.vision_remember_window_size,
                 )
         elif input_ids is not None and (input_ids == self.config.image_token_id).any() and (

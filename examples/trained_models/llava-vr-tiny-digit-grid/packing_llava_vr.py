@@ -13,6 +13,11 @@ import torch
 from transformers.image_processing_utils import select_best_resolution
 
 
+def grid_pinpoints(tile: int, rows: int, cols: int) -> list[list[int]]:
+    """AnyRes resolutions `[[tile*h, tile*w] for h in 1..rows for w in 1..cols]` (`(6, 6)` for the released models)."""
+    return [[tile * h, tile * w] for h in range(1, rows + 1) for w in range(1, cols + 1)]
+
+
 @dataclass(frozen=True)
 class AnyResLayout:
     """How one image's tiles become its vision tokens.

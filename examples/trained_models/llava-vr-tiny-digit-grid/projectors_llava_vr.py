@@ -23,6 +23,7 @@ from transformers.activations import ACT2FN
 
 from .feature_windows_llava_vr import feature_window_index
 from .initialization_llava_vr import ZeroInitConv2d, ZeroInitLinear
+from .registries_llava_vr import PROJECTORS, check_implemented
 
 
 class LlavaVRMultiModalProjector(nn.Module):
@@ -132,6 +133,8 @@ PROJECTOR_CLASSES = {
     "ldpv2": LlavaVRLDPv2Projector,
     "tokenpacker": LlavaVRTokenPackerProjector,
 }
+
+check_implemented(PROJECTORS, PROJECTOR_CLASSES, "projector_type")
 
 
 def build_projector(config) -> LlavaVRMultiModalProjector:

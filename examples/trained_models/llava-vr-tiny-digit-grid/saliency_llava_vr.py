@@ -10,12 +10,23 @@ record their outputs while the tower runs, so the tower keeps its sdpa/flash att
 import torch
 from torch import nn
 
+from .registries_llava_vr import SALIENCY_MODES, check_implemented
+
+
+# How each recorded mode reduces the layer's query rows `(T, N, width)` to one query per tile `(T, 1, width)`;
+# `auto` resolves to one of them in the config, `off` records nothing.
+SALIENCY_QUERIES = {
+    "cls": lambda queries: queries[:, :1],
+    "mean_token": lambda queries: queries.mean(dim=1, keepdim=True),
+}
+check_implemented(SALIENCY_MODES, [*SALIENCY_QUERIES, "auto", "off"], "vision_remember_saliency")
+
 
 class SaliencyRecorder:
     """Records `q_proj` / `k_proj` outputs of one attention layer while `recording`; `pop()` gives `(T, N)`."""
 
     def __init__(self, attention: nn.Module, num_heads: int, mode: str):
-        if mode not in ("cls", "mean_token"):
+        if mode not in SALIENCY_QUERIES:
             raise ValueError(f"saliency mode {mode!r} has no recorder")
         self.num_heads, self.mode = num_heads, mode
         self.recording = False
@@ -25,7 +36,7 @@ class SaliencyRecorder:
 
     def _record_query(self, module, args, output):
         if self.recording:
-            self._query = output[:, :1] if self.mode == "cls" else output.mean(dim=1, keepdim=True)
+            self._query = SALIENCY_QUERIES[self.mode](output)
 
     def _record_keys(self, module, args, output):
         if self.recording:
@@ -51,4 +62,4 @@ def tower_encoder_layers(vision_tower: nn.Module) -> nn.ModuleList:
     return inner.encoder.layers
 
 
-__all__ = ["SaliencyRecorder", "tower_encoder_layers"]
+__all__ = ["SALIENCY_QUERIES", "SaliencyRecorder", "tower_encoder_layers"]

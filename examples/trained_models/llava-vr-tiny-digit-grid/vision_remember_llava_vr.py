@@ -23,6 +23,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 
 from .feature_windows_llava_vr import feature_window_index
 from .initialization_llava_vr import ZeroInitLinear
+from .registries_llava_vr import VR_INTERACTIONS, check_implemented
 
 
 def group_slots(groups: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, int]:
@@ -70,6 +71,15 @@ class VisionRememberInputs:
     max_tile_tokens: int
     token_grid: int
     feature_grid: int
+
+    @classmethod
+    def from_deepstack(
+        cls, vision_mask: torch.Tensor, deepstack_features: list, token_grid: int, window_size: int | None = None
+    ) -> "VisionRememberInputs":
+        """`build` from an image-feature output's `deepstack_features`: the per-image lists
+        `[features, saliency, token_cells]`, in that order (a plain list, so that `generate()` can expand it)."""
+        features, saliency, token_cells = deepstack_features
+        return cls.build(vision_mask, features, saliency, token_cells, token_grid, window_size)
 
     @classmethod
     def build(
@@ -146,6 +156,15 @@ class TokenFeatureAttention(nn.Module):
         self.v_proj = nn.Linear(feature_size, hidden_size)
         self.o_proj = nn.Linear(hidden_size, hidden_size)
 
+    @classmethod
+    def from_config(cls, config) -> "TokenFeatureAttention":
+        """The interaction at VR's width, reading `levels x tower width` multi-level features."""
+        return cls(
+            config.vision_remember_hidden_size_resolved,
+            config.vision_config.hidden_size * len(config.vision_remember_feature_layers),
+            config.vision_remember_num_heads_resolved,
+        )
+
     def queries(self, tokens: torch.Tensor) -> torch.Tensor:
         """`(Nv, d) -> (Nv, H, 1, hd)`."""
         return self.q_proj(self.query_norm(tokens)).view(-1, self.num_heads, 1, self.head_dim)
@@ -217,6 +236,17 @@ class TokenFeatureDeformableAttention(TokenFeatureAttention):
         self.sampling_offsets = DeformableSamplingOffsets(hidden_size, num_heads, num_levels, num_points)
         self.attention_weights = ZeroInitLinear(hidden_size, num_heads * num_levels * num_points)
 
+    @classmethod
+    def from_config(cls, config) -> "TokenFeatureDeformableAttention":
+        levels = len(config.vision_remember_feature_layers)
+        return cls(
+            config.vision_remember_hidden_size_resolved,
+            config.vision_config.hidden_size * levels,
+            config.vision_remember_num_heads_resolved,
+            levels,
+            config.vision_remember_deformable_points,
+        )
+
     def forward(self, tokens: torch.Tensor, inputs: VisionRememberInputs) -> torch.Tensor:
         num_tokens, heads, levels, points, head_dim = tokens.shape[0], self.num_heads, self.num_levels, self.num_points, self.head_dim
         grid, g = inputs.feature_grid, inputs.token_grid
@@ -246,6 +276,14 @@ class TokenFeatureDeformableAttention(TokenFeatureAttention):
         sampled = (sampled * (corner_w * inside)[..., None]).sum(-2).flatten(2, 3)  # (Nv, H, levels*P, hd)
         attended = (sampled * weights[..., None]).sum(2)  # (Nv, H, hd)
         return self.o_proj(attended.reshape(tokens.shape))
+
+
+CROSS_ATTENTION_CLASSES = {
+    "sela": TokenFeatureLocalAttention,
+    "global": TokenFeatureGlobalAttention,
+    "deformable": TokenFeatureDeformableAttention,
+}
+check_implemented(VR_INTERACTIONS, CROSS_ATTENTION_CLASSES, "vision_remember_interaction")
 
 
 class TokenBidirectionalSelfAttention(nn.Module):
@@ -278,21 +316,11 @@ class VisionRemember(GradientCheckpointingLayer):
         text_size = config.text_config.hidden_size
         hidden = config.vision_remember_hidden_size_resolved
         heads = config.vision_remember_num_heads_resolved
-        levels = len(config.vision_remember_feature_layers)
-        feature_size = config.vision_config.hidden_size * levels
         self.input_norm = Qwen2RMSNorm(text_size, eps=config.text_config.rms_norm_eps)
         self.expand_in = nn.Linear(text_size, hidden)
         self.act = nn.GELU()
         self.expand_out = nn.Linear(hidden, hidden)
-        interaction = config.vision_remember_interaction
-        if interaction == "sela":
-            self.cross_attention = TokenFeatureLocalAttention(hidden, feature_size, heads)
-        elif interaction == "global":
-            self.cross_attention = TokenFeatureGlobalAttention(hidden, feature_size, heads)
-        else:
-            self.cross_attention = TokenFeatureDeformableAttention(
-                hidden, feature_size, heads, levels, config.vision_remember_deformable_points
-            )
+        self.cross_attention = CROSS_ATTENTION_CLASSES[config.vision_remember_interaction].from_config(config)
         self.self_attention = (
             TokenBidirectionalSelfAttention(hidden, heads) if config.vision_remember_self_attention else None
         )
@@ -312,6 +340,7 @@ class VisionRemember(GradientCheckpointingLayer):
 
 
 __all__ = [
+    "CROSS_ATTENTION_CLASSES",
     "TokenBidirectionalSelfAttention",
     "TokenFeatureDeformableAttention",
     "TokenFeatureGlobalAttention",

@@ -1,0 +1,75 @@
+"""The package as a newcomer meets it: the `llava-vr` command outside the checkout, one registry per axis of
+variation, and a bundled checkpoint whose code files are the package's own."""
+
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+
+from llava_vr import LlavaVRConfig
+from llava_vr.cli import SUBCOMMANDS
+from llava_vr.projectors_llava_vr import PROJECTOR_CLASSES
+from llava_vr.registries_llava_vr import PROJECTORS, SALIENCY_MODES, VR_INTERACTIONS
+from llava_vr.saliency_llava_vr import SALIENCY_QUERIES
+from llava_vr.testing_utils import tiny_config
+from llava_vr.vision_remember_llava_vr import CROSS_ATTENTION_CLASSES
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "src" / "llava_vr"
+BUNDLED = REPO / "examples" / "trained_models" / "llava-vr-tiny-digit-grid"
+
+
+def run_cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "llava_vr", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_llava_vr_command_lists_its_subcommands_outside_the_checkout(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in SUBCOMMANDS:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_every_subcommand_answers_help(command, tmp_path):
+    result = run_cli(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage" in result.stdout.lower()
+
+
+def test_unknown_subcommand_exits_with_usage_error(tmp_path):
+    result = run_cli("frobnicate", cwd=tmp_path)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_config_literal_fields_and_implementations_follow_the_registries():
+    fields = LlavaVRConfig.__dataclass_fields__
+    assert typing.get_args(fields["projector_type"].type) == tuple(PROJECTORS)
+    assert typing.get_args(fields["vision_remember_interaction"].type) == tuple(VR_INTERACTIONS)
+    assert typing.get_args(fields["vision_remember_saliency"].type) == tuple(SALIENCY_MODES)
+    assert set(PROJECTOR_CLASSES) == set(PROJECTORS)
+    assert set(CROSS_ATTENTION_CLASSES) == set(VR_INTERACTIONS)
+    assert set(SALIENCY_QUERIES) | {"auto", "off"} == set(SALIENCY_MODES)
+
+
+@pytest.mark.parametrize(
+    "field, value", [("projector_type", "avg_pool"), ("vision_remember_interaction", "local"), ("vision_remember_saliency", "max")]
+)
+def test_config_refuses_a_variant_that_is_not_registered(field, value):
+    with pytest.raises(Exception, match=field):
+        tiny_config(**{field: value})
+
+
+def test_bundled_checkpoint_ships_the_packages_own_code_files():
+    """Re-save the bundled model (or copy the files) when this fails: its remote code has drifted from src/."""
+    shipped = sorted(BUNDLED.glob("*.py"))
+    assert shipped, "the bundled checkpoint has no code files"
+    drifted = [f.name for f in shipped if f.read_bytes() != (PACKAGE / f.name).read_bytes()]
+    assert not drifted, f"bundled code files differ from src/llava_vr/: {drifted}"
+    needed = {p.name for p in PACKAGE.glob("*_llava_vr.py")}
+    missing = needed - {f.name for f in shipped}
+    assert not missing, f"bundled checkpoint lacks {sorted(missing)}"
