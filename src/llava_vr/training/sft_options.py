@@ -1,0 +1,153 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""Command-line options of `llava-vr sft`: TRL's `SFTConfig` and `ModelConfig` plus `LlavaVRSFTOptions` (the
+project's own), parsed by `TrlParser` (so `--config run.yaml`, resume, evaluation and `--push_to_hub` come with TRL).
+
+Defaults that differ from TRL's (`SFT_DEFAULTS`): a 10-step run into `runs/sft-documents`, batch 2, cosine schedule,
+3 % warmup, logging every step, two checkpoints kept, seed 0, no bf16, no activation checkpointing, loss on the
+assistant replies only; `learning_rate` and `max_length` are derived from the stage and the model unless given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import ModelConfig, SFTConfig, TrlParser
+
+from .components import STAGES
+
+SFT_DEFAULTS = dict(
+    output_dir="runs/sft-documents",
+    max_steps=10,
+    num_train_epochs=1.0,
+    per_device_train_batch_size=2,
+    learning_rate=None,  # None: the stage's (or the LoRA) learning rate, see `component_learning_rates`
+    lr_scheduler_type="cosine",
+    warmup_steps=0.03,
+    weight_decay=0.0,
+    gradient_checkpointing=None,  # TRL defaults it to True; here off unless --activation_checkpointing
+    bf16=False,
+    max_length=None,  # None: `default_max_length` of the model config
+    assistant_only_loss=True,  # labels only on assistant replies (the chat template has {% generation %})
+    logging_steps=1,
+    save_steps=500,
+    save_total_limit=2,
+    dataloader_num_workers=0,
+    seed=0,
+    report_to="none",
+)
+
+
+@dataclass
+class LlavaVRModelConfig(ModelConfig):
+    """TRL's `ModelConfig` with the short spellings `--model` and `--lora`, and a dtype that follows the run."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "LLaVA-VR checkpoint folder or Hub id, with its processor", "aliases": ["--model"]},
+    )
+    use_peft: bool = field(
+        default=False,
+        metadata={"help": "LoRA on the LLM's decoder linear layers, VR and projector trained fully", "aliases": ["--lora"]},
+    )
+    dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "weights dtype; default float32 (bf16 = autocast over fp32 master weights), or bfloat16 for a "
+            "LoRA run with --bf16",
+            "choices": ["auto", "bfloat16", "float16", "float32"],
+        },
+    )
+
+
+@dataclass
+class LlavaVRSFTOptions:
+    """What `llava-vr sft` adds to TRL's options: data source, tiny smoke model, stage, per-component lrs, merging."""
+
+    tiny: bool = field(default=False, metadata={"help": "tiny random model + processor built offline (smoke run)"})
+    dataset: str | None = field(
+        default=None, metadata={"help": "datasets name or save_to_disk folder with `messages` and `images` columns"}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "config name for load_dataset"})
+    dataset_split: str = field(default="train", metadata={"help": "training split of --dataset"})
+    dataset_eval_split: str = field(default="test", metadata={"help": "evaluation split of --dataset"})
+    jsonl: str | None = field(default=None, metadata={"help": "JSONL file of {image, question, answer} lines"})
+    eval_jsonl: str | None = field(default=None, metadata={"help": "evaluation JSONL (images under --image_root)"})
+    image_root: str | None = field(default=None, metadata={"help": "folder the JSONL `image` paths are relative to"})
+    num_samples: int = field(default=64, metadata={"help": "synthetic training set size"})
+    num_eval_samples: int = field(default=16, metadata={"help": "synthetic evaluation set size (validation split)"})
+    image_size: int | None = field(default=None, metadata={"help": "synthetic image side (default: 56 tiny, 336)"})
+    kinds: str | None = field(
+        default=None, metadata={"help": "comma-separated synthetic kinds (receipt,table,bar_chart,digit_grid)"}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "keep the first N rows of the dataset"})
+    stage: str = field(default="stage2", metadata={"help": "paper stage", "choices": sorted(STAGES)})
+    train_vision_tower: bool = field(default=False, metadata={"help": "also train the vision tower"})
+    anyres: bool | None = field(
+        default=None, metadata={"help": "AnyRes tiling, true or false (default: off in stage1, on in stage2)"}
+    )
+    projector_lr: float | None = field(default=None, metadata={"help": "lr of the projector"})
+    vision_remember_lr: float | None = field(default=None, metadata={"help": "lr of the Vision Remember modules"})
+    llm_lr: float | None = field(default=None, metadata={"help": "lr of the LLM (or its LoRA adapters) and LM head"})
+    vision_tower_lr: float | None = field(default=None, metadata={"help": "lr of the vision tower"})
+    merge: bool = field(
+        default=True, metadata={"help": "with --lora: save a merged checkpoint to OUTPUT_DIR/merged (one process)"}
+    )
+    merge_adapter: str | None = field(
+        default=None,
+        metadata={"help": "only merge this saved LoRA adapter into --model, save to --output_dir, and exit"},
+    )
+
+
+# ModelConfig options LLaVA-VR decides itself (LoRA targets, modules to save) or does not support (quantized bases)
+UNSUPPORTED_MODEL_OPTIONS = (
+    "lora_target_modules", "lora_target_parameters", "lora_modules_to_save", "load_in_8bit", "load_in_4bit"
+)
+
+
+def build_parser(prog: str | None = None, description: str | None = None) -> TrlParser:
+    """`TrlParser((SFTConfig, LlavaVRModelConfig, LlavaVRSFTOptions))` with `SFT_DEFAULTS`."""
+    parser = TrlParser((SFTConfig, LlavaVRModelConfig, LlavaVRSFTOptions), prog=prog, description=description)
+    parser.set_defaults(**SFT_DEFAULTS)
+    return parser
+
+
+def check_options(parser, training_args, model_args, options) -> None:
+    """Refuses contradictory options with `parser.error` (exit status 2, one line)."""
+    lora = model_args.use_peft
+    if not options.merge_adapter and bool(model_args.model_name_or_path) == options.tiny:
+        parser.error("give exactly one of --model PATH and --tiny")
+    if options.merge_adapter and not model_args.model_name_or_path:
+        parser.error("--merge_adapter needs --model (the base checkpoint)")
+    if options.dataset and options.jsonl:
+        parser.error("give at most one of --dataset and --jsonl")
+    if (options.jsonl or options.eval_jsonl) and not options.image_root:
+        parser.error("--jsonl / --eval_jsonl need --image_root")
+    if lora and options.train_vision_tower:
+        parser.error("--train_vision_tower is for full fine-tuning; LoRA adapts the LLM only")
+    if lora and options.stage == "stage1":
+        parser.error("stage 1 trains no LLM weight, so there is nothing for LoRA to adapt: use --lora with stage2")
+    given = [name for name in UNSUPPORTED_MODEL_OPTIONS if getattr(model_args, name)]
+    if given:
+        parser.error(f"--{given[0]} is not supported: LLaVA-VR's LoRA targets the LLM's decoder linear layers and "
+                     "saves the VR modules and the projector (see lora_config_for)")
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None, description: str | None = None):
+    """`(training_args, model_args, options)` from the command line (or a `--config` YAML); `options.anyres` resolved
+    from the stage when not given."""
+    parser = build_parser(prog, description)
+    training_args, model_args, options = parser.parse_args_and_config(argv)
+    check_options(parser, training_args, model_args, options)
+    if options.anyres is None:
+        options.anyres = options.stage != "stage1"
+    return training_args, model_args, options
+
+
+__all__ = [
+    "LlavaVRModelConfig",
+    "LlavaVRSFTOptions",
+    "SFT_DEFAULTS",
+    "build_parser",
+    "check_options",
+    "parse_args",
+]
