@@ -1,5 +1,5 @@
 """Conversion of LLaVA-NeXT / LLaVA-OneVision checkpoints (Transformers, both layouts, and the LLaVA-NeXT repo's
-lmms-lab layout) into LLaVA-VR folders, and publishing them (`conversion/push_to_hub.py`) against a local Hub stub.
+lmms-lab layout) into LLaVA-VR folders, and publishing them (`llava_vr.hub.push`) against a local Hub stub.
 
 Tiny random models; the conversions run in-process through `main(argv)`, the `trust_remote_code` loading, the CLI's
 refusal and the upload in subprocesses (one each)."""
@@ -15,10 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import left_pad, tiny_text_config, tiny_vision_config
 from safetensors.torch import load_file, save_file
 from test_transformers_parity import assert_same_logits
-from tiny_tokenizer import build_tiny_tokenizer
 from transformers import (
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
@@ -26,18 +24,19 @@ from transformers import (
     LlavaOnevisionForConditionalGeneration,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen2Tokenizer,
 )
-from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
-from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 
 from llava_vr import LlavaVRForConditionalGeneration
+from llava_vr.conversion import convert as conversion
+from llava_vr.conversion import infer_vision_config, parse_pinpoints
+from llava_vr.data.image_processors import anyres_image_processor
+from llava_vr.hub import push as publishing
+from llava_vr.hub import validate_folder
+from llava_vr.packing_llava_vr import grid_pinpoints
+from llava_vr.testing_utils import build_tiny_tokenizer, left_pad, tiny_text_config, tiny_vision_config
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "conversion"))
-
-import convert_to_llava_vr as conversion  # noqa: E402
-import push_to_hub as publishing  # noqa: E402
-
 CONVERT = ROOT / "conversion" / "convert_to_llava_vr.py"
 PUSH = ROOT / "conversion" / "push_to_hub.py"
 SIZES = [(60, 100), (120, 40), (56, 56), (170, 30), (100, 160)]
@@ -76,7 +75,7 @@ def next_model(seed=1, text=None):
             vision_config=tiny_vision_config("clip", tile),
             text_config=text or tiny_text_config(vocab_size=tiny_tokenizer_vocab()),
             image_token_index=IMAGE_TOKEN,
-            image_grid_pinpoints=[[tile * h, tile * w] for h in (1, 2) for w in (1, 2, 3)],
+            image_grid_pinpoints=grid_pinpoints(tile, 2, 3),
             vision_feature_select_strategy="default",
             vision_feature_layer=-2,
         )
@@ -92,7 +91,7 @@ def onevision_model(seed=2):
             text_config={**tiny_text_config(vocab_size=tiny_tokenizer_vocab()), "tie_word_embeddings": True},
             tie_word_embeddings=True,  # like Qwen2-0.5B: lm_head is the embedding matrix
             image_token_index=IMAGE_TOKEN,
-            image_grid_pinpoints=[[tile * h, tile * w] for h in (1, 2) for w in (1, 2, 3)],
+            image_grid_pinpoints=grid_pinpoints(tile, 2, 3),
             vision_aspect_ratio="anyres_max_9",
             vision_feature_select_strategy="full",
             vision_feature_layer=-1,
@@ -101,16 +100,10 @@ def onevision_model(seed=2):
 
 
 def image_processor_for(model):
-    tile = model.config.vision_config.image_size
+    tile, pinpoints = model.config.vision_config.image_size, model.config.image_grid_pinpoints
     if isinstance(model, LlavaNextForConditionalGeneration):
-        return LlavaNextImageProcessorPil(
-            size={"shortest_edge": tile}, crop_size={"height": tile, "width": tile},
-            image_grid_pinpoints=model.config.image_grid_pinpoints,
-        )
-    return LlavaOnevisionImageProcessorPil(
-        size={"height": tile, "width": tile}, image_grid_pinpoints=model.config.image_grid_pinpoints,
-        image_mean=[0.5] * 3, image_std=[0.5] * 3,
-    )
+        return anyres_image_processor("next", tile, pinpoints)
+    return anyres_image_processor("onevision", tile, pinpoints, image_mean=[0.5] * 3, image_std=[0.5] * 3)
 
 
 def write_transformers_source(model, folder: Path, layout: str) -> Path:
@@ -142,12 +135,9 @@ def write_transformers_source(model, folder: Path, layout: str) -> Path:
 
 def lmms_lab_tokenizer(folder: Path):
     """The tiny tokenizer without `<image>` (its id 3 becomes an ordinary token), like Qwen2's own tokenizer."""
-    import tiny_tokenizer
-    from transformers import Qwen2Tokenizer
-
-    build_tiny_tokenizer()
-    vocab, merges = tiny_tokenizer._TRAINED
-    vocab = {("<|reserved|>" if token == "<image>" else token): i for token, i in vocab.items()}
+    bpe = json.loads(build_tiny_tokenizer().backend_tokenizer.to_str())["model"]
+    vocab = {("<|reserved|>" if token == "<image>" else token): i for token, i in bpe["vocab"].items()}
+    merges = [tuple(m.split(" ") if isinstance(m, str) else m) for m in bpe["merges"]]
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=list(merges), unk_token=None, eos_token="<|im_end|>",
                                pad_token="<|endoftext|>")
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
@@ -319,7 +309,7 @@ def test_converted_folder_is_a_complete_remote_code_folder(converted):
     ov = json.loads((converted["onevision-mlp"] / "config.json").read_text())
     assert (ov["vision_aspect_ratio"], ov["multi_image_anyres"]) == ("anyres_max_9", False)  # from OneVision
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temporary folders left
-    publishing.validate_folder(folder)
+    validate_folder(folder)
 
 
 REMOTE_SCRIPT = textwrap.dedent(
@@ -427,17 +417,17 @@ def test_lmms_lab_tower_inference_and_pinpoints():
             "model.vision_tower.embeddings.class_embedding": (1024,),
             "model.vision_tower.pre_layrnorm.weight": (1024,)}
     clip.update({f"model.vision_tower.encoder.layers.{i}.mlp.fc1.weight": (4096, 1024) for i in range(24)})
-    config = conversion.infer_vision_config(clip, "openai/clip-vit-large-patch14-336")
+    config = infer_vision_config(clip, "openai/clip-vit-large-patch14-336")
     assert (config["model_type"], config["image_size"], config["num_hidden_layers"], config["num_attention_heads"],
             config["intermediate_size"]) == ("clip_vision_model", 336, 24, 16, 4096)
     siglip = {"model.vision_tower.embeddings.patch_embedding.weight": (1152, 3, 14, 14),
               "model.vision_tower.embeddings.position_embedding.weight": (729, 1152)}
     siglip.update({f"model.vision_tower.encoder.layers.{i}.mlp.fc1.weight": (4304, 1152) for i in range(26)})
-    config = conversion.infer_vision_config(siglip, "google/siglip-so400m-patch14-384")
+    config = infer_vision_config(siglip, "google/siglip-so400m-patch14-384")
     assert (config["model_type"], config["image_size"], config["num_hidden_layers"], config["num_attention_heads"],
             config["vision_use_head"]) == ("siglip_vision_model", 384, 26, 16, False)
-    assert conversion.infer_vision_config(siglip, "someone/unknown-tower")["num_attention_heads"] == 1152 // 64
-    assert conversion.parse_pinpoints("(1x1),...,(2x3)", 384)[:4] == [[384, 384], [384, 768], [384, 1152], [768, 384]]
+    assert infer_vision_config(siglip, "someone/unknown-tower")["num_attention_heads"] == 1152 // 64
+    assert parse_pinpoints("(1x1),...,(2x3)", 384)[:4] == [[384, 384], [384, 768], [384, 1152], [768, 384]]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""Shared by the conversion and publishing scripts: the refusal type and its one-line message."""
+"""The refusal type shared by conversion and publishing, its one-line message, and the Hub-id pattern."""
 
 import re
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+"""`OWNER/NAME`."""
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
+"""Weight formats a published folder must not hold (safetensors only)."""
 
 
 class ConversionError(Exception):
-    """A refusal: the scripts print its message as one line on stderr and exit with status 2."""
+    """A refusal: the commands print its message as one line on stderr and exit with status 2."""
 
 
 def one_line(message) -> str:
@@ -17,3 +20,8 @@ def one_line(message) -> str:
     if not lines:
         return type(message).__name__ if isinstance(message, BaseException) else "unknown error"
     return re.sub(r"^(\w+Error|\w+Exception):\s*", "", lines[-1])
+
+
+def log(message: str = "") -> None:
+    """Progress on stdout, flushed (conversions of large checkpoints take minutes)."""
+    print(message, flush=True)

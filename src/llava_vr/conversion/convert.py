@@ -1,0 +1,225 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""Convert a LLaVA-NeXT / LLaVA-OneVision checkpoint (Qwen2 LLM) into a LLaVA-VR `trust_remote_code` folder.
+
+    llava-vr convert --source SRC --output DIR
+        [--projector-type mlp|adaptive_avg_pool|pixel_shuffle|ldpv2|tokenpacker]   (default adaptive_avg_pool)
+        [--vision-remember-layers 1 4 | --no-vision-remember]                       (default 1 4)
+        [--vision-remember-feature-layers 13 18 23] [--vision-remember-interaction sela|deformable|global]
+        [--dtype auto|float32|bfloat16|float16] [--push-to-hub OWNER/NAME [--private] [--dry-run]] [--overwrite]
+
+SRC is a local folder (or a Hub id, downloaded with `snapshot_download` when no such folder exists) holding a
+Transformers LLaVA-NeXT / OneVision checkpoint (current or llava-hf layout) or an original LLaVA-NeXT-repo (lmms-lab)
+checkpoint (`sources.py`, `lmms_lab.py`). The vision tower, the LLM, the projector MLP (where its input width is
+unchanged) and `image_newline` are carried over; new modules (Vision Remember, extra projector layers) get the
+model's own initialisation, under which VR is the identity, so with `--projector-type mlp` the converted model
+reproduces the source's logits.
+
+The output is written into a temporary folder beside DIR and renamed into place only when complete. Refusals exit
+with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers.utils import logging as hf_logging
+
+from ..configuration_llava_vr import LlavaVRConfig
+from ..hub.card import render_model_card, source_card_metadata
+from ..registries_llava_vr import PROJECTORS, VR_INTERACTIONS
+from .artifacts import build_generation_config, build_processor, load_tokenizer, source_image_processor
+from .errors import HUB_ID, ConversionError, log, one_line
+from .lmms_lab import lmms_lab_plan, place_image_token
+from .plan import Plan, build_config, transformers_plan
+from .sources import Source, load_source, read_state_dict
+from .weights import WeightReport, build_model, grow_embeddings, plan_weights, source_dtype
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_output(output: Path, source: Path | None, overwrite: bool) -> None:
+    """Refuses an output that is a file, a non-empty folder (without `overwrite`) or overlaps the source."""
+    if output.exists() and not output.is_dir():
+        raise ConversionError(f"--output {output} exists and is not a folder")
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise ConversionError(f"--output {output} exists and is not empty (pass --overwrite to replace it)")
+    resolved = output.resolve()
+    if source is not None and (resolved == source or source in resolved.parents or resolved in source.parents):
+        raise ConversionError(f"--output {output} overlaps the source folder {source}")
+
+
+def move_into_place(tmp: Path, output: Path) -> None:
+    """Renames `tmp` to `output`, replacing an existing `output` only once the rename succeeded."""
+    backup = None
+    if output.exists():
+        backup = output.with_name(f".{output.name}.old-{os.getpid()}")
+        output.rename(backup)
+    try:
+        tmp.rename(output)
+    except BaseException:
+        if backup is not None:
+            backup.rename(output)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_folder(output: Path, model, processor, card) -> None:
+    """Saves model, processor and card into a temporary folder beside `output`, then moves it into place."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        card.save(tmp / "README.md")
+        move_into_place(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def conversion_card(src: Source, config: LlavaVRConfig, report: WeightReport, plan: Plan, args):
+    """The converted folder's model card; license / datasets default to the source card's."""
+    metadata = source_card_metadata(src.path)
+    base_model = args.base_model or src.source_id
+    if not HUB_ID.match(base_model):
+        log(f"  note: the card's base_model is the local path {base_model}; the Hub expects an id (--base-model OWNER/NAME)")
+    return render_model_card(
+        config,
+        base_model=base_model,
+        source_description=src.description,
+        report=report,
+        repo_id=args.push_to_hub,
+        license=args.license or metadata.get("license") or "apache-2.0",
+        datasets=args.datasets or metadata.get("datasets"),
+        notes=plan.notes,
+    )
+
+
+def convert_checkpoint(args: argparse.Namespace) -> Path:
+    """Converts `args.source` into `args.output` (the parsed command line); returns the output folder."""
+    output = Path(args.output).expanduser()
+    src = load_source(args.source)
+    check_output(output, src.path, args.overwrite)
+    log(f"Found: {src.description} in {src.path}")
+
+    plan = transformers_plan(src) if src.kind != "lmms_lab" else lmms_lab_plan(src, args)
+    tokenizer = load_tokenizer(Path(args.tokenizer) if args.tokenizer else src.path, plan.needs_image_token)
+    grow = place_image_token(plan, tokenizer) if plan.needs_image_token else 0
+    config = build_config(plan, args)
+    processor = build_processor(source_image_processor(src, plan, config), tokenizer, config)
+
+    state_dict = read_state_dict(src)
+    grown = grow_embeddings(state_dict, grow, bool(config.tie_word_embeddings)) if grow else []
+    report = plan_weights(config, state_dict)
+    report.grown = grown
+    dtype = source_dtype(state_dict) if args.dtype == "auto" else getattr(torch, args.dtype)
+    log(f"Building LLaVA-VR ({config.projector_type}, VR before layers {config.vision_remember_layers or 'none'}, "
+        f"{config.num_image_tokens_per_tile} tokens per tile, {str(dtype).removeprefix('torch.')})")
+    model = build_model(config, state_dict, dtype)
+    del state_dict
+    model.generation_config = build_generation_config(src, tokenizer)
+
+    write_folder(output, model, processor, conversion_card(src, config, report, plan, args))
+    print_summary(output, report, plan)
+    return output
+
+
+def print_summary(output: Path, report: WeightReport, plan: Plan) -> None:
+    log(f"Wrote {output}")
+    for note in plan.notes:
+        log(f"  note: {note}")
+    for component, keys in report.carried.items():
+        log(f"  carried  {component:<16} {len(keys):>5} tensors")
+    for module, keys in report.new.items():
+        log(f"  NEW      {module} ({len(keys)} tensors, untrained)")
+    if report.dropped:
+        log(f"  dropped  {len(report.dropped)} source tensors: {', '.join(report.dropped[:4])}"
+            + (" ..." if len(report.dropped) > 4 else ""))
+    log(f"  new parameters: {report.parameters_new:,} of {report.parameters_total:,}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Convert a LLaVA-NeXT / LLaVA-OneVision (Qwen2) checkpoint into a LLaVA-VR trust_remote_code folder."
+    )
+    parser.add_argument("--source", required=True, help="checkpoint folder, or a Hub id when no such folder exists")
+    parser.add_argument("--output", required=True, help="output folder (written atomically)")
+    parser.add_argument("--projector-type", choices=list(PROJECTORS), default="adaptive_avg_pool")
+    vr = parser.add_mutually_exclusive_group()
+    vr.add_argument("--vision-remember-layers", type=int, nargs="+", default=[1, 4], metavar="L",
+                    help="0-based decoder layers VR runs before (default 1 4)")
+    vr.add_argument("--no-vision-remember", action="store_true", help="no Vision Remember modules")
+    parser.add_argument("--vision-remember-feature-layers", type=int, nargs="+", default=[13, 18, 23], metavar="I",
+                        help="tower hidden states VR reads (default 13 18 23; 0 = embeddings)")
+    parser.add_argument("--vision-remember-interaction", choices=list(VR_INTERACTIONS), default="sela")
+    parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
+                        help="weights dtype of the output (default: the source's)")
+    parser.add_argument("--tokenizer", help="take the tokenizer from this folder instead of the source")
+    parser.add_argument("--vision-num-attention-heads", type=int,
+                        help="lmms-lab sources: the tower's heads, when its name is not in the known table")
+    parser.add_argument("--base-model", help="base_model for the model card (default: the source's Hub id or path)")
+    parser.add_argument("--license", help="license for the model card (default: the source card's, else apache-2.0)")
+    parser.add_argument("--datasets", nargs="+", help="datasets for the model card (default: the source card's)")
+    parser.add_argument("--push-to-hub", metavar="OWNER/NAME", help="upload the converted folder to this repo")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list what would upload, upload nothing")
+    parser.add_argument("--commit-message", default=None, help="with --push-to-hub")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.private or args.dry_run) and not args.push_to_hub:
+        parser.error("--private / --dry-run need --push-to-hub")
+    if args.push_to_hub and not HUB_ID.match(args.push_to_hub):
+        parser.error(f"--push-to-hub {args.push_to_hub!r}: expected OWNER/NAME")
+    return args
+
+
+def convert_and_push(args: argparse.Namespace) -> None:
+    """The output checked before anything heavy, the conversion (Transformers' logging quiet), then the upload."""
+    source = Path(args.source).expanduser()
+    check_output(Path(args.output).expanduser(), source.resolve() if source.exists() else None, args.overwrite)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        output = convert_checkpoint(args)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if args.push_to_hub:
+        from ..hub.push import push_folder  # here: llava_vr.hub.push imports llava_vr.conversion.errors
+
+        push_folder(output, args.push_to_hub, private=args.private, dry_run=args.dry_run,
+                    commit_message=args.commit_message or f"Add LLaVA-VR conversion of {args.base_model or args.source}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`llava-vr convert`: 0 when done, 2 on a refusal, 1 on an unexpected error, 130 when interrupted (one line on
+    stderr each; `--debug` raises instead)."""
+    args = parse_args(argv)
+    try:
+        convert_and_push(args)
+    except ConversionError as error:
+        if args.debug:
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug or an unexpected file: still one line, --debug for the traceback
+        if args.debug:
+            raise
+        print(f"error: {type(error).__name__}: {one_line(error)} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,100 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""What a conversion builds, gathered before any tensor is read: the LLaVA-VR config values of a source.
+
+`transformers_plan` reads a Transformers LLaVA-NeXT / OneVision config; the lmms-lab plan is in `lmms_lab.py`;
+`build_config` adds the command's projector and Vision Remember choices and validates the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from transformers import AutoConfig
+
+from ..configuration_llava_vr import LlavaVRConfig
+from .errors import ConversionError, one_line
+
+if TYPE_CHECKING:
+    from .sources import Source
+
+TOWER_NAMES = {"clip": "CLIP", "siglip": "SigLIP"}
+
+
+@dataclass
+class Plan:
+    """What the conversion builds, gathered before any tensor is read."""
+
+    values: dict  # LlavaVRConfig kwargs
+    tower: str  # "clip" | "siglip"
+    needs_image_token: bool = False  # lmms-lab: add <image> to the tokenizer
+    notes: list[str] = field(default_factory=list)
+
+
+def check_llm(model_type: str, architectures=None) -> None:
+    """Refuses a non-Qwen2 LLM."""
+    if model_type != "qwen2":
+        raise ConversionError(
+            f"the source's LLM is {model_type!r}" + (f" ({', '.join(architectures)})" if architectures else "")
+            + "; LLaVA-VR's decoder is Qwen2, only Qwen2-based checkpoints convert"
+        )
+
+
+def check_tower(model_type: str) -> str:
+    """`clip_vision_model` -> `clip`, `siglip_vision_model` -> `siglip`; refuses other towers."""
+    if model_type not in ("clip_vision_model", "siglip_vision_model"):
+        raise ConversionError(f"vision tower {model_type!r} is not supported (CLIP or SigLIP vision models only)")
+    return model_type.split("_")[0]
+
+
+def transformers_plan(src: Source) -> Plan:
+    """The config values of a Transformers LLaVA-NeXT (every image tiled) or OneVision (`anyres_max_N`) source."""
+    try:
+        source_config = AutoConfig.from_pretrained(src.path)
+    except Exception as error:
+        raise ConversionError(f"cannot read {src.path}/config.json as a Transformers config ({one_line(error)})") from None
+    text, vision = source_config.text_config, source_config.vision_config
+    check_llm(text.model_type, getattr(text, "architectures", None))
+    tower = check_tower(vision.model_type)
+    values = dict(
+        vision_config=vision.to_dict(),
+        text_config=text.to_dict(),
+        image_token_index=source_config.image_token_id,
+        projector_hidden_act=source_config.projector_hidden_act,
+        vision_feature_select_strategy=source_config.vision_feature_select_strategy,
+        vision_feature_layer=source_config.vision_feature_layer,
+        multimodal_projector_bias=getattr(source_config, "multimodal_projector_bias", True),
+        image_grid_pinpoints=[list(p) for p in source_config.image_grid_pinpoints],
+        tie_word_embeddings=bool(getattr(source_config, "tie_word_embeddings", False)),
+    )
+    if src.kind == "llava_next":
+        values.update(vision_aspect_ratio="anyres", multi_image_anyres=True)
+    else:
+        values.update(vision_aspect_ratio=source_config.vision_aspect_ratio, multi_image_anyres=False)
+    return Plan(values, tower)
+
+
+def build_config(plan: Plan, args) -> LlavaVRConfig:
+    """LlavaVRConfig from the source's settings and the flags; config validation errors become one-line refusals."""
+    values = dict(plan.values)
+    vision_layers = values["vision_config"]["num_hidden_layers"]
+    feature_layers = list(args.vision_remember_feature_layers)
+    vr_layers = [] if args.no_vision_remember else list(args.vision_remember_layers)
+    if vr_layers:
+        bad = [i for i in feature_layers if not -vision_layers <= i <= vision_layers]
+        if bad:
+            raise ConversionError(
+                f"--vision-remember-feature-layers {bad} are beyond the vision tower's depth ({vision_layers} layers: "
+                f"hidden states 0..{vision_layers})"
+            )
+    values.update(
+        projector_type=args.projector_type,
+        vision_remember_layers=vr_layers,
+        vision_remember_feature_layers=feature_layers,
+        vision_remember_interaction=args.vision_remember_interaction,
+    )
+    values["vision_config"] = {k: v for k, v in values["vision_config"].items() if not k.startswith("_")}
+    try:
+        return LlavaVRConfig(**values)
+    except Exception as error:
+        raise ConversionError(f"invalid LLaVA-VR config: {one_line(error)}") from None
