@@ -1,0 +1,88 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""Result files and printed tables: JSON (everything), CSV (one flat row per case), Markdown tables, PNG figures."""
+
+import csv
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+DEFAULT_OUTPUT_DIR = Path("benchmarks") / "results"  # relative to the working directory (git-ignored in the repo)
+
+
+def utc_timestamp() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def command_line(prog: str, argv: list[str] | None) -> str:
+    """The command as run: `prog` and the arguments (`sys.argv[1:]` when `argv` is None)."""
+    return prog + " " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def write_json(path: Path, payload: dict):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def write_csv(path: Path, rows: list[dict]):
+    """One line per row; the columns are every scalar key in first-seen order (dicts and lists stay in the JSON)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = []
+    for row in rows:
+        keys += [k for k in row if k not in keys and not isinstance(row[k], (dict, list))]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items() if k in keys})
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A Markdown table; `None` cells print as `-`, floats with 3 significant digits (1 decimal from 10 up)."""
+
+    def cell(value):
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 10 else f"{value:,.1f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(value, spec: str, suffix: str = "") -> str:
+    """`value` formatted with `spec` (+ `suffix`), `-` for `None`."""
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def pyplot():
+    """`matplotlib.pyplot` on the non-interactive Agg backend (matplotlib: the `bench` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path):
+    """Lays out, writes (110 dpi) and closes `fig`."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+
+
+__all__ = [
+    "DEFAULT_OUTPUT_DIR",
+    "command_line",
+    "fmt",
+    "markdown_table",
+    "pyplot",
+    "save_figure",
+    "utc_timestamp",
+    "write_csv",
+    "write_json",
+]
