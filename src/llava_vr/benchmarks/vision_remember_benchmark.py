@@ -1,0 +1,209 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""Micro-benchmark of one Vision Remember (VR) module alone: the interactions of `VR_INTERACTIONS` side by side.
+
+Builds `VisionRemember` and `VisionRememberInputs` directly (random weights, synthetic hidden states, multi-level
+features, saliency and token cells: one image of `tiles` tiles of 12x12 = 144 tokens over 24x24 = 576-cell feature
+maps, no newline tokens) and measures, as the token count grows:
+
+- time of one VR forward (median after warm-up) and of `VisionRememberInputs.build` (once per LLM forward, shared by
+  every VR layer);
+- peak memory of the forward (tensor memory above the inputs; see `memory.PeakMemory`);
+- FLOPs (`FlopCounterMode`, per sub-module) and achieved GFLOP/s, next to a plain matmul's GFLOP/s on the same machine
+  and dtype (the "arithmetic limit"): `% of matmul` = achieved / limit, `limit ms` = FLOPs / limit;
+- where the time goes (profiler, per operator class) for the largest case;
+- structural checks, evaluated from the dispatched operators (a `TorchDispatchMode` records every op and its output
+  shape): the number of dispatched ops does not grow with the tile count (no Python loop over tiles or windows), the
+  number of attention / gather ops per cross-attention, and the largest intermediate tensor (nothing 576 x 576 per
+  tile for SELA).
+
+Writes `<stem>.json`, `<stem>.csv` and `<stem>.png` (stem `vision_remember_<preset>_<device>` unless `--tag`).
+
+Examples:
+    llava-vr bench vision-remember --preset tiny
+    llava-vr bench vision-remember --preset real            # CPU: bfloat16, 1..16 tiles
+    llava-vr bench vision-remember --preset real --device cuda
+"""
+
+import argparse
+import random
+from pathlib import Path
+
+import torch
+
+from llava_vr.registries_llava_vr import VR_INTERACTIONS
+from llava_vr.vision_remember_llava_vr import VisionRememberInputs
+
+from .flops import matmul_peak_gflops
+from .machine import (
+    DTYPES,
+    available_cores,
+    dtype_name,
+    loadavg,
+    machine_info,
+    resolve_device,
+    resolve_dtype,
+    torch_threads,
+)
+from .memory import PeakMemory
+from .reporting import DEFAULT_OUTPUT_DIR, command_line, fmt, utc_timestamp, write_csv, write_json
+from .timing import Marks, median, timed
+from .vision_remember_cases import PRESETS, TEXT_TOKENS, Case, build_config, build_module, synthetic_inputs
+from .vision_remember_probes import instrument_case, profile_breakdown, span_marks, summarise
+from .vision_remember_report import plot, print_report, structural_checks
+
+PROG = "python benchmarks/benchmark_vision_remember.py"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto")
+    parser.add_argument("--interactions", nargs="+", choices=list(VR_INTERACTIONS), default=list(VR_INTERACTIONS))
+    parser.add_argument("--tiles", nargs="+", type=int, default=None)
+    parser.add_argument("--text-hidden", nargs="+", type=int, default=None, help="LLM widths (default: the preset's)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-operator time breakdown")
+    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR)
+    parser.add_argument("--tag", default=None)
+    return parser
+
+
+def run(argv: list[str] | None = None, prog: str = PROG) -> dict:
+    """Runs the benchmark; returns the payload written to the JSON file. Restores torch's thread count."""
+    args = build_parser(prog).parse_args(argv)
+    preset = PRESETS[args.preset]
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device, preset["cpu_dtype"])
+    # tiny ops gain nothing from a second thread, and on a busy machine OpenMP barriers make them 100x slower
+    with torch_threads(args.threads or preset.get("threads") or available_cores()) as threads:
+        return _run(args, preset, device, dtype, threads, command_line(prog, argv))
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    run(argv, prog)
+    return 0
+
+
+def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
+    repeats = args.repeats or preset["repeats"]
+    warmup = args.warmup if args.warmup is not None else preset["warmup"]
+    with torch.inference_mode():
+        peak = matmul_peak_gflops(device, dtype, preset["matmul_sizes"])
+    meta = _meta(args, preset, device, dtype, threads, command, repeats, warmup, peak)
+    print(f"# Vision Remember micro-benchmark: preset={args.preset} device={device} dtype={meta['dtype']} "
+          f"threads={threads}; plain matmul probe {peak['gflops']:.0f} GFLOP/s (n={peak['size']})", flush=True)
+
+    cases = _instrument_cases(args, preset, device, dtype, warmup)
+    print(f"  {len(cases)} cases instrumented; timing {repeats} interleaved rounds", flush=True)
+    rows = _time_cases(cases, repeats, peak["size"], device, dtype, meta)
+    if not args.no_profile:
+        _profile_largest(cases, device)
+    del cases
+
+    checks = structural_checks(rows)
+    payload = {"meta": meta, "checks": checks, "results": rows}
+    stem = args.tag or f"vision_remember_{args.preset}_{device.type}"
+    out_dir = Path(args.output_dir)
+    meta["loadavg_at_end"] = loadavg()
+    write_json(out_dir / f"{stem}.json", payload)
+    write_csv(out_dir / f"{stem}.csv", rows)
+    plot(rows, out_dir / f"{stem}.png", meta)
+    print_report(rows, checks)
+    print(f"\nwrote {out_dir / stem}.json, .csv, .png")
+    return payload
+
+
+def _meta(args, preset, device, dtype, threads, command, repeats, warmup, peak) -> dict:
+    return {
+        "benchmark": "benchmark_vision_remember",
+        "preset": args.preset,
+        "dtype": dtype_name(dtype),
+        "repeats": repeats,
+        "warmup": warmup,
+        "timestamp": utc_timestamp(),
+        "command": command,
+        "machine": machine_info(device, threads),
+        "matmul_probe": peak,
+        "memory_method": PeakMemory.describe(device),
+        "flops_method": "torch.utils.flop_counter.FlopCounterMode (+ CPU fused SDPA); matmul/attention only",
+        "protocol": "per case one instrumented pass (FLOPs, ops, memory) and `warmup` forwards; then `repeats` rounds "
+                    "over all cases in a shuffled order, each round also timing one plain n x n matmul (the limit is "
+                    "its median GFLOP/s over the rounds, measured interleaved with the cases)",
+        "setup": {"vision_hidden": preset["vision_hidden"], "levels": 3, "heads": preset["vision_heads"],
+                  "feature_grid": preset["image_size"] // preset["patch_size"], "text_tokens": TEXT_TOKENS},
+    }
+
+
+def _instrument_cases(args, preset, device, dtype, warmup: int) -> list[Case]:
+    """Modules, inputs (shared by the interactions of one width) and the instrumented pass of every case."""
+    cases = []
+    for width in args.text_hidden or preset["text_hidden"]:
+        inputs_by_tiles = {}
+        for interaction in args.interactions:
+            config = build_config(preset, width, interaction)
+            module = build_module(config, device, dtype)
+            for tiles in args.tiles or preset["tiles"]:
+                if tiles not in inputs_by_tiles:
+                    hidden, build_args = synthetic_inputs(config, tiles, device, dtype)
+                    with torch.inference_mode():
+                        inputs_by_tiles[tiles] = (hidden, build_args, VisionRememberInputs.build(*build_args))
+                hidden, build_args, inputs = inputs_by_tiles[tiles]
+                row = instrument_case(config, module, tiles, hidden, inputs, device, dtype)
+                row.update(text_hidden=width, interaction=interaction)
+                with torch.inference_mode():
+                    for _ in range(warmup):
+                        module(hidden, inputs)
+                cases.append(Case(row, module, hidden, build_args, inputs))
+    return cases
+
+
+def _time_cases(cases: list[Case], repeats: int, n: int, device, dtype, meta: dict) -> list[dict]:
+    """Interleaved timed rounds, each also timing one plain n x n matmul (the contemporaneous arithmetic limit);
+    returns the summarised rows and puts the limit into `meta`."""
+    mat_a = torch.randn(n, n, device=device, dtype=dtype)
+    mat_b = torch.randn(n, n, device=device, dtype=dtype)
+    forward_s, build_s, spans = ([[] for _ in cases] for _ in range(3))
+    matmul_gflops = []
+    order = list(range(len(cases)))
+    with torch.inference_mode():
+        for round_index in range(repeats):
+            random.Random(round_index).shuffle(order)
+            matmul_gflops.append(2 * n**3 / timed(lambda: mat_a @ mat_b, device) / 1e9)
+            for i in order:
+                case = cases[i]
+                with span_marks(case.module, Marks(device)) as marks:
+                    forward_s[i].append(timed(lambda: case.module(case.hidden, case.inputs), device))
+                spans[i].append(marks.totals_ms())
+                build_s[i].append(timed(lambda: VisionRememberInputs.build(*case.build_args), device))
+    limit = median(matmul_gflops)
+    meta["matmul_limit_gflops"] = limit
+    meta["matmul_limit_runs"] = matmul_gflops
+    for i, case in enumerate(cases):
+        summarise(case.row, forward_s[i], build_s[i], spans[i], limit)
+        _print_row(case.row)
+    return [case.row for case in cases]
+
+
+def _print_row(row: dict):
+    print(f"  D={row['text_hidden']:5d} {row['interaction']:10s} tiles={row['tiles']:3d} tokens={row['tokens']:5d} "
+          f"VR={row['forward_ms']:8.2f} ms build={row['build_ms']:6.2f} ms GFLOP={row['gflop']:7.2f} "
+          f"{row['achieved_gflops']:7.1f} GFLOP/s ({row['pct_of_matmul']:5.1f}% of matmul, "
+          f"limit {row['limit_ms']:.2f} ms) peak+={fmt(row['peak_extra_mib'], '.0f')} MiB ops={row['dispatched_ops']}",
+          flush=True)
+
+
+def _profile_largest(cases: list[Case], device):
+    """Per-operator breakdown of the largest case of each (width, interaction), into its row's `profile`."""
+    largest: dict[tuple, Case] = {}
+    for case in cases:
+        key = (case.row["text_hidden"], case.row["interaction"])
+        if key not in largest or case.row["tiles"] > largest[key].row["tiles"]:
+            largest[key] = case
+    for case in largest.values():
+        case.row["profile"] = profile_breakdown(case.module, case.hidden, case.inputs, device)
+
+
+__all__ = ["PROG", "build_parser", "main", "run"]
