@@ -1,0 +1,183 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""The whole-model benchmark's variants and presets, and the models and inputs it runs.
+
+A variant is a projector (`PROJECTORS`) with or without Vision Remember (VR, an interaction of `VR_INTERACTIONS`,
+before decoder layers 1 and 4): every projector alone, pooling + every interaction, the other compressing projectors
++ `sela`. The variants of one run share one copy of the tower, decoder and head weights (`share_weights`).
+"""
+
+import torch
+
+from llava_vr import LlavaVRConfig, LlavaVRForConditionalGeneration
+from llava_vr.packing_llava_vr import grid_pinpoints
+from llava_vr.registries_llava_vr import PROJECTORS, VR_INTERACTIONS
+
+CLIP_L_336 = dict(
+    model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+    num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
+)
+QWEN2 = {
+    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+               num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
+}
+QWEN2_COMMON = dict(model_type="qwen2", max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                    use_sliding_window=False)
+
+POOL, MLP, VR_MAIN = "adaptive_avg_pool", "mlp", "adaptive_avg_pool+sela"
+VR_LAYERS = [1, 4]  # decoder layers with VR in the VR variants
+# name -> (projector_type, VR interaction or None)
+VARIANTS = {projector: (projector, None) for projector in PROJECTORS}
+VARIANTS |= {f"{POOL}+{interaction}": (POOL, interaction) for interaction in VR_INTERACTIONS}
+VARIANTS |= {f"{projector}+sela": (projector, "sela") for projector in PROJECTORS if projector not in (MLP, POOL)}
+# the variants the issue asks for; the other projectors + sela are extra (default where a run is cheap)
+CORE_VARIANTS = [v for v in VARIANTS if "+" not in v or v.startswith(POOL + "+")]
+
+PRESETS = {
+    # CI smoke test: 56-px tiles of 4x4 patches (16 tokens per tile for `mlp`, 2x2 = 4 pooled), seconds in total.
+    "tiny": dict(
+        vision=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                    num_attention_heads=4, image_size=56, patch_size=14),
+        text=dict(model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=5,
+                  num_attention_heads=4, num_key_value_heads=2, vocab_size=1000, max_position_embeddings=4096),
+        feature_layers=[1, 2, 3], image_token_index=999, cpu_dtype="float32",
+        repeats=1, warmup=0, decode_tokens=2, reference_depth=None, threads=1,
+    ),
+    # Real widths (CLIP-L/14-336 tower width and patch grid, Qwen2-0.5B width, real vocab), 1/4 of the depths of
+    # Qwen2-0.5B + CLIP-L (6 tower layers, 6 decoder layers): tower : LLM cost as in the real 0.5B model. VR keeps its
+    # real size (2 modules), so its share of TTFT is larger than at full depth; the results add a full-depth
+    # estimate (tower and decoder-layer times scaled to 24 + 24 layers) next to the measured numbers.
+    "cpu-small": dict(
+        vision={**CLIP_L_336, "num_hidden_layers": 6},
+        text={**QWEN2_COMMON, **QWEN2["0.5b"], "num_hidden_layers": 6},
+        feature_layers=[3, 4, 5], cpu_dtype="bfloat16",
+        repeats=3, warmup=0, decode_tokens=8, reference_depth={"vision": 24, "text": 24}, variants=CORE_VARIANTS,
+    ),
+    **{
+        f"qwen2-{size}": dict(vision=CLIP_L_336, text={**QWEN2_COMMON, **QWEN2[size]}, feature_layers=[13, 18, 23],
+                              cpu_dtype="bfloat16", repeats=5, warmup=1, decode_tokens=16, reference_depth=None)
+        for size in QWEN2
+    },
+}
+
+
+def build_config(preset: dict, variant: str, attn: str, vision_layers=None, text_layers=None) -> LlavaVRConfig:
+    """The variant's config at the preset's shapes (depths cut to `vision_layers` / `text_layers` when given; the VR
+    feature layers scale with the tower depth)."""
+    projector, interaction = VARIANTS[variant]
+    vision = dict(preset["vision"])
+    text = dict(preset["text"])
+    feature_layers = list(preset["feature_layers"])
+    if vision_layers:
+        feature_layers = [max(1, round(i * vision_layers / vision["num_hidden_layers"])) for i in feature_layers]
+        vision["num_hidden_layers"] = vision_layers
+    if text_layers:
+        text["num_hidden_layers"] = text_layers
+    kwargs = dict(
+        vision_config=vision,
+        text_config=text,
+        image_grid_pinpoints=grid_pinpoints(vision["image_size"], 6, 6),
+        vision_aspect_ratio="anyres_max_9",
+        projector_type=projector,
+        vision_remember_layers=list(VR_LAYERS) if interaction else [],
+        vision_remember_feature_layers=feature_layers,
+        vision_remember_interaction=interaction or "sela",
+        attn_implementation=attn,
+    )
+    if "image_token_index" in preset:
+        kwargs["image_token_index"] = preset["image_token_index"]
+    return LlavaVRConfig(**kwargs)
+
+
+def build_model(config: LlavaVRConfig, device: torch.device, dtype: torch.dtype, seed: int):
+    """Random weights, created directly on `device` in `dtype` (no float32 copy on the host first)."""
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlavaVRForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.to(device).eval()
+
+
+SHARED_MODULES = (  # identical in every variant: built once, shared by all variants' models
+    "model.vision_tower",
+    "model.language_model.embed_tokens",
+    "model.language_model.layers",
+    "model.language_model.norm",
+    "model.language_model.rotary_emb",
+    "lm_head",
+)
+
+
+def share_weights(model, base):
+    """Points the parameters and buffers of `model`'s `SHARED_MODULES` and its image newline at `base`'s (same shapes:
+    the variants differ only in projector and VR), so every variant runs the same weights and the process holds one
+    copy. The modules stay the variant's own, with whatever hooks the model attached to them (saliency, tower hidden
+    states)."""
+    for path in SHARED_MODULES:
+        own, shared = model.get_submodule(path), base.get_submodule(path)
+        for name, tensor in [*shared.named_parameters(), *shared.named_buffers()]:
+            owner, _, leaf = name.rpartition(".")
+            setattr(own.get_submodule(owner), leaf, tensor)
+    model.model.image_newline = base.model.image_newline
+    return model
+
+
+def crop_grid(crops: int) -> tuple[int, int]:
+    """Most square `rows x cols` factorisation (rows <= cols)."""
+    rows = max(r for r in range(1, int(crops**0.5) + 1) if crops % r == 0)
+    return rows, crops // rows
+
+
+def make_inputs(model, crops: int, text_tokens: int, device, dtype, seed: int):
+    """One image of `crops` AnyRes crops (`rows x cols` tiles' worth of pixels) inside `text_tokens` random text
+    tokens, batch 1: the model kwargs and the image's `AnyResLayout`."""
+    config = model.config
+    tile = config.vision_config.image_size
+    rows, cols = crop_grid(crops)
+    image_sizes = torch.tensor([[rows * tile, cols * tile]])
+    (layout,) = model.model.image_layouts(image_sizes)
+    if layout.crop_rows * layout.crop_cols != crops:
+        raise ValueError(f"{crops} crops: the pinpoints gave a {layout.crop_rows}x{layout.crop_cols} grid")
+    generator = torch.Generator().manual_seed(seed)
+    vocab = min(config.text_config.vocab_size, 32000)
+    text = torch.randint(1, vocab, (text_tokens,), generator=generator)
+    text[text == config.image_token_id] = 1
+    before, after = text[: text_tokens // 2], text[text_tokens // 2 :]
+    image = torch.full((layout.num_tokens,), config.image_token_id, dtype=torch.long)
+    input_ids = torch.cat([before, image, after])[None]
+    pixel_values = torch.randn(1, layout.num_tiles, 3, tile, tile, generator=generator)
+    inputs = {
+        "input_ids": input_ids.to(device),
+        "attention_mask": torch.ones_like(input_ids).to(device),
+        "pixel_values": pixel_values.to(device, dtype),
+        "image_sizes": image_sizes.to(device),
+    }
+    return inputs, layout
+
+
+def config_summary(config: LlavaVRConfig) -> dict:
+    """The shapes of a run's models (the `config` block of `meta`)."""
+    v, t = config.vision_config, config.text_config
+    return {
+        "vision": {k: getattr(v, k) for k in ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                              "num_attention_heads", "image_size", "patch_size")},
+        "text": {k: getattr(t, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                            "num_attention_heads", "num_key_value_heads", "vocab_size")},
+        "vision_remember_layers_when_on": list(VR_LAYERS),
+        "vision_remember_feature_layers": list(config.vision_remember_feature_layers),
+        "vision_remember_hidden_size": config.vision_remember_hidden_size_resolved,
+        "vision_remember_num_heads": config.vision_remember_num_heads_resolved,
+        "vision_aspect_ratio": config.vision_aspect_ratio,
+        "image_token_index": config.image_token_index,
+    }
+
+
+__all__ = ["CORE_VARIANTS", "MLP", "POOL", "PRESETS", "SHARED_MODULES", "VARIANTS", "VR_MAIN", "build_config",
+           "build_model", "config_summary", "crop_grid", "make_inputs", "share_weights"]
