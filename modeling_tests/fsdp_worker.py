@@ -19,16 +19,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from conftest import image_inputs, left_pad, tiny_model  # noqa: E402
-from torch.distributed.fsdp import fully_shard  # noqa: E402
-from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer  # noqa: E402
-
-from llava_vr import VisionRemember  # noqa: E402
-from llava_vr.saliency_llava_vr import tower_encoder_layers  # noqa: E402
+from llava_vr import VisionRemember
+from llava_vr.saliency_llava_vr import tower_encoder_layers
+from llava_vr.testing_utils import image_inputs, left_pad, tiny_model
 
 
 def sharded_blocks(model):

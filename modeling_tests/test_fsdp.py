@@ -4,7 +4,7 @@
   block, then the root): loss and gradients equal the unsharded model's, VR gets gradients, and a text-only rank
   beside an image rank does not hang.
 * `accelerate launch` with `examples/accelerate/fsdp.yaml` (and the DeepSpeed configs when deepspeed is installed)
-  runs `examples/sft_documents.py --tiny` end to end and saves a loadable checkpoint.
+  runs `examples/sft_documents.py --tiny` (the `llava-vr sft` command) end to end and saves a loadable checkpoint.
 """
 
 import json
@@ -135,7 +135,7 @@ def test_accelerate_fsdp2_config_trains_and_saves_a_loadable_checkpoint(tmp_path
     run_accelerate(
         "fsdp.yaml",
         ["--tiny", "--max-steps", "2", "--num-samples", "4", "--per-device-train-batch-size", "1",
-         "--gradient-checkpointing", "--save-steps", "1000", "--output-dir", str(out)],
+         "--activation-checkpointing", "--save-steps", "1000", "--output-dir", str(out)],
         {"ACCELERATE_USE_CPU": "true"},
     )
     assert (next(out.glob("checkpoint-*")) / "pytorch_model_fsdp.bin").exists(), "the run was not sharded by FSDP"
@@ -153,8 +153,7 @@ def test_accelerate_deepspeed_configs_train_with_component_learning_rates(stage,
     script_args = ["--max-steps", "2", "--num-samples", "4", "--per-device-train-batch-size", "1", "--save-steps",
                    "1000", "--output-dir", str(tmp_path / "run")]
     if stage == "zero3":
-        sys.path.insert(0, str(REPO / "examples"))
-        from sft_documents import tiny_model_and_processor
+        from llava_vr.training.sft_cli import tiny_model_and_processor
 
         model, processor = tiny_model_and_processor()
         model.save_pretrained(tmp_path / "base")
@@ -169,7 +168,7 @@ def test_accelerate_deepspeed_configs_train_with_component_learning_rates(stage,
     if stage == "zero3":  # stage 1: tower, LLM and head untouched, projector and VR moved
         from safetensors.torch import load_file
 
-        from llava_vr.training_llava_vr import component_of
+        from llava_vr.training import component_of
 
         base = load_file(tmp_path / "base" / "model.safetensors")
         moved = {name for name, param in trained.state_dict().items() if not torch.equal(param, base[name])}

@@ -1,24 +1,21 @@
 """Fine-tuning with TRL's SFTTrainer on CPU: tiny model, tiny tokenizer, synthetic documents, a few steps each."""
 
 import copy
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config, tiny_text_config
 from PIL import Image
-from tiny_tokenizer import build_tiny_tokenizer
 
 from llava_vr import LlavaVRForConditionalGeneration
-from llava_vr.processing_llava_vr import LlavaVRProcessor
-from llava_vr.synthetic_documents import synthetic_document_dataset
-from llava_vr.training_llava_vr import (
+from llava_vr.data.synthetic_documents import synthetic_document_dataset
+from llava_vr.testing_utils import TILE, build_tiny_tokenizer, tiny_config, tiny_processor, tiny_text_config
+from llava_vr.training import (
     STAGES,
     LlavaVRSFTTrainer,
     base_tile_only,
     check_lora_trainable,
+    component_learning_rates,
     component_of,
     lora_config_for,
     merge_and_save,
@@ -29,8 +26,10 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 from trl import SFTConfig  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-TILE = 56
+from llava_vr.training import sft_cli  # noqa: E402
+from llava_vr.training.sft_data import load_documents  # noqa: E402
+from llava_vr.training.sft_options import parse_args  # noqa: E402
+
 IMAGE_SIZE = 84  # an 84 x 84 document: base tile + 2 x 2 AnyRes crops on the tiny 56-px tiles
 
 
@@ -53,14 +52,8 @@ def dataset():
 
 
 def make_processor(config):
-    from transformers import LlavaOnevisionImageProcessorPil
-
-    image_processor = LlavaOnevisionImageProcessorPil(
-        size={"height": TILE, "width": TILE},
-        crop_size={"height": TILE, "width": TILE},
-        image_grid_pinpoints=config.image_grid_pinpoints,
-    )
-    return LlavaVRProcessor.from_model_config(config, image_processor, build_tiny_tokenizer())
+    assert config.vision_config.image_size == TILE
+    return tiny_processor(config, kind="onevision")
 
 
 def make_model(config, seed=0):
@@ -297,7 +290,7 @@ def test_gradient_checkpointing_recomputes_vr_and_gives_the_same_update(config, 
         torch.testing.assert_close(updates[1][name], updates[0][name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-# ---- helpers and the example script ------------------------------------------------------------------------------------
+# ---- helpers and the sft command -------------------------------------------------------------------------------------
 
 
 def test_component_of_sees_through_wrappers():
@@ -316,19 +309,44 @@ def test_component_of_sees_through_wrappers():
     assert STAGES["stage1"] == ("projector", "vision_remember")
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("sft_documents", REPO / "examples" / "sft_documents.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def test_stage_learning_rates_come_from_one_place_with_per_component_overrides():
+    assert component_learning_rates("stage1") == {"projector": 1e-3, "vision_remember": 1e-3}
+    assert component_learning_rates("stage2", llm=1e-5) == {
+        "projector": 2e-5, "vision_remember": 2e-5, "llm": 1e-5, "lm_head": 1e-5
+    }
+    lora = component_learning_rates("stage2", ("projector", "vision_remember", "llm"), lora=True, projector=1e-4)
+    assert lora == {"projector": 1e-4, "vision_remember": 2e-4, "llm": 2e-4}
+    assert component_learning_rates("stage1", learning_rate=5e-4, llm=1.0) == {
+        "projector": 5e-4, "vision_remember": 5e-4
+    }
+    with pytest.raises(ValueError, match="stage"):
+        component_learning_rates("stage3")
 
 
-def test_example_stage1_run_trains_and_saves_with_the_anyres_settings_restored(tmp_path):
-    example = load_example()
-    trainer = example.main([
+def test_sft_command_takes_trls_options_its_own_and_the_short_spellings():
+    training_args, model_args, options = parse_args(
+        ["--model", "CKPT", "--lora", "--max-steps", "3", "--per_device_train_batch_size", "4", "--no-merge",
+         "--projector_lr", "1e-4", "--eval_strategy", "steps", "--eval_steps", "2"]
+    )
+    assert model_args.model_name_or_path == "CKPT" and model_args.use_peft and model_args.dtype is None
+    assert training_args.max_steps == 3 and training_args.per_device_train_batch_size == 4
+    assert training_args.eval_strategy == "steps" and training_args.assistant_only_loss
+    assert training_args.learning_rate is None and training_args.max_length is None  # derived at run time
+    assert not training_args.bf16 and not training_args.activation_checkpointing
+    assert options.projector_lr == 1e-4 and not options.merge and options.anyres and options.stage == "stage2"
+    _, _, stage1 = parse_args(["--tiny", "--stage", "stage1"])
+    assert stage1.anyres is False
+    for bad in (["--tiny", "--model", "CKPT"], ["--model", "CKPT", "--lora", "--stage", "stage1"],
+                ["--tiny", "--jsonl", "x.jsonl"], ["--model", "CKPT", "--lora", "--lora_target_modules", "q_proj"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+def test_sft_command_stage1_run_trains_and_saves_with_the_anyres_settings_restored(tmp_path):
+    trainer = sft_cli.run(*parse_args([
         "--tiny", "--stage", "stage1", "--max-steps", "2", "--num-samples", "4", "--output-dir", str(tmp_path),
         "--report-to", "none",
-    ])
+    ]))
     assert {g["component"] for g in trainer.optimizer.param_groups} == {"projector", "vision_remember"}
     assert {g["initial_lr"] for g in trainer.optimizer.param_groups} == {1e-3}
     saved = json.loads((tmp_path / "config.json").read_text())
@@ -338,28 +356,26 @@ def test_example_stage1_run_trains_and_saves_with_the_anyres_settings_restored(t
     assert len(processor["image_processor"]["image_grid_pinpoints"]) == 6
 
 
-def test_example_reads_image_folder_plus_jsonl(tmp_path):
-    example = load_example()
+def test_sft_command_reads_image_folder_plus_jsonl(tmp_path):
     for name in ("a.png", "b.png"):
         Image.new("RGB", (70, 40), "white").save(tmp_path / name)
     lines = [{"image": "a.png", "question": "Total?", "answer": 12}, {"image": "b.png", "question": "Q", "answer": "x"}]
     (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    args = example.parse_args(["--tiny", "--jsonl", str(tmp_path / "data.jsonl"), "--image-root", str(tmp_path)])
-    dataset = example.load_documents(args)
+    _, _, options = parse_args(["--tiny", "--jsonl", str(tmp_path / "data.jsonl"), "--image-root", str(tmp_path)])
+    dataset = load_documents(options)
     assert dataset.column_names == ["messages", "images"] and len(dataset) == 2
     row = dataset[0]
     assert row["images"][0].size == (70, 40)
     assert row["messages"][1]["content"][0]["text"] == "12"
 
 
-def test_example_reads_datasets_from_disk_and_from_a_data_folder(dataset, tmp_path):
-    example = load_example()
+def test_sft_command_reads_datasets_from_disk_and_from_a_data_folder(dataset, tmp_path):
     dataset.save_to_disk(str(tmp_path / "saved"))
     (tmp_path / "parquet").mkdir()
     dataset.to_parquet(str(tmp_path / "parquet" / "train.parquet"))
     for source in ("saved", "parquet"):
-        args = example.parse_args(["--tiny", "--dataset", str(tmp_path / source)])
-        loaded = example.load_documents(args)
+        _, _, options = parse_args(["--tiny", "--dataset", str(tmp_path / source)])
+        loaded = load_documents(options)
         assert len(loaded) == len(dataset) and {"messages", "images"} <= set(loaded.column_names), source
         assert loaded[0]["images"][0].size == (IMAGE_SIZE, IMAGE_SIZE)
         assert loaded[0]["messages"][1]["content"][0]["text"] == dataset[0]["messages"][1]["content"][0]["text"]

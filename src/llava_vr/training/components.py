@@ -33,9 +33,10 @@ STAGE_LEARNING_RATES = {"stage1": 1e-3, "stage2": 2e-5}
 LORA_LEARNING_RATE = 2e-4
 
 # Segments that wrappers insert into parameter names: FSDP1 (`_fsdp_wrapped_module`), activation checkpointing
-# (`_checkpoint_wrapped_module`), torch.compile (`_orig_mod`), DDP / DeepSpeed (`module` prefix), PEFT (`base_model.model`
-# prefix, `modules_to_save.<adapter>` / `original_module` / `base_layer` / `lora_A.<adapter>` inside). Components are
-# recognised by the segments that remain (`vision_remember`, `vision_tower`, ...), so all of these map correctly.
+# (`_checkpoint_wrapped_module`), torch.compile (`_orig_mod`), DDP / DeepSpeed (`module` prefix), PEFT
+# (`base_model.model` prefix, `modules_to_save.<adapter>` / `original_module` / `base_layer` / `lora_A.<adapter>`
+# inside). Components are recognised by the segments that remain (`vision_remember`, `vision_tower`, ...), so all of
+# these map correctly.
 _WRAPPER_SEGMENTS = {"_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod"}
 
 

@@ -9,7 +9,8 @@ from .components import component_of, llava_vr_config
 # LoRA targets: the Qwen2 decoder layers' linear layers only. A plain `["q_proj", "v_proj"]` would also hit the vision
 # tower's attention and VR's cross-attention projections (`vision_remember.N.cross_attention.q_proj`).
 LLM_LORA_TARGET_PATTERN = (
-    r"(?:.*\.)?language_model\.layers\.\d+\.(?:self_attn\.(?:q_proj|k_proj|v_proj|o_proj)|mlp\.(?:gate_proj|up_proj|down_proj))"
+    r"(?:.*\.)?language_model\.layers\.\d+\."
+    r"(?:self_attn\.(?:q_proj|k_proj|v_proj|o_proj)|mlp\.(?:gate_proj|up_proj|down_proj))"
 )
 
 

@@ -200,7 +200,7 @@ def run(training_args, model_args, options) -> LlavaVRSFTTrainer | None:
 
 def main(argv: list[str] | None = None) -> int:
     """`llava-vr sft ...`; exit status 0 (bad options exit with status 2 from the parser)."""
-    run(*parse_args(argv, prog="llava-vr sft", description=__doc__))
+    run(*parse_args(argv, description=__doc__))
     return 0
 
 

@@ -9,6 +9,7 @@ assistant replies only; `learning_rate` and `max_length` are derived from the st
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 
 from trl import ModelConfig, SFTConfig, TrlParser
@@ -47,7 +48,9 @@ class LlavaVRModelConfig(ModelConfig):
     )
     use_peft: bool = field(
         default=False,
-        metadata={"help": "LoRA on the LLM's decoder linear layers, VR and projector trained fully", "aliases": ["--lora"]},
+        metadata={
+            "help": "LoRA on the LLM's decoder linear layers, VR and projector trained fully", "aliases": ["--lora"]
+        },
     )
     dtype: str | None = field(
         default=None,
@@ -104,9 +107,16 @@ UNSUPPORTED_MODEL_OPTIONS = (
 )
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the options' help (as HfArgumentParser does), the description as written."""
+
+
 def build_parser(prog: str | None = None, description: str | None = None) -> TrlParser:
     """`TrlParser((SFTConfig, LlavaVRModelConfig, LlavaVRSFTOptions))` with `SFT_DEFAULTS`."""
-    parser = TrlParser((SFTConfig, LlavaVRModelConfig, LlavaVRSFTOptions), prog=prog, description=description)
+    parser = TrlParser(
+        (SFTConfig, LlavaVRModelConfig, LlavaVRSFTOptions), prog=prog, description=description,
+        formatter_class=_HelpFormatter,
+    )
     parser.set_defaults(**SFT_DEFAULTS)
     return parser
 

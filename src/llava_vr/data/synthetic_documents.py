@@ -5,7 +5,8 @@ PIL only, deterministic for a seed. Every sample is a chat in TRL's vision forma
 with an `{"type": "image"}` item and the question, assistant turn with the answer) and an `images` column.
 Train and test splits draw from disjoint seed streams and are checked for identical images (`content_key`).
 
-Not part of the model's remote-code files: training and experiments import it from the installed package.
+Not part of the model's remote-code files: training and experiments import it from the installed package
+(`llava_vr.data.synthetic_documents`).
 """
 
 import hashlib
@@ -154,7 +155,8 @@ def generate_samples(num_samples: int, seed: int = 0, split: str = "train", kind
     for index in range(num_samples):
         rng = random.Random(seed * 10_000_019 + SPLIT_SEED_OFFSETS[split] + index)
         kind = kinds[index % len(kinds)]
-        samples.append(RENDERERS[kind](rng, size=size, **kwargs) if kind == "digit_grid" else RENDERERS[kind](rng, size=size))
+        extra = kwargs if kind == "digit_grid" else {}  # grid / question options belong to digit grids only
+        samples.append(RENDERERS[kind](rng, size=size, **extra))
     return samples
 
 
