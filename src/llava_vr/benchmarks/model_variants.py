@@ -11,6 +11,7 @@ import torch
 from llava_vr import LlavaVRConfig, LlavaVRForConditionalGeneration
 from llava_vr.packing_llava_vr import grid_pinpoints
 from llava_vr.registries_llava_vr import PROJECTORS, VR_INTERACTIONS
+from llava_vr.testing_utils import IMAGE_TOKEN_ID, tiny_text_config, tiny_vision_config
 
 CLIP_L_336 = dict(
     model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
@@ -38,12 +39,10 @@ CORE_VARIANTS = [v for v in VARIANTS if "+" not in v or v.startswith(POOL + "+")
 
 PRESETS = {
     # CI smoke test: 56-px tiles of 4x4 patches (16 tokens per tile for `mlp`, 2x2 = 4 pooled), seconds in total.
+    # The tests' tiny tower and LLM (`llava_vr.testing_utils`).
     "tiny": dict(
-        vision=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                    num_attention_heads=4, image_size=56, patch_size=14),
-        text=dict(model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=5,
-                  num_attention_heads=4, num_key_value_heads=2, vocab_size=1000, max_position_embeddings=4096),
-        feature_layers=[1, 2, 3], image_token_index=999, cpu_dtype="float32",
+        vision=tiny_vision_config(), text=tiny_text_config(), feature_layers=[1, 2, 3],
+        image_token_index=IMAGE_TOKEN_ID, cpu_dtype="float32",
         repeats=1, warmup=0, decode_tokens=2, reference_depth=None, threads=1,
     ),
     # Real widths (CLIP-L/14-336 tower width and patch grid, Qwen2-0.5B width, real vocab), 1/4 of the depths of
