@@ -7,7 +7,7 @@ Benchmarks: `model_benchmark` (the whole model, projector / Vision Remember vari
 Shared, for any benchmark (a serving benchmark included):
 
 - `machine`: `resolve_device`, `resolve_dtype`, `DTYPES`, `torch_threads`, `synchronize`, `machine_info`, `loadavg`;
-- `timing`: `timed`, `median`, `Marks` (spans inside one timed call);
+- `timing`: `timed`, `median`, `Marks` (spans inside one timed call), `around_forward` (callbacks around a module);
 - `memory`: `PeakMemory`, `process_peak_rss_gib`;
 - `flops`: `flop_counter`, `module_flops`, `matmul_peak_gflops`;
 - `dispatch`: `OpCounter`, `OpRecorder` (aten ops dispatched by a call);

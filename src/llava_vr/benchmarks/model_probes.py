@@ -19,18 +19,10 @@ from .flops import flop_counter, module_flops
 from .machine import synchronize
 from .memory import PeakMemory
 from .model_results import component_flops
-from .timing import Marks
+from .timing import Marks, around_forward
 
 TIMED_PARTS = ("vision", "tower", "projector", "vr_build", "vr", "lm")
 COUNTED_PARTS = ("tower", "saliency", "vr_build", "vr")
-
-
-@contextmanager
-def _module_part(module, part: str, start: Callable, stop: Callable):
-    with ExitStack() as stack:
-        stack.callback(module.register_forward_pre_hook(lambda m, a: start(part, m)).remove)
-        stack.callback(module.register_forward_hook(lambda m, a, o: stop(part, m)).remove)
-        yield
 
 
 def _wrapped(function: Callable, part: str, start: Callable, stop: Callable) -> Callable:
@@ -56,7 +48,9 @@ def probe_prefill(model, start: Callable, stop: Callable, parts: Collection[str]
     with ExitStack() as stack:
         for part, module in modules:
             if part in parts:
-                stack.enter_context(_module_part(module, part, start, stop))
+                stack.enter_context(
+                    around_forward(module, lambda m, part=part: start(part, m), lambda m, part=part: stop(part, m))
+                )
         if "vision" in parts:
             features = _wrapped(inner.get_image_features, "vision", start, stop)
             stack.enter_context(mock.patch.object(inner, "get_image_features", features))

@@ -9,6 +9,7 @@ extra synchronisation inside the timed call).
 import statistics
 import time
 from collections.abc import Callable, Hashable
+from contextlib import ExitStack, contextmanager
 
 import torch
 
@@ -62,4 +63,14 @@ class Marks:
         return {name: sum(e - b for b, e in spans) * 1e3 for name, spans in self.spans.items()}
 
 
-__all__ = ["Marks", "median", "timed"]
+@contextmanager
+def around_forward(module: torch.nn.Module, before: Callable, after: Callable):
+    """Inside the block, every forward of `module` calls `before(module)` first and `after(module)` last (hooks,
+    removed on exit); e.g. `around_forward(layer, marks.start, lambda m: marks.stop(m, "layer"))`."""
+    with ExitStack() as stack:
+        stack.callback(module.register_forward_pre_hook(lambda m, args: before(m)).remove)
+        stack.callback(module.register_forward_hook(lambda m, args, output: after(m)).remove)
+        yield
+
+
+__all__ = ["Marks", "around_forward", "median", "timed"]

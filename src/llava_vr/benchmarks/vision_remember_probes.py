@@ -12,7 +12,7 @@ from .dispatch import OpRecorder
 from .flops import flop_counter, module_flops
 from .machine import synchronize
 from .memory import PeakMemory
-from .timing import Marks, median
+from .timing import Marks, around_forward, median
 
 OP_CLASSES = {  # profiler op name fragment -> class (first match wins)
     "scaled_dot_product": "attention (SDPA)",
@@ -65,14 +65,6 @@ def profile_breakdown(module, hidden, inputs, device) -> dict:
 
 
 @contextmanager
-def _hooked(module, marks: Marks, span: str):
-    with ExitStack() as stack:
-        stack.callback(module.register_forward_pre_hook(lambda m, a: marks.start(m)).remove)
-        stack.callback(module.register_forward_hook(lambda m, a, o: marks.stop(m, span)).remove)
-        yield
-
-
-@contextmanager
 def span_marks(module, marks: Marks):
     """Marks the `SPANS` of `module`'s forwards inside the block (sub-modules an interaction lacks are skipped)."""
     with ExitStack() as stack:
@@ -82,7 +74,7 @@ def span_marks(module, marks: Marks):
                     sub = module.get_submodule(name)
                 except AttributeError:
                     continue
-                stack.enter_context(_hooked(sub, marks, span))
+                stack.enter_context(around_forward(sub, marks.start, lambda m, span=span: marks.stop(m, span)))
         yield marks
 
 
