@@ -202,6 +202,38 @@ def test_multi_image_anyres_tiles_every_image_even_with_the_onevision_image_proc
     assert out["pixel_values"].shape[1] == max(l.num_tiles for l in layouts) > 1
 
 
+@pytest.mark.parametrize("multi_image_anyres", [False, True])
+@pytest.mark.parametrize("kind", ["next", "onevision"])
+def test_multimodal_token_counts_with_batch_num_images_equal_the_expanded_prompts(kind, multi_image_anyres):
+    """What vLLM reserves per image (`_get_num_multimodal_tokens`) is what the processor expands it into."""
+    processor = make_processor(kind, multi_image_anyres=multi_image_anyres)
+    prompts = ["<image>\n<image>\nSame?", "<image>\nAlone.", "No image.", "<image>\n<image>\n<image>\nthree"]
+    sizes = [(60, 100), (90, 40), (500, 499), (112, 113), (30, 200), (168, 56)]
+    out = processor(images=[image(s) for s in sizes], text=prompts, padding=True, return_tensors="pt")
+    expanded = [run for row in out["input_ids"] for run in image_runs(row)]
+    counts = processor._get_num_multimodal_tokens(image_sizes=sizes, batch_num_images=[2, 1, 0, 3])
+    assert counts["num_image_tokens"] == expanded
+    assert counts["num_image_patches"] == [1] * len(sizes)
+    tiled = [multi_image_anyres or n == 1 for n in (2, 2, 1, 3, 3, 3)]
+    layouts = [anyres_layout(s, SMALL_PINPOINTS, TILE, 4, "anyres_max_9", t) for s, t in zip(sizes, tiled)]
+    assert expanded == [layout.num_tokens for layout in layouts]
+    if not multi_image_anyres:  # images sharing a prompt: base tile + newline only
+        assert [c for c, t in zip(expanded, tiled) if not t] == [17] * 5
+
+
+def test_multimodal_token_counts_without_batch_num_images_count_each_image_alone():
+    processor = make_processor("onevision")
+    sizes = [(60, 100), (90, 40), (500, 499)]
+    alone = processor._get_num_multimodal_tokens(image_sizes=sizes)["num_image_tokens"]
+    assert alone == processor._get_num_multimodal_tokens(image_sizes=sizes, batch_num_images=[1, 1, 1])[
+        "num_image_tokens"
+    ]
+    assert alone == [anyres_layout(s, SMALL_PINPOINTS, TILE, 4, "anyres_max_9").num_tokens for s in sizes]
+    assert processor._get_num_multimodal_tokens(image_sizes=sizes, batch_num_images=[3])["num_image_tokens"] == [17] * 3
+    with pytest.raises(ValueError, match="do not add up to 3 images"):
+        processor._get_num_multimodal_tokens(image_sizes=sizes, batch_num_images=[2])
+
+
 def test_flat_and_nested_images_give_the_same_outputs():
     processor = make_processor("onevision")
     pictures = [image((60, 100)), image((90, 40)), image((30, 30))]
