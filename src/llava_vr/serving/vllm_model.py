@@ -1,0 +1,189 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""LLaVA-VR as a vLLM model: the package's image encoder and `VisionRemember`, vLLM's Qwen2 decoder layers.
+
+The shape of vLLM's Qwen3-VL DeepStack:
+- `embed_multimodal` runs the package's `LlavaVRModel.get_image_features` (tower, saliency, projector, AnyRes
+  packing) and returns per image one row per placeholder token: the token embedding plus what Vision Remember reads
+  (header, multi-level features, saliency; `image_rows.py`). vLLM's encoder cache keeps it per image.
+- `embed_input_ids` scatters the embeddings by `is_multimodal` and rebuilds the package's `VisionRememberInputs` for
+  the step from the rows it was handed. Rows that are only part of an image raise (the scheduler settings the model
+  enforces keep every image whole in one step, see `vllm_config_hook.py`).
+- `forward` runs vLLM's Qwen2 layers and, before each VR layer, the package's `VisionRemember` on the image rows.
+  vLLM fuses the residual add into the next layer's norm, so `hidden + residual` is rebuilt first. A step without
+  image rows (decode steps, text-only prefills) carries no VR inputs: VR is skipped by construction.
+"""
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from vllm.compilation.decorators import ignore_torch_compile
+from vllm.config import VllmConfig
+from vllm.model_executor.layers.logits_processor import LogitsProcessor
+from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
+from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsMultiModal
+from vllm.model_executor.models.qwen2 import Qwen2Model
+from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, _merge_multimodal_embeddings
+from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.sequence import IntermediateTensors
+
+from ..vision_remember_llava_vr import VisionRememberInputs
+from .image_encoder import build_image_encoder, encode_images
+from .image_rows import decode_image_rows, describe_rows
+from .vllm_processing import LlavaVRDummyInputsBuilder, LlavaVRMultiModalProcessor, LlavaVRProcessingInfo
+
+
+@ignore_torch_compile  # VR's image-dependent shapes stay out of compiled graphs / CUDA graph capture
+class LlavaVRQwen2Model(Qwen2Model):
+    """vLLM's Qwen2 decoder with the package's `VisionRemember` before the configured layers."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors: IntermediateTensors | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        vision_remember: nn.ModuleDict | None = None,
+        vision_remember_inputs: VisionRememberInputs | None = None,
+    ) -> torch.Tensor:
+        if intermediate_tensors is not None:
+            raise ValueError("LLaVA-VR does not support pipeline parallelism")
+        hidden_states = inputs_embeds if inputs_embeds is not None else self.embed_input_ids(input_ids)
+        residual = None
+        for index, layer in enumerate(self.layers):
+            if vision_remember_inputs is not None and str(index) in vision_remember:
+                if residual is not None:  # the stream entering this layer, as Transformers' layer loop has it
+                    hidden_states, residual = hidden_states + residual, None
+                hidden_states = vision_remember[str(index)](hidden_states[None], vision_remember_inputs)[0]
+            hidden_states, residual = layer(positions, hidden_states, residual)
+        hidden_states, _ = self.norm(hidden_states, residual)
+        return hidden_states
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    LlavaVRMultiModalProcessor, info=LlavaVRProcessingInfo, dummy_inputs=LlavaVRDummyInputsBuilder
+)
+class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal):
+    """vLLM model for the architecture `LlavaVRForConditionalGeneration` (a LLaVA-VR checkpoint as saved by
+    Transformers: `model.vision_tower`, `model.multi_modal_projector`, `model.image_newline`,
+    `model.language_model` with its `vision_remember` modules, `lm_head`)."""
+
+    hf_to_vllm_mapper = WeightsMapper(
+        orig_to_new_prefix={
+            "model.language_model.vision_remember.": "vision_remember.",
+            "model.language_model.": "language_model.",
+            "model.vision_tower.vision_model.": "image_encoder.vision_tower.",  # towers saved before Transformers 5
+            "model.": "image_encoder.",
+        }
+    )
+
+    @classmethod
+    def get_placeholder_str(cls, modality: str, i: int) -> str | None:
+        if modality.startswith("image"):
+            return "<image>"
+        raise ValueError("LLaVA-VR accepts images only")
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
+        super().__init__()
+        config = vllm_config.model_config.hf_config
+        self.config = config
+        self.hidden_size = config.text_config.hidden_size
+        self.cells_per_tile = config.patch_grid_size**2
+        self.feature_channels = config.vision_config.hidden_size * len(config.vision_remember_feature_layers)
+        with self._mark_tower_model(vllm_config, "image"):
+            self.image_encoder, self.vision_remember = build_image_encoder(
+                config, vllm_config.device_config.device, vllm_config.model_config.dtype
+            )
+        with self._mark_language_model(vllm_config):
+            text_config = vllm_config.with_hf_config(config.text_config, architectures=["Qwen2ForCausalLM"])
+            self.language_model = LlavaVRQwen2Model(vllm_config=text_config, prefix="language_model")
+        self.lm_head = ParallelLMHead(config.text_config.vocab_size, self.hidden_size, prefix="lm_head")
+        if config.tie_word_embeddings:
+            self.lm_head = self.lm_head.tie_weights(self.language_model.embed_tokens)
+        self.logits_processor = LogitsProcessor(config.text_config.vocab_size)
+        self.configure_mm_token_handling(config.text_config.vocab_size, [config.image_token_id])
+        self._step_vision_remember_inputs: VisionRememberInputs | None = None
+
+    def get_language_model(self) -> nn.Module:
+        return self.language_model
+
+    def embed_multimodal(
+        self, pixel_values=None, image_sizes=None, image_num_tiles=None, **kwargs
+    ) -> MultiModalEmbeddings:
+        """Per image `(tokens_i, D + header + payload_i)` rows (see `image_rows.py`)."""
+        if pixel_values is None:
+            return []
+        if isinstance(pixel_values, (list, tuple)):
+            pixel_values = torch.cat(list(pixel_values))
+        dtype = self.image_encoder.vision_tower.dtype
+        return encode_images(
+            self.image_encoder, pixel_values.to(dtype), torch.as_tensor(image_sizes).reshape(-1, 2),
+            torch.as_tensor(image_num_tiles).reshape(-1),
+        )
+
+    def embed_input_ids(
+        self,
+        input_ids: torch.Tensor,
+        multimodal_embeddings: MultiModalEmbeddings | None = None,
+        *,
+        is_multimodal: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        self._step_vision_remember_inputs = None
+        inputs_embeds = self._embed_text_input_ids(
+            input_ids, self.language_model.embed_input_ids, is_multimodal=is_multimodal
+        )
+        if multimodal_embeddings is None or len(multimodal_embeddings) == 0:
+            return inputs_embeds
+        if is_multimodal is None:
+            raise ValueError("image embeddings were given without the is_multimodal mask")
+        embeddings, vr_inputs = self._unpack_step_rows(list(multimodal_embeddings), is_multimodal)
+        self._step_vision_remember_inputs = vr_inputs
+        return _merge_multimodal_embeddings(inputs_embeds, embeddings, is_multimodal)
+
+    def _unpack_step_rows(self, slices: list[torch.Tensor], is_multimodal: torch.Tensor):
+        """The step's image rows -> (token embeddings, `VisionRememberInputs` or None)."""
+        decoded = [decode_image_rows(s, self.hidden_size, self.cells_per_tile, self.feature_channels) for s in slices]
+        embeddings = [d[0] for d in decoded]
+        if not self.config.vision_remember_layers:
+            return embeddings, None
+        partial = [i for i, d in enumerate(decoded) if not d[4]]
+        if partial:
+            raise ValueError(
+                f"a decoder step holds only {describe_rows(slices[partial[0]], self.hidden_size)} image tokens: "
+                "Vision Remember needs all of an image's tokens in one step. LLaVA-VR sets "
+                "disable_chunked_mm_input=True and a scheduler that never ends a prefix-cache hit inside an image; "
+                "something overrode them"
+            )
+        vr_inputs = VisionRememberInputs.build(
+            is_multimodal.to(slices[0].device)[None],
+            [d[2] for d in decoded],
+            [d[3] for d in decoded],
+            [d[1] for d in decoded],
+            self.config.token_grid_size,
+            self.config.vision_remember_window_size,
+        )
+        return embeddings, vr_inputs
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors: IntermediateTensors | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        vr_inputs, self._step_vision_remember_inputs = self._step_vision_remember_inputs, None
+        if inputs_embeds is None:
+            vr_inputs = None  # token ids only: nothing was scattered this step
+        return self.language_model(
+            input_ids, positions, intermediate_tensors, inputs_embeds, self.vision_remember, vr_inputs
+        )
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        return self.logits_processor(self.lm_head, hidden_states)
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        return AutoWeightsLoader(self).load_weights(weights, mapper=self.hf_to_vllm_mapper)
+
+
+__all__ = ["LlavaVRForConditionalGeneration", "LlavaVRQwen2Model"]

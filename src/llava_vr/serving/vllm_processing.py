@@ -1,0 +1,152 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""vLLM multimodal processing for LLaVA-VR: pixels from the checkpoint's own `LlavaVRProcessor`, placeholder counts
+from the package's `anyres_layout`.
+
+An image is processed the way Transformers processes it *in its prompt*: tiled with AnyRes when it is alone (or the
+model tiles every image, `multi_image_anyres`), base tile only when it shares the prompt with other images
+(LLaVA-OneVision; its image processor then pads the image to a square instead of tiling it). vLLM caches processed
+images and encoder outputs per image hash, independently of the prompt, so the hash of a base-tile-only image is
+salted: the same picture alone and in a multi-image prompt are two cache entries, never confused.
+
+Fields handed to the model per image: `pixel_values` (its tiles, base first; flat over the batch), `image_sizes`
+(`(height, width)`) and `image_num_tiles` (1 = base tile only).
+"""
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from transformers import BatchFeature
+from vllm.multimodal.inputs import MultiModalFieldConfig, MultiModalKwargsItems
+from vllm.multimodal.parse import ImageProcessorItems, ImageSize, MultiModalDataItems
+from vllm.multimodal.processing import (
+    BaseDummyInputsBuilder,
+    BaseMultiModalProcessor,
+    BaseProcessingInfo,
+    PromptReplacement,
+    PromptUpdate,
+)
+
+from .token_counts import image_layout, image_size_with_most_tokens, is_tiled, max_image_tokens
+
+# Processor option carrying the number of images of the prompt into the processing of its cache-missing images.
+PROMPT_IMAGES_KWARG = "llava_vr_prompt_images"
+_BASE_TILE_SALT = "+llava_vr_base_tile_only"
+
+
+class LlavaVRProcessingInfo(BaseProcessingInfo):
+    def get_hf_config(self):
+        return self.ctx.get_hf_config()  # the checkpoint's own (remote-code) LlavaVRConfig class
+
+    def get_hf_processor(self, **kwargs):
+        processor = self.ctx.get_hf_processor(**kwargs)
+        if not hasattr(processor, "image_layouts") or getattr(processor, "image_processor", None) is None:
+            raise ValueError(
+                f"the checkpoint's processor is a {type(processor).__name__}; LLaVA-VR serving needs its "
+                "LlavaVRProcessor (processor_config.json with an AnyRes image processor)"
+            )
+        return processor
+
+    def get_supported_mm_limits(self) -> Mapping[str, int | None]:
+        return {"image": None}
+
+    def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
+        return {"image": max_image_tokens(self.get_hf_config())}
+
+    def get_image_size_with_most_features(self) -> ImageSize:
+        height, width = image_size_with_most_tokens(self.get_hf_config())
+        return ImageSize(width=width, height=height)
+
+    def image_tiled(self, num_prompt_images: int) -> bool:
+        return is_tiled(self.get_hf_config(), num_prompt_images)
+
+
+class LlavaVRDummyInputsBuilder(BaseDummyInputsBuilder[LlavaVRProcessingInfo]):
+    def get_dummy_text(self, mm_counts: Mapping[str, int]) -> str:
+        return self.info.get_hf_processor().image_token * mm_counts.get("image", 0)
+
+    def get_dummy_mm_data(self, seq_len, mm_counts, mm_options):
+        size = self.info.get_image_size_with_most_features()
+        overrides = (mm_options or {}).get("image")
+        images = self._get_dummy_images(
+            width=size.width, height=size.height, num_images=mm_counts.get("image", 0), overrides=overrides
+        )
+        return {"image": images}
+
+
+class LlavaVRMultiModalProcessor(BaseMultiModalProcessor[LlavaVRProcessingInfo]):
+    def _get_hf_mm_text(self, mm_counts: Mapping[str, int]) -> str:
+        return self.dummy_inputs.get_dummy_text(mm_counts)
+
+    def _get_mm_hashes(self, inputs):
+        hashes = super()._get_mm_hashes(inputs)
+        num_images = inputs.mm_data_items.get_count("image", strict=False)
+        if "image" in hashes and num_images > 1 and not self.info.image_tiled(num_images):
+            hashes = {**hashes, "image": [h + _BASE_TILE_SALT for h in hashes["image"]]}
+        return hashes
+
+    def _get_cache_missing_processor_kwargs(self, inputs, mm_is_cached):
+        kwargs = super()._get_cache_missing_processor_kwargs(inputs, mm_is_cached)
+        return {**kwargs, PROMPT_IMAGES_KWARG: inputs.mm_data_items.get_count("image", strict=False)}
+
+    def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
+        """Runs the checkpoint's `LlavaVRProcessor` on the images as Transformers would for their prompt and returns
+        each image's tiles (only those its layout reads), size and tile count."""
+        kwargs = {k: v for k, v in hf_kwargs.items() if k != PROMPT_IMAGES_KWARG}
+        images = list(hf_data.get("images") or [])
+        num_prompt_images = int(hf_kwargs.get(PROMPT_IMAGES_KWARG, len(images)))
+        tiled = self.info.image_tiled(num_prompt_images)
+        processor = self.info.get_hf_processor(**kwargs)
+        token = processor.image_token
+        if tiled:
+            data = dict(text=[token] * len(images), images=[[image] for image in images])
+        else:  # one prompt of several images; a lone cache-missing one is processed beside a copy of itself
+            group = images if len(images) > 1 else images * 2
+            data = dict(text=[token * len(group)], images=[group])
+        processed = self.info.ctx.call_hf_processor(processor, data, kwargs)
+        config = self.info.get_hf_config()
+        sizes = processed["image_sizes"][: len(images)]
+        layouts = [image_layout(config, size.tolist(), tiled) for size in sizes]
+        pixel_values = processed["pixel_values"][: len(images)]
+        if pixel_values.dim() != 5 or any(l.num_tiles > pixel_values.shape[1] for l in layouts):
+            raise ValueError(
+                f"the processor gave pixel_values of shape {tuple(pixel_values.shape)} for image layouts of "
+                f"{[l.num_tiles for l in layouts]} tiles: its image_grid_pinpoints or tile size differ from the "
+                "model config's"
+            )
+        return BatchFeature(
+            {
+                "pixel_values": torch.cat([pv[: l.num_tiles] for pv, l in zip(pixel_values, layouts)]),
+                "image_sizes": sizes.long(),
+                "image_num_tiles": torch.tensor([l.num_tiles for l in layouts]),
+            }
+        )
+
+    def _get_mm_fields_config(self, hf_inputs: BatchFeature, hf_processor_mm_kwargs: Mapping[str, object]):
+        num_tiles = hf_inputs.get("image_num_tiles", torch.empty(0, dtype=torch.long))
+        return dict(
+            pixel_values=MultiModalFieldConfig.flat_from_sizes("image", num_tiles),
+            image_sizes=MultiModalFieldConfig.batched("image", keep_on_cpu=True),
+            image_num_tiles=MultiModalFieldConfig.batched("image", keep_on_cpu=True),
+        )
+
+    def _get_prompt_updates(
+        self,
+        mm_items: MultiModalDataItems,
+        hf_processor_mm_kwargs: Mapping[str, object],
+        out_mm_kwargs: MultiModalKwargsItems,
+    ) -> Sequence[PromptUpdate]:
+        config = self.info.get_hf_config()
+        image_token_id = config.image_token_id
+        if "image" in mm_items:
+            mm_items.get_items("image", ImageProcessorItems)  # precomputed image embeddings carry no VR inputs
+
+        def replacement(item_idx: int) -> list[int]:
+            item = out_mm_kwargs["image"][item_idx]
+            size = item["image_sizes"].data.tolist()
+            tiled = int(item["image_num_tiles"].data) > 1
+            return [image_token_id] * image_layout(config, size, tiled).num_tokens
+
+        return [PromptReplacement(modality="image", target=[image_token_id], replacement=replacement)]
+
+
+__all__ = ["LlavaVRDummyInputsBuilder", "LlavaVRMultiModalProcessor", "LlavaVRProcessingInfo", "PROMPT_IMAGES_KWARG"]
