@@ -2,6 +2,7 @@
 through trust_remote_code and reads held-out digit grids as accurately as the experiment measured."""
 
 import contextlib
+import importlib.util
 import io
 import json
 import re
@@ -11,27 +12,30 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
+from llava_vr.experiments import visual_forgetting
+from llava_vr.experiments.visual_forgetting_runs import evaluate
+from llava_vr.experiments.visual_forgetting_task import PRESETS, held_out_samples
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "examples" / "visual_forgetting"))
-sys.path.insert(0, str(REPO / "examples"))
-
-import run_experiment  # noqa: E402
-
 BUNDLED = REPO / "examples" / "trained_models" / "llava-vr-tiny-digit-grid"
 
 
-def test_experiment_smoke_preset_writes_results_best_model_card_and_samples(tmp_path):
+def test_experiment_smoke_preset_in_two_processes_writes_results_best_model_card_and_samples(tmp_path):
     output, best, samples = tmp_path / "runs", tmp_path / "best", tmp_path / "samples"
-    rows = run_experiment.main(["--preset", "smoke", "--seeds", "0", "1", "--variants", "pool_vr_sela",
-                                "--test-samples", "4", "--output-dir", str(output), "--save-best-to", str(best),
-                                "--save-samples-to", str(samples), "--num-samples", "2"])
+    rows = visual_forgetting.run(visual_forgetting.parse_args([
+        "--preset", "smoke", "--seeds", "0", "1", "--jobs", "2", "--variants", "pool_vr_sela", "--test-samples", "4",
+        "--output-dir", str(output), "--save-best-to", str(best), "--save-samples-to", str(samples),
+        "--num-samples", "2",
+    ]))
     assert sorted((r["variant"], r["seed"]) for r in rows) == [("pool_vr_sela", 0), ("pool_vr_sela", 1)]
     assert all(r["image_tokens"] == 5 and r["test_samples"] == 4 and len(r["losses"]) >= 1 for r in rows)
     assert all(set(r["tower_patch_accuracy"]) == {"digit", "position"} for r in rows)
     summary = json.loads((output / "results.json").read_text())
     assert len(summary["results"]) == 2 and "| pool_vr_sela | 5 | 0, 1 |" in (output / "results.md").read_text()
     # summarising again finds the same runs on disk and trains nothing
-    again = run_experiment.main(["--preset", "smoke", "--output-dir", str(output), "--summarize-only"])
+    again = visual_forgetting.run(
+        visual_forgetting.parse_args(["--preset", "smoke", "--output-dir", str(output), "--summarize-only"])
+    )
     assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
 
     experiment = json.loads((best / "experiment.json").read_text())
@@ -41,7 +45,7 @@ def test_experiment_smoke_preset_writes_results_best_model_card_and_samples(tmp_
     model = AutoModelForImageTextToText.from_pretrained(best, trust_remote_code=True)
     assert type(model).__name__ == "LlavaVRForConditionalGeneration" and model.config.vision_remember_layers == [1]
     written = json.loads((samples / "questions.json").read_text())["samples"]
-    expected = run_experiment.held_out_samples(run_experiment.PRESETS["smoke"], experiment["best"]["seed"], 2)
+    expected = held_out_samples(PRESETS["smoke"], experiment["best"]["seed"], 2)
     assert [s["answer"] for s in written] == [s.answer for s in expected]
     assert re.fullmatch(r"(?:[a-p][0-9]){16}", expected[0].answer)
 
@@ -70,17 +74,23 @@ def test_bundled_model_reads_held_out_grids_as_accurately_as_measured(bundled):
 
     model, processor, experiment = bundled
     best, preset = experiment["best"], experiment["preset"]
-    samples = run_experiment.held_out_samples(preset, best["seed"], 24)
+    samples = held_out_samples(preset, best["seed"], 24)
     chats = Dataset.from_list([s.to_chat(question_first=True) for s in samples])
-    exact, digits, _ = run_experiment.evaluate(model, processor, chats)
+    exact, digits, _ = evaluate(model, processor, chats)
     # 24 of the evaluation's own held-out images: within sampling noise of what the experiment measured on 500
     assert digits >= best["digit_accuracy"] - 0.1, (digits, best["digit_accuracy"])
     assert exact >= best["accuracy"] - 0.25 and exact > 0, (exact, best["accuracy"])
 
 
-def test_quickstart_answers_the_bundled_samples_through_pipeline(bundled):
-    import quickstart
+def load_quickstart():
+    spec = importlib.util.spec_from_file_location("quickstart", REPO / "examples" / "quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
+
+def test_quickstart_answers_the_bundled_samples_through_pipeline(bundled):
+    quickstart = load_quickstart()
     model, processor, _ = bundled
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):

@@ -1,0 +1,149 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""The visual-forgetting experiment: does Vision Remember win back what token compression loses?
+
+A fine-grained task where compression must lose information: 4 x 4 grids of digits on a 56-px image, one digit per
+14-px tower patch, so each 2 x 2 pooled token mixes four digits. Question: "Read the grid."; answer: each cell's
+letter (`a`-`p`, reading order) and its digit, `a3b5c7...` (exact match needs all 16 digits; per-digit accuracy is
+reported too). The letters name the cells, so every variant finds a digit by content rather than by counting answer
+tokens, which a from-scratch LLM learns far more slowly than the `mlp` variant's one-token-per-patch copy.
+
+Protocol, the same for every variant and seed:
+1. The small CLIP-like tower learns the digit under each patch and the patch's position (linear heads on its
+   last hidden state, training-split images) and is then frozen: the stand-in for LLaVA's pretrained, frozen CLIP.
+   (A tower trained end to end from scratch could learn to pack four digits into every patch before pooling, so
+   pooling would not have to lose anything; and in trials with this answer format neither `mlp` nor pool + VR
+   left chance level within 1000 steps that way.)
+2. Projector, Vision Remember and a small Qwen2 (trained from scratch) learn the task through TRL's `SFTTrainer`
+   (this project's SFT path, loss on the assistant reply only), same data, steps and seed:
+
+    mlp                 16 tokens per image (no compression; + 1 newline)
+    pool                adaptive_avg_pool, 4 tokens
+    pool_vr_sela        adaptive_avg_pool + Vision Remember (SELA), 4 tokens
+    pool_vr_global / pool_vr_deformable  (optional; one `pool_vr_*` per registered VR interaction)
+
+Exact-match accuracy on a held-out test split that shares no image with training. Every run writes
+`<output-dir>/<variant>-seed<seed>/result.json` (and, for the Vision Remember variants, the trained model in
+`model/`); `results.json` / `results.md` summarise every run of the same preset found in the folder, so runs in
+several processes (`--jobs`) or several invocations add up. `--save-best-to` copies the best pool + VR model there
+as a complete trust_remote_code checkpoint with a model card stating its measured accuracy.
+
+    llava-vr experiment --seeds 0 1 --jobs 2                        # default CPU preset
+    llava-vr experiment --summarize-only --save-best-to DIR         # table + best model
+(`python examples/visual_forgetting/run_experiment.py ...` is the same command.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import torch
+
+from .visual_forgetting_results import collect, save_best, write_summary
+from .visual_forgetting_runs import run_dir, run_one
+from .visual_forgetting_task import PRESETS, VARIANTS, build_tokenizer, datasets_for
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; `threads` defaults to cores / jobs."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=PRESETS, default="cpu")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["mlp", "pool", "pool_vr_sela"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--steps", type=int, help="override the preset's optimizer steps")
+    parser.add_argument("--test-samples", type=int, default=500)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
+    parser.add_argument("--output-dir", type=Path, default=Path("runs/visual_forgetting"))
+    parser.add_argument("--summarize-only", action="store_true", help="train nothing: summarise the folder's runs")
+    parser.add_argument("--save-best-to", type=Path, help="copy the best pool_vr_* model here, with a model card")
+    parser.add_argument("--save-samples-to", type=Path, help="with --save-best-to: write the first held-out test "
+                        "images of the best model's seed here (PNG + questions.json), for the quickstart")
+    parser.add_argument("--num-samples", type=int, default=3)
+    args = parser.parse_args(argv)
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    return args
+
+
+def preset_of(args) -> dict:
+    """The chosen preset, with `--steps` applied."""
+    preset = dict(PRESETS[args.preset])
+    if args.steps:
+        preset["steps"] = args.steps
+    return preset
+
+
+def run_seeds(args, seeds: list[int], variants: list[str]) -> None:
+    """Every (seed, variant) in this process: one tokenizer, one dataset pair per seed."""
+    preset, tokenizer = preset_of(args), build_tokenizer()
+    for seed in seeds:
+        data = datasets_for(preset, seed, args.test_samples)
+        for variant in variants:
+            run_one(variant, seed, preset, tokenizer, data, args)
+
+
+def run_logged(args, variant: str, seed: int, log_path: Path) -> None:
+    """One run in a worker process, its stdout and stderr (file descriptors 1 and 2) sent to `log_path`."""
+    with open(log_path, "w") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        torch.set_num_threads(args.threads)
+        try:
+            run_seeds(args, [seed], [variant])
+        except Exception:
+            traceback.print_exc()
+            raise RuntimeError(f"{variant} seed {seed} failed (see {log_path})") from None
+
+
+def run_in_processes(args, pairs: list[tuple[str, int]]) -> None:
+    """One fresh process per (variant, seed) (`spawn`, one task per process), at most `--jobs` at a time, `--threads`
+    torch threads each; each run's output goes to `<output-dir>/<variant>-seed<seed>.log`."""
+    failed = []
+    pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)
+    with pool:
+        futures = {}
+        for variant, seed in pairs:
+            log_path = run_dir(args.output_dir, variant, seed).with_suffix(".log")
+            futures[pool.submit(run_logged, args, variant, seed, log_path)] = (variant, seed, log_path)
+            print(f"queued {variant} seed {seed} (log: {log_path})", flush=True)
+        for future in as_completed(futures):
+            variant, seed, log_path = futures[future]
+            error = future.exception()
+            print(f"finished {variant} seed {seed}: {'ok' if error is None else 'failed'}", flush=True)
+            if error is not None:
+                failed.append(f"{variant} seed {seed} (see {log_path})")
+    if failed:
+        raise SystemExit("runs failed: " + ", ".join(failed))
+
+
+def run(args) -> list[dict]:
+    """Trains what `args` asks (unless `--summarize-only`), then summarises every finished run of the preset in the
+    folder (`results.json`, `results.md`) and saves the best model if asked; returns the runs."""
+    preset = preset_of(args)
+    torch.set_num_threads(args.threads)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    if not args.summarize_only and args.jobs > 1:
+        run_in_processes(args, [(variant, seed) for seed in args.seeds for variant in args.variants])
+    elif not args.summarize_only:
+        run_seeds(args, args.seeds, args.variants)
+    results = collect(args.output_dir, preset)
+    if not results:
+        raise SystemExit(f"no finished run of preset {args.preset!r} in {args.output_dir}")
+    print(write_summary(args.output_dir, preset, results))
+    if args.save_best_to:
+        save_best(results, args, preset)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`llava-vr experiment ...`: exit status 0 (failures exit through `SystemExit` with their message)."""
+    run(parse_args(argv))
+    return 0
+
+
+__all__ = ["main", "parse_args", "run", "run_in_processes"]

@@ -1,0 +1,120 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""The visual-forgetting task: 4 x 4 digit grids on 56-px images, the variants compared, the presets, and the tiny
+models, tokenizer, processor and data built for one run."""
+
+from __future__ import annotations
+
+import torch
+
+from llava_vr import LlavaVRConfig, LlavaVRForConditionalGeneration, LlavaVRProcessor
+from llava_vr.data.image_processors import anyres_image_processor
+from llava_vr.data.synthetic_documents import content_key, generate_samples, synthetic_document_dataset
+from llava_vr.data.tokenizers import train_chat_tokenizer
+from llava_vr.registries_llava_vr import VR_INTERACTIONS
+
+PATCH = 14
+# variant -> LlavaVRConfig overrides: no compression, pooling alone, pooling + each registered VR interaction
+VARIANTS = {
+    "mlp": dict(projector_type="mlp", vision_remember_layers=[]),
+    "pool": dict(projector_type="adaptive_avg_pool", vision_remember_layers=[]),
+    **{
+        f"pool_vr_{interaction}": dict(projector_type="adaptive_avg_pool", vision_remember_interaction=interaction)
+        for interaction in VR_INTERACTIONS
+    },
+}
+PRESETS = {
+    # image px, digits per side, answer format, tower (hidden, layers), LLM (hidden, layers), VR layers, optimizer
+    # steps, batch, training images; `pretrained_tower`: the tower first learns the digit and position of each
+    # patch, then is frozen
+    "cpu": dict(image=56, grid=4, question="all_labelled", tower=(32, 4), llm=(128, 4), vr_layers=[1, 3],
+                steps=1500, batch=32, train=20000, pretrained_tower=True),
+    "smoke": dict(image=56, grid=4, question="all_labelled", tower=(32, 2), llm=(64, 2), vr_layers=[1], steps=4,
+                  batch=4, train=16, pretrained_tower=True, tower_steps=2, tower_eval=8),
+}
+
+
+def grid_digits(text: str) -> list[str]:
+    """The digits of an answer in order (cell letters and separators dropped)."""
+    return [c for c in text if c.isdigit()]
+
+
+def grid_task(preset: dict) -> dict:
+    """`generate_samples` / `synthetic_document_dataset` keyword arguments of the preset's digit-grid task."""
+    return dict(kinds=("digit_grid",), size=preset["image"], grid=preset["grid"], question=preset["question"])
+
+
+def build_tokenizer():
+    """The experiment's chat tokenizer (every digit a token of its own), trained on the task's words."""
+    corpus = [f"Read the grid. {d}{(d + 3) % 10}{(d + 7) % 10} abcdefghijklmnop" for d in range(10)]
+    return train_chat_tokenizer(corpus + ["user assistant system"] * 20, vocab_size=290)
+
+
+def variant_config(variant: str, preset: dict, tokenizer) -> LlavaVRConfig:
+    """A CLIP-like tower on one `image`-px tile (no AnyRes), a small tied Qwen2, and the variant's projector / VR."""
+    image = preset["image"]
+    tower_hidden, tower_layers = preset["tower"]
+    llm_hidden, llm_layers = preset["llm"]
+    overrides = dict(VARIANTS[variant])
+    overrides.setdefault("vision_remember_layers", preset["vr_layers"])
+    return LlavaVRConfig(
+        vision_config=dict(
+            model_type="clip_vision_model", hidden_size=tower_hidden, intermediate_size=2 * tower_hidden,
+            num_hidden_layers=tower_layers, num_attention_heads=4, image_size=image, patch_size=PATCH,
+        ),
+        text_config=dict(
+            model_type="qwen2", hidden_size=llm_hidden, intermediate_size=2 * llm_hidden, num_hidden_layers=llm_layers,
+            num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=512,
+            tie_word_embeddings=True,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=[[image, image]],
+        vision_aspect_ratio="pad",
+        vision_feature_layer=-1,
+        vision_remember_feature_layers=list(range(max(1, tower_layers - 2), tower_layers + 1)),
+        **overrides,
+    )
+
+
+def build_model_and_processor(variant: str, preset: dict, tokenizer, seed: int):
+    """A random model of `variant_config` (seeded) and its processor (LLaVA-NeXT image processor, mean/std 0.5)."""
+    config = variant_config(variant, preset, tokenizer)
+    torch.manual_seed(seed)
+    model = LlavaVRForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    image = preset["image"]
+    image_processor = anyres_image_processor(
+        "next", image, [[image, image]], image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]
+    )
+    return model, LlavaVRProcessor.from_model_config(config, image_processor, tokenizer)
+
+
+def datasets_for(preset: dict, seed: int, test_samples: int):
+    """Training and held-out test datasets (TRL chats, question first); no test image is a training image."""
+    from datasets import Dataset
+
+    samples = generate_samples(preset["train"], seed, "train", **grid_task(preset))  # rendered once
+    train = Dataset.from_list([s.to_chat(question_first=True) for s in samples])
+    train_keys = {content_key(s.image) for s in samples}
+    test = synthetic_document_dataset(test_samples, seed=seed, split="test", exclude=train_keys, question_first=True,
+                                      **grid_task(preset))
+    return train, test
+
+
+def held_out_samples(preset: dict, seed: int, count: int):
+    """The first `count` samples of the test split of `seed` (the evaluation's first images)."""
+    return generate_samples(count, seed, "test", **grid_task(preset))
+
+
+__all__ = [
+    "PATCH",
+    "PRESETS",
+    "VARIANTS",
+    "build_model_and_processor",
+    "build_tokenizer",
+    "datasets_for",
+    "grid_digits",
+    "grid_task",
+    "held_out_samples",
+    "variant_config",
+]
