@@ -29,8 +29,11 @@ def collect(output_dir: Path, preset: dict) -> list[dict]:
 
 def summarize(results) -> str:
     """Markdown table: one row per variant, means over seeds with the per-seed values beside them."""
-    lines = ["| variant | image tokens | seeds | exact match (mean) | per seed | per-digit accuracy (mean) | per seed | "
-             "train s (mean) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | image tokens | seeds | exact match (mean) | per seed | per-digit accuracy (mean) | per seed | "
+        "train s (mean) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for variant in dict.fromkeys(r["variant"] for r in results):
         rows = [r for r in results if r["variant"] == variant]
         exact, digits = [r["accuracy"] for r in rows], [r["digit_accuracy"] for r in rows]
