@@ -336,6 +336,8 @@ def test_sft_command_takes_trls_options_its_own_and_the_short_spellings():
     assert options.projector_lr == 1e-4 and not options.merge and options.anyres and options.stage == "stage2"
     _, _, stage1 = parse_args(["--tiny", "--stage", "stage1"])
     assert stage1.anyres is False
+    bf16, _, _ = parse_args(["--tiny", "--bf16", "--use_cpu", "--warmup", "5"])  # bare --bf16; the old --warmup
+    assert bf16.bf16 is True and bf16.warmup_steps == 5
     for bad in (["--tiny", "--model", "CKPT"], ["--model", "CKPT", "--lora", "--stage", "stage1"],
                 ["--tiny", "--jsonl", "x.jsonl"], ["--model", "CKPT", "--lora", "--lora_target_modules", "q_proj"]):
         with pytest.raises(SystemExit):

@@ -1,6 +1,7 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""Command-line options of `llava-vr sft`: TRL's `SFTConfig` and `ModelConfig` plus `LlavaVRSFTOptions` (the
-project's own), parsed by `TrlParser` (so `--config run.yaml`, resume, evaluation and `--push_to_hub` come with TRL).
+"""Command-line options of `llava-vr sft`: TRL's `SFTConfig` and `ModelConfig` (subclassed only for `--bf16`, `--model`,
+`--lora` and `--dtype`) plus `LlavaVRSFTOptions` (the project's own), parsed by `TrlParser` (so `--config run.yaml`,
+resume, evaluation and `--push_to_hub` come with TRL).
 
 Defaults that differ from TRL's (`SFT_DEFAULTS`): a 10-step run into `runs/sft-documents`, batch 2, cosine schedule,
 3 % warmup, logging every step, two checkpoints kept, seed 0, no bf16, no activation checkpointing, loss on the
@@ -23,10 +24,8 @@ SFT_DEFAULTS = dict(
     per_device_train_batch_size=2,
     learning_rate=None,  # None: the stage's (or the LoRA) learning rate, see `component_learning_rates`
     lr_scheduler_type="cosine",
-    warmup_steps=0.03,
     weight_decay=0.0,
     gradient_checkpointing=None,  # TRL defaults it to True; here off unless --activation_checkpointing
-    bf16=False,
     max_length=None,  # None: `default_max_length` of the model config
     assistant_only_loss=True,  # labels only on assistant replies (the chat template has {% generation %})
     logging_steps=1,
@@ -36,6 +35,17 @@ SFT_DEFAULTS = dict(
     seed=0,
     report_to="none",
 )
+
+
+@dataclass
+class LlavaVRSFTConfig(SFTConfig):
+    """TRL's `SFTConfig` where a bare `--bf16` means true and the default is false (TRL's `bool | None` field,
+    default "true unless fp16", needs a value on the command line), and `--warmup` spells `--warmup_steps`."""
+
+    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (autocast over fp32 master weights)"})
+    warmup_steps: float = field(
+        default=0.03, metadata={"help": "warmup steps (>= 1) or ratio of the steps (< 1)", "aliases": ["--warmup"]}
+    )
 
 
 @dataclass
@@ -112,9 +122,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def build_parser(prog: str | None = None, description: str | None = None) -> TrlParser:
-    """`TrlParser((SFTConfig, LlavaVRModelConfig, LlavaVRSFTOptions))` with `SFT_DEFAULTS`."""
+    """`TrlParser((LlavaVRSFTConfig, LlavaVRModelConfig, LlavaVRSFTOptions))` with `SFT_DEFAULTS`."""
     parser = TrlParser(
-        (SFTConfig, LlavaVRModelConfig, LlavaVRSFTOptions), prog=prog, description=description,
+        (LlavaVRSFTConfig, LlavaVRModelConfig, LlavaVRSFTOptions), prog=prog, description=description,
         formatter_class=_HelpFormatter,
     )
     parser.set_defaults(**SFT_DEFAULTS)
@@ -155,6 +165,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None, descripti
 
 __all__ = [
     "LlavaVRModelConfig",
+    "LlavaVRSFTConfig",
     "LlavaVRSFTOptions",
     "SFT_DEFAULTS",
     "build_parser",
