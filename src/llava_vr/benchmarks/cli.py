@@ -3,6 +3,7 @@
 
     llava-vr bench model --preset cpu-small [...]              whole model: variants side by side
     llava-vr bench vision-remember --preset real [...]         one Vision Remember module alone
+    llava-vr bench serving --preset cpu-small [...]            vLLM against Transformers generate (serve install)
 
 `llava-vr bench NAME --help` lists a benchmark's options (the same as `benchmarks/benchmark_llava_vr.py` and
 `benchmarks/benchmark_vision_remember.py`).
@@ -18,6 +19,8 @@ BENCHMARKS = {
               "whole model: TTFT, decode speed, peak memory, FLOPs of projector / VR variants"),
     "vision-remember": ("llava_vr.benchmarks.vision_remember_benchmark",
                         "one Vision Remember module alone: time, FLOPs, GFLOP/s vs matmul, structural checks"),
+    "serving": ("llava_vr.benchmarks.serving",
+                "vLLM against Transformers generate: throughput and TTFT at 1 / 4 / 16 concurrent requests"),
 }
 
 
