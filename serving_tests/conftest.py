@@ -1,0 +1,10 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""vLLM serving tests (CPU). Run in the serving environment: `python -m pytest serving_tests`.
+
+vLLM engines run in the test process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), the OpenAI-compatible server in a
+subprocess. The environment below is what any CPU run of vLLM needs; nothing in it is specific to LLaVA-VR.
+"""
+
+from serving_utils import set_cpu_env
+
+set_cpu_env()
