@@ -38,7 +38,6 @@ import argparse
 import multiprocessing
 import os
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -87,8 +86,10 @@ def run_seeds(args, seeds: list[int], variants: list[str]) -> None:
             run_one(variant, seed, preset, tokenizer, data, args)
 
 
-def run_logged(args, variant: str, seed: int, log_path: Path) -> None:
-    """One run in a worker process, its stdout and stderr (file descriptors 1 and 2) sent to `log_path`."""
+def run_logged(task: tuple) -> tuple[str, int, Path, bool]:
+    """One run `(args, variant, seed, log_path)` in a worker process, its stdout and stderr (file descriptors 1 and 2)
+    sent to `log_path`; returns `(variant, seed, log_path, succeeded)` (a failure's traceback is in the log)."""
+    args, variant, seed, log_path = task
     with open(log_path, "w") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
@@ -97,25 +98,21 @@ def run_logged(args, variant: str, seed: int, log_path: Path) -> None:
             run_seeds(args, [seed], [variant])
         except Exception:
             traceback.print_exc()
-            raise RuntimeError(f"{variant} seed {seed} failed (see {log_path})") from None
+            return variant, seed, log_path, False
+    return variant, seed, log_path, True
 
 
 def run_in_processes(args, pairs: list[tuple[str, int]]) -> None:
     """One fresh process per (variant, seed) (`spawn`, one task per process), at most `--jobs` at a time, `--threads`
     torch threads each; each run's output goes to `<output-dir>/<variant>-seed<seed>.log`."""
+    tasks = [(args, v, seed, run_dir(args.output_dir, v, seed).with_suffix(".log")) for v, seed in pairs]
+    for _, variant, seed, log_path in tasks:
+        print(f"queued {variant} seed {seed} (log: {log_path})", flush=True)
     failed = []
-    pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)
-    with pool:
-        futures = {}
-        for variant, seed in pairs:
-            log_path = run_dir(args.output_dir, variant, seed).with_suffix(".log")
-            futures[pool.submit(run_logged, args, variant, seed, log_path)] = (variant, seed, log_path)
-            print(f"queued {variant} seed {seed} (log: {log_path})", flush=True)
-        for future in as_completed(futures):
-            variant, seed, log_path = futures[future]
-            error = future.exception()
-            print(f"finished {variant} seed {seed}: {'ok' if error is None else 'failed'}", flush=True)
-            if error is not None:
+    with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
+        for variant, seed, log_path, succeeded in pool.imap_unordered(run_logged, tasks):
+            print(f"finished {variant} seed {seed}: {'ok' if succeeded else 'failed'}", flush=True)
+            if not succeeded:
                 failed.append(f"{variant} seed {seed} (see {log_path})")
     if failed:
         raise SystemExit("runs failed: " + ", ".join(failed))
