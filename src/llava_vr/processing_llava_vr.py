@@ -369,7 +369,9 @@ class LlavaVRProcessor(ProcessorMixin):
             if batch_num_images is None:
                 batch_num_images = [1] * len(image_sizes)
             if sum(int(n) for n in batch_num_images) != len(image_sizes):
-                raise ValueError(f"batch_num_images {list(batch_num_images)} do not add up to {len(image_sizes)} images")
+                raise ValueError(
+                    f"batch_num_images {list(batch_num_images)} do not add up to {len(image_sizes)} images"
+                )
             images_kwargs = self._merge_kwargs(
                 self.valid_processor_kwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
             )["images_kwargs"]
