@@ -1,11 +1,11 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
 """What differs between the supported Transformers versions (5.19 to 5.23), done one way for all of them.
 
-- `TowerHiddenStates`: the tower's hidden states by index. `output_hidden_states=<list>` selects states by index in
-  5.2x but means something else in 5.19 (one entry per encoder layer, no embeddings entry, `None` for negative
-  indices), which would shift Vision Remember's feature levels by one; `output_hidden_states=True` keeps every
-  state. Hooks record only the chosen states, numbered as the tower's own `output_hidden_states=True` tuple.
-- `slice_logits_to_keep`: Transformers' helper where it exists (5.2x), else 5.19's own slicing.
+- `TowerHiddenStates`: the tower's hidden states by index. `output_hidden_states=<list>` selects states by index from
+  5.23 on but means something else in 5.19-5.22 (one entry per encoder layer, no embeddings entry, `None` for
+  negative indices), which would shift Vision Remember's feature levels by one; `output_hidden_states=True` keeps
+  every state. Hooks record only the chosen states, numbered as the tower's own `output_hidden_states=True` tuple.
+- `slice_logits_to_keep`: Transformers' helper where it exists (5.21 on), else the slicing of 5.19-5.20's models.
 """
 
 from functools import partial
@@ -13,9 +13,9 @@ from functools import partial
 import torch
 from torch import nn
 
-try:  # Transformers >= 5.2x: also takes 2D position / boolean tensors
+try:  # Transformers >= 5.21: also takes 2D position / boolean tensors
     from transformers.modeling_utils import slice_logits_to_keep
-except ImportError:  # Transformers 5.19
+except ImportError:  # Transformers 5.19-5.20
 
     def slice_logits_to_keep(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
         """`(batch, seq, hidden)` -> the last `logits_to_keep` positions (`0`: all), or the positions of a 1D tensor."""
