@@ -37,13 +37,17 @@ def _close(llm):
 
 
 def _requests(processor):
-    """Lone images tiled with AnyRes (wide, tall, unpadded), a two-image prompt, a text-only prompt."""
+    """Lone images tiled with AnyRes (wide, tall, unpadded), text only, and two-image prompts (base tile per image).
+    The same pictures come back in other contexts: alone, then beside another (vLLM caches processed images and
+    encoder outputs per image, and must not mix the two); and a new image beside one already processed."""
+    wide, tall, square = random_image(60, 150, seed=1), random_image(120, 70, seed=2), random_image(90, 90, seed=3)
     return [
-        (chat_prompt(processor, "Describe the image in detail.", 1), [random_image(60, 150, seed=1)]),
-        (chat_prompt(processor, "What is in row 1, column B?", 1, image_first=True), [random_image(120, 70, seed=2)]),
-        (chat_prompt(processor, "Compare the two images.", 2), [random_image(60, 150, seed=3), random_image(90, 90, 4)]),
+        (chat_prompt(processor, "Describe the image in detail.", 1), [wide]),
+        (chat_prompt(processor, "What is in row 1, column B?", 1, image_first=True), [tall]),
+        (chat_prompt(processor, "Compare the two images.", 2), [wide, square]),
         (chat_prompt(processor, "Just text, please."), []),
-        (chat_prompt(processor, "Which bar is the tallest?", 1), [random_image(112, 168, seed=5)]),
+        (chat_prompt(processor, "Which bar is the tallest?", 1), [random_image(112, 168, seed=4)]),
+        (chat_prompt(processor, "Same? Different?", 2), [random_image(100, 40, seed=5), square]),
     ]
 
 
@@ -97,19 +101,20 @@ def test_anyres_model_with_trained_vision_remember_matches_transformers(anyres_c
     assert got == expected
     # VR matters for these prompts: skipping it would change the answers to the image prompts
     skipped = _without_vision_remember(anyres_checkpoint, requests)
-    assert [g != s for g, s in zip(got, skipped)] == [True, True, True, False, True]
+    assert [g != s for g, s in zip(got, skipped)] == [True, True, True, False, True, True]
 
 
 def _variants():
     """Every projector and every VR interaction, both towers (CLIP with LLaVA-NeXT's image processor, SigLIP with
-    OneVision's), and the other layouts: `anyres_max_N` down-interpolation, `pad`, `multi_image_anyres`."""
+    OneVision's), the other layouts (`anyres_max_N` down-interpolation, `pad`, `multi_image_anyres`), saliency off with
+    wider SELA windows, and a model without VR."""
     interactions = list(VR_INTERACTIONS)
     extras = [
         dict(vision_aspect_ratio="anyres_max_2"),
         dict(vision_aspect_ratio="pad"),
         dict(multi_image_anyres=True),
         dict(vision_remember_saliency="off", vision_remember_window_size=3),
-        {},
+        dict(vision_remember_layers=[]),  # plain pooled LLaVA: no VR inputs travel
     ]
     variants = []
     for index, projector in enumerate(PROJECTORS):
