@@ -78,15 +78,18 @@ def _png(image: Image.Image) -> bytes:
 
 def _png_claiming_size(width: int, height: int) -> bytes:
     """A valid PNG header announcing `width x height` pixels, with almost no data (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    data = chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + data + chunk(b"IEND", b"")
 
 
 def _chat(url: str, question: str, image_urls=(), timeout=120) -> httpx.Response:
-    content = [{"type": "text", "text": question}] + [{"type": "image_url", "image_url": {"url": u}} for u in image_urls]
+    images = [{"type": "image_url", "image_url": {"url": u}} for u in image_urls]
+    content = [{"type": "text", "text": question}] + images
     body = {
         "model": str(BUNDLED),
         "messages": [{"role": "user", "content": content if image_urls else question}],
