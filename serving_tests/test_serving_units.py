@@ -119,3 +119,15 @@ def test_engine_config_accepts_a_plain_scheduler_without_prefix_caching(checkpoi
     config = _engine_config(checkpoint, scheduler_cls="vllm.v1.core.sched.scheduler.Scheduler",
                             enable_prefix_caching=False)
     assert config.scheduler_config.disable_chunked_mm_input
+
+
+def test_a_processor_that_counts_differently_from_the_config_is_refused():
+    from llava_vr.serving.vllm_processing import _check_processor_matches_config
+    from llava_vr.testing_utils import tiny_processor
+
+    config = tiny_config()
+    _check_processor_matches_config(tiny_processor(config), config)
+    with pytest.raises(ValueError, match="vision_aspect_ratio 'anyres_max_9', its config 'pad'"):
+        _check_processor_matches_config(tiny_processor(config), tiny_config(vision_aspect_ratio="pad"))
+    with pytest.raises(ValueError, match="tokens per tile 4, its config 16"):
+        _check_processor_matches_config(tiny_processor(config), tiny_config(projector_type="mlp"))

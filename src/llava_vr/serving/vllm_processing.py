@@ -44,6 +44,7 @@ class LlavaVRProcessingInfo(BaseProcessingInfo):
                 f"the checkpoint's processor is a {type(processor).__name__}; LLaVA-VR serving needs its "
                 "LlavaVRProcessor (processor_config.json with an AnyRes image processor)"
             )
+        _check_processor_matches_config(processor, self.get_hf_config())
         return processor
 
     def get_supported_mm_limits(self) -> Mapping[str, int | None]:
@@ -58,6 +59,22 @@ class LlavaVRProcessingInfo(BaseProcessingInfo):
 
     def image_tiled(self, num_prompt_images: int) -> bool:
         return is_tiled(self.get_hf_config(), num_prompt_images)
+
+
+def _check_processor_matches_config(processor, config) -> None:
+    """The vLLM model counts and packs image tokens from the model config, the pixels come from the processor:
+    refuses a checkpoint whose processor tiles or counts differently (Transformers would fail on it per request)."""
+    pairs = {
+        "image_grid_pinpoints": ([list(p) for p in processor.image_processor.image_grid_pinpoints],
+                                 [list(p) for p in config.image_grid_pinpoints]),
+        "tile size": (processor.tile_size, config.vision_config.image_size),
+        "tokens per tile": (processor.num_image_tokens, config.num_image_tokens_per_tile),
+        "vision_aspect_ratio": (processor.vision_aspect_ratio, config.vision_aspect_ratio),
+        "multi_image_anyres": (processor.multi_image_anyres, config.multi_image_anyres),
+    }
+    for name, (in_processor, in_config) in pairs.items():
+        if in_processor != in_config:
+            raise ValueError(f"the checkpoint's processor has {name} {in_processor!r}, its config {in_config!r}")
 
 
 class LlavaVRDummyInputsBuilder(BaseDummyInputsBuilder[LlavaVRProcessingInfo]):
