@@ -5,6 +5,22 @@ vLLM engines run in the test process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), the O
 subprocess. The environment below is what any CPU run of vLLM needs; nothing in it is specific to LLaVA-VR.
 """
 
+import pytest
 from serving_utils import set_cpu_env
 
 set_cpu_env()
+
+
+@pytest.fixture
+def vision_remember_steps(monkeypatch):
+    """Per decoder step that ran Vision Remember in this process, the number of images it covered."""
+    from llava_vr.vision_remember_llava_vr import VisionRememberInputs
+
+    steps, build = [], VisionRememberInputs.build
+
+    def counting_build(vision_mask, features, *args, **kwargs):
+        steps.append(len(features))
+        return build(vision_mask, features, *args, **kwargs)
+
+    monkeypatch.setattr(VisionRememberInputs, "build", staticmethod(counting_build))
+    return steps

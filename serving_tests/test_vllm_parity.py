@@ -89,7 +89,7 @@ def _without_vision_remember(model_dir, requests):
     return outputs
 
 
-def test_anyres_model_with_trained_vision_remember_matches_transformers(anyres_checkpoint):
+def test_anyres_model_with_trained_vision_remember_matches_transformers(anyres_checkpoint, vision_remember_steps):
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(anyres_checkpoint, trust_remote_code=True)
@@ -98,9 +98,13 @@ def test_anyres_model_with_trained_vision_remember_matches_transformers(anyres_c
     requests = _requests(processor) + extreme
     expected = transformers_greedy(anyres_checkpoint, requests, max_new_tokens=12)
     llm = _llm(anyres_checkpoint)
+    vision_remember_steps.clear()  # the engine's start-up profiling
     got = vllm_greedy(llm, requests, max_new_tokens=12)
     _close(llm)
     assert got == expected
+    # VR ran once per image, over images of several requests in one step, and on no decode step
+    assert sum(vision_remember_steps) == sum(len(images) for _, images in requests)
+    assert max(vision_remember_steps) > 2
     # VR matters for these prompts: skipping it would change the answers to the image prompts
     skipped = _without_vision_remember(anyres_checkpoint, requests[:6])
     assert [g != s for g, s in zip(got, skipped)] == [True, True, True, False, True, True]

@@ -44,7 +44,7 @@ def _image_span(processor, text, images) -> tuple[int, int]:
     return int(positions[0]), int(positions[-1]) + 1
 
 
-def test_small_step_budget_batches_prefills_and_decodes_with_whole_images(checkpoint, processor):
+def test_small_step_budget_batches_prefills_and_decodes_with_whole_images(checkpoint, processor, vision_remember_steps):
     from vllm import LLM
 
     sizes = [(112, 168), (60, 150), (120, 70), None, (112, 168), None, (90, 90), (60, 150)]
@@ -55,14 +55,16 @@ def test_small_step_budget_batches_prefills_and_decodes_with_whole_images(checkp
         requests.append((chat_prompt(processor, text, len(images)), images))
     expected = transformers_greedy(checkpoint, requests, max_new_tokens=10)
     llm = LLM(model=str(checkpoint), trust_remote_code=True, **{**CPU_ENGINE_ARGS, "max_num_batched_tokens": 128})
+    vision_remember_steps.clear()
     outputs = _generate(llm, requests)
     del llm
     gc.collect()
     assert all(len(o.prompt_token_ids) > 128 for o, (_, images) in zip(outputs, requests) if images)
     assert [list(o.outputs[0].token_ids) for o in outputs] == expected
+    assert sum(vision_remember_steps) == sum(len(images) for _, images in requests)  # each image once, whole
 
 
-def test_prefix_cache_reuses_whole_images_and_never_ends_inside_one(checkpoint, processor):
+def test_prefix_cache_reuses_whole_images_and_never_ends_inside_one(checkpoint, processor, vision_remember_steps):
     from vllm import LLM
 
     image = random_image(112, 168, seed=7)
@@ -73,6 +75,7 @@ def test_prefix_cache_reuses_whole_images_and_never_ends_inside_one(checkpoint, 
     # the first KV block ends inside the image, the second after it
     expected = transformers_greedy(checkpoint, [first, other], max_new_tokens=10)
     llm = LLM(model=str(checkpoint), trust_remote_code=True, **CPU_ENGINE_ARGS)
+    vision_remember_steps.clear()
     warm = _generate(llm, [first])[0]
     repeated, diverging = _generate(llm, [first, other])
     del llm
@@ -80,6 +83,7 @@ def test_prefix_cache_reuses_whole_images_and_never_ends_inside_one(checkpoint, 
     assert warm.num_cached_tokens == 0
     assert repeated.num_cached_tokens >= end  # the hit covers the whole image: reused, VR not re-run
     assert diverging.num_cached_tokens <= start  # the 128-token hit would end inside the image: cut back
+    assert vision_remember_steps == [1, 1]  # the warm-up and the diverging prompt; the repeat reused the image
     assert [list(o.outputs[0].token_ids) for o in (warm, repeated, diverging)] == [expected[0], *expected]
 
 
