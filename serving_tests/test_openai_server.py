@@ -147,6 +147,14 @@ def test_malformed_request_gets_a_4xx_with_a_message_and_the_server_keeps_answer
     assert _answer(_chat(server, question, [_data_url(p) for p in pngs])) == expected
 
 
+def test_an_image_token_typed_in_the_text_is_a_4xx(server, samples):
+    question, pngs, expected = samples[0]
+    response = _chat(server, "Read <image> the grid.", [_data_url(p) for p in pngs])
+    assert 400 <= response.status_code < 500, response.text
+    assert "image token" in response.json()["error"]["message"]
+    assert _answer(_chat(server, question, [_data_url(p) for p in pngs])) == expected
+
+
 def test_eight_concurrent_requests_all_come_back_right(server, samples):
     chosen = [samples[i % len(samples)] for i in range(8)]
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -94,6 +94,21 @@ class LlavaVRMultiModalProcessor(BaseMultiModalProcessor[LlavaVRProcessingInfo])
     def _get_hf_mm_text(self, mm_counts: Mapping[str, int]) -> str:
         return self.dummy_inputs.get_dummy_text(mm_counts)
 
+    def apply(self, inputs, timing_ctx):
+        """vLLM's processing, then: every image token of the prompt belongs to an image (a stray `<image>` typed in
+        the text would otherwise be read as an image token without an image, or take an image's place)."""
+        result = super().apply(inputs, timing_ctx)
+        image_token_id = self.info.get_hf_config().image_token_id
+        placed = sum(p.length for p in result["mm_placeholders"].get("image", []))
+        found = int((torch.tensor(result["prompt_token_ids"]) == image_token_id).sum())
+        if found != placed:
+            images = inputs.mm_data_items.get_count("image", strict=False)
+            raise ValueError(
+                f"the prompt holds {found - placed} image token(s) beyond the {images} image(s) given: each image "
+                "needs exactly one placeholder, and the text must not contain the image token itself"
+            )
+        return result
+
     def _get_mm_hashes(self, inputs):
         hashes = super()._get_mm_hashes(inputs)
         num_images = inputs.mm_data_items.get_count("image", strict=False)
