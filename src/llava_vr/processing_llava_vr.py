@@ -300,11 +300,6 @@ class LlavaVRProcessor(ProcessorMixin):
         layouts = self.image_layouts(processed["image_sizes"], processed.get("batch_num_images"), **kwargs)
         return processed, [self.image_token * layout.num_tokens for layout in layouts]
 
-    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
-        """The `<image>` run of image `image_idx` of the processed `image_inputs`."""
-        layouts = self.image_layouts(image_inputs["image_sizes"], image_inputs.get("batch_num_images"), **kwargs)
-        return self.image_token * layouts[image_idx].num_tokens
-
     def _check_special_mm_tokens(self, text: list[str], text_inputs, modalities: list[str]):
         """Raises `ValueError` when truncation dropped image tokens, with the `max_length` that keeps them all."""
         try:

@@ -6,10 +6,32 @@ from typing import Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
-from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+from transformers.configuration_utils import PreTrainedConfig
 
 from .packing_llava_vr import grid_pinpoints
 from .registries_llava_vr import ProjectorType, SaliencyMode, VisionRememberInteraction
+
+
+# Default tower: CLIP-ViT-L/14 at 336 px (LLaVA-NeXT / LLaVA-OneVision-SI's).
+CLIP_VIT_L_336 = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "patch_size": 14,
+    "image_size": 336,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "projection_dim": 768,
+    "vocab_size": 32000,
+}
+
+
+def _sub_config(value, default_model_type: str, defaults: dict) -> PreTrainedConfig:
+    """A sub-config from a config (kept), a dict (its `model_type`, else `default_model_type`) or `None`
+    (`default_model_type` with `defaults`)."""
+    if isinstance(value, PreTrainedConfig):
+        return value
+    kwargs = dict(defaults if value is None else value)
+    return AutoConfig.for_model(kwargs.pop("model_type", default_model_type), **kwargs)
 
 
 @strict
@@ -85,23 +107,8 @@ class LlavaVRConfig(PreTrainedConfig):
     model_type = "llava_vr"
     _auto_class = "AutoConfig"  # save_pretrained copies this file beside config.json (trust_remote_code)
     attribute_map = {"image_token_id": "image_token_index"}
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(
-            config_class=AutoConfig,
-            model_type="clip_vision_model",
-            init_kwargs={
-                "hidden_size": 1024,
-                "intermediate_size": 4096,
-                "patch_size": 14,
-                "image_size": 336,
-                "num_hidden_layers": 24,
-                "num_attention_heads": 16,
-                "projection_dim": 768,
-                "vocab_size": 32000,
-            },
-        ),
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),
-    }
+    # Plain `sub_configs` (5.19 has no `SubConfigSpec`): `__post_init__` builds them the same way on every version.
+    sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
@@ -128,6 +135,8 @@ class LlavaVRConfig(PreTrainedConfig):
     vision_remember_self_attention: bool = True
 
     def __post_init__(self, **kwargs):
+        self.vision_config = _sub_config(self.vision_config, "clip_vision_model", CLIP_VIT_L_336)
+        self.text_config = _sub_config(self.text_config, "qwen2", {})
         super().__post_init__(**kwargs)
         if self.image_grid_pinpoints is None:
             self.image_grid_pinpoints = grid_pinpoints(self.vision_config.image_size, 6, 6)

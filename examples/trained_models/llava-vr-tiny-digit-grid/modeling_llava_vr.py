@@ -21,7 +21,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
-from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
+from transformers.modeling_utils import PreTrainedModel
 from transformers.models.qwen2.modeling_qwen2 import (
     Qwen2DecoderLayer,
     Qwen2PreTrainedModel,
@@ -31,6 +31,7 @@ from transformers.models.qwen2.modeling_qwen2 import (
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
+from .compat_llava_vr import TowerHiddenStates, slice_logits_to_keep
 from .configuration_llava_vr import LlavaVRConfig
 from .packing_llava_vr import anyres_layout, images_use_anyres, pack_tile_tokens, packed_token_cells
 from .initialization_llava_vr import init_llava_vr_leaf
@@ -249,8 +250,9 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         self.vocab_size = config.text_config.vocab_size
         self.language_model = LlavaVRTextModel(config.text_config, config)
         self._saliency_recorder = None
+        layers = tower_encoder_layers(self.vision_tower)
+        self._tower_hidden_states = TowerHiddenStates(layers)
         if config.vision_remember_layers and config.saliency_mode != "off":
-            layers = tower_encoder_layers(self.vision_tower)
             producing_layer = config.saliency_layer % (len(layers) + 1) - 1
             if producing_layer < 0:
                 raise ValueError("vision_remember_saliency_layer must be a hidden state after an encoder layer (>= 1)")
@@ -328,13 +330,12 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         if recorder is not None:
             recorder.recording = True
         try:
-            tower_out = self.vision_tower(
-                pixel_values, output_hidden_states=sorted(set(feature_layers + vr_layers)), return_dict=True
+            tower_out, hidden_states = self._tower_hidden_states.run(
+                self.vision_tower, pixel_values, feature_layers + vr_layers
             )
         finally:
             if recorder is not None:
                 recorder.recording = False
-        hidden_states = tower_out.hidden_states
         selected = torch.cat([hidden_states[i] for i in feature_layers], dim=-1)
         if vision_feature_select_strategy == "default":
             selected = selected[:, 1:]

@@ -300,11 +300,6 @@ class LlavaVRProcessor(ProcessorMixin):
         layouts = self.image_layouts(processed["image_sizes"], processed.get("batch_num_images"), **kwargs)
         return processed, [self.image_token * layout.num_tokens for layout in layouts]
 
-    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
-        """The `<image>` run of image `image_idx` of the processed `image_inputs`."""
-        layouts = self.image_layouts(image_inputs["image_sizes"], image_inputs.get("batch_num_images"), **kwargs)
-        return self.image_token * layouts[image_idx].num_tokens
-
     def _check_special_mm_tokens(self, text: list[str], text_inputs, modalities: list[str]):
         """Raises `ValueError` when truncation dropped image tokens, with the `max_length` that keeps them all."""
         try:
@@ -346,13 +341,18 @@ class LlavaVRProcessor(ProcessorMixin):
             for size, tiled in zip(image_sizes, use_anyres)
         ]
 
-    def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs):
+    def _get_num_multimodal_tokens(self, image_sizes=None, batch_num_images=None, **kwargs):
         """
-        Computes the number of placeholder tokens needed for images of the given sizes, each alone in its prompt.
+        Computes the number of placeholder tokens needed for images of the given sizes (what vLLM calls).
 
         Args:
             image_sizes (`list[list[int]]`, *optional*):
                 The input sizes formatted as `(height, width)` per image.
+            batch_num_images (`list[int]`, *optional*):
+                Images per prompt, in order (`[len(image_sizes)]` for the images of one prompt). `None`: each image
+                alone in its prompt. With `multi_image_anyres=False` an image that shares its prompt is encoded by
+                its base tile only, so its count is `g*g + 1`.
+            **kwargs: image-processor arguments (`images_kwargs`, `image_grid_pinpoints`, `size`, ...).
 
         Returns:
             `MultiModalData` with `num_image_tokens` and `num_image_patches` (1 per image: pixel values are not
@@ -360,8 +360,17 @@ class LlavaVRProcessor(ProcessorMixin):
         """
         vision_data = {}
         if image_sizes is not None:
-            images_kwargs = self._merge_kwargs(**kwargs)["images_kwargs"]
-            layouts = self.image_layouts(list(image_sizes), [1] * len(image_sizes), **images_kwargs)
+            image_sizes = list(image_sizes)
+            if batch_num_images is None:
+                batch_num_images = [1] * len(image_sizes)
+            if sum(int(n) for n in batch_num_images) != len(image_sizes):
+                raise ValueError(
+                    f"batch_num_images {list(batch_num_images)} do not add up to {len(image_sizes)} images"
+                )
+            images_kwargs = self._merge_kwargs(
+                self.valid_processor_kwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+            )["images_kwargs"]
+            layouts = self.image_layouts(image_sizes, batch_num_images, **images_kwargs)
             vision_data["num_image_tokens"] = [layout.num_tokens for layout in layouts]
             vision_data["num_image_patches"] = [1] * len(image_sizes)
         return MultiModalData(**vision_data)
