@@ -3,7 +3,9 @@
 same requests: vLLM (`LLM.generate`, continuous batching) and Transformers `generate`.
 
 A request is one chat prompt with one image; every request generates exactly `max_tokens` tokens (greedy, end of
-sequence ignored). For `C` concurrent requests, all `C` are submitted at `t0`:
+sequence ignored). Every measurement uses images no earlier request has seen (`image_batches`): vLLM's prefix and
+encoder caches never serve a measured request from the warm-up or another concurrency level. For `C` concurrent
+requests, all `C` are submitted at `t0`:
 - throughput = `C * max_tokens / (time until the last request finished)`;
 - TTFT = mean over the requests of `time of its first generated token - t0` (queueing included).
 Transformers has no continuous batching; it is measured two ways: `sequential` (one `generate` per request, in turn:
@@ -20,13 +22,19 @@ def request_messages(question: str) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
 
 
-def make_images(sizes: list[tuple[int, int]], seed: int = 0):
-    """Random RGB images `(height, width)` (the weights are random too: content does not matter, pixels must)."""
+def image_batches(size: tuple[int, int], concurrency: list[int]):
+    """`(warm_up, {C: images})`: one warm-up image and `C` fresh random RGB images `(height, width)` per level, all
+    different (the weights are random too: content does not matter, distinct pixels do); the same in every engine."""
     import numpy as np
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
-    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
+    rng = np.random.default_rng(0)
+
+    def fresh(count):
+        return [Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)) for _ in range(count)]
+
+    warm_up = fresh(1)
+    return warm_up, {c: fresh(c) for c in concurrency}
 
 
 class _FirstTokenClock:
@@ -44,7 +52,7 @@ class _FirstTokenClock:
         pass
 
 
-def run_transformers(folder: str, question: str, image_sizes: list, concurrency: list[int], max_tokens: int,
+def run_transformers(folder: str, question: str, image_size: tuple, concurrency: list[int], max_tokens: int,
                      threads: int, dtype: str) -> dict:
     """`{"sequential": {C: {...}}, "batched": {C: {...}}}` for Transformers `generate`."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -55,7 +63,7 @@ def run_transformers(folder: str, question: str, image_sizes: list, concurrency:
     model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True, dtype=getattr(torch, dtype))
     model.eval()
     prompt = processor.apply_chat_template(request_messages(question), add_generation_prompt=True)
-    images = make_images(image_sizes)
+    warm_up, images = image_batches(image_size, concurrency)
     kwargs = dict(max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False)
 
     def generate(batch_images):
@@ -65,39 +73,45 @@ def run_transformers(folder: str, question: str, image_sizes: list, concurrency:
             model.generate(**inputs, **kwargs, streamer=clock)
         return clock.first_token_at
 
-    generate(images[:1])  # warm-up
+    generate(warm_up)
     results = {"sequential": {}, "batched": {}}
     for c in concurrency:
         t0 = time.perf_counter()
-        firsts = [generate([image]) - t0 for image in images[:c]]
+        firsts = [generate([image]) - t0 for image in images[c]]
         results["sequential"][c] = _rates(c, max_tokens, time.perf_counter() - t0, firsts)
         t0 = time.perf_counter()
-        first = generate(images[:c]) - t0
+        first = generate(images[c]) - t0
         results["batched"][c] = _rates(c, max_tokens, time.perf_counter() - t0, [first] * c)
     return results
 
 
-def run_vllm(folder: str, question: str, image_sizes: list, concurrency: list[int], max_tokens: int,
-             threads: int, dtype: str) -> dict:
-    """`{"vllm": {C: {...}}}` for vLLM's offline engine (continuous batching, the model's enforced settings)."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # else vLLM's CPU worker drops to one thread per process
+def run_vllm(folder: str, question: str, image_size: tuple, concurrency: list[int], max_tokens: int,
+             threads: int, dtype: str, omp_bind: str = "auto") -> dict:
+    """`{"vllm": {C: {...}}}` for vLLM's offline engine (continuous batching, the model's enforced settings).
+
+    `omp_bind` is `VLLM_CPU_OMP_THREADS_BIND`: vLLM's default `auto` pins one thread per physical core and reserves
+    a core for its scheduler (on a 2-core machine the model then computes on one core); `nobind` runs `threads`
+    unpinned threads, as Transformers does."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = omp_bind
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    from transformers import AutoProcessor
+    from transformers import AutoConfig, AutoProcessor
     from vllm import LLM, SamplingParams
 
     torch.set_num_threads(threads)
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     prompt = processor.apply_chat_template(request_messages(question), add_generation_prompt=True)
-    llm = LLM(model=folder, trust_remote_code=True, dtype=dtype, max_model_len=4096, max_num_seqs=max(concurrency),
+    max_len = min(4096, AutoConfig.from_pretrained(folder, trust_remote_code=True).text_config.max_position_embeddings)
+    llm = LLM(model=folder, trust_remote_code=True, dtype=dtype, max_model_len=max_len, max_num_seqs=max(concurrency),
               enforce_eager=True, disable_log_stats=False, limit_mm_per_prompt={"image": 1}, seed=0)
     params = SamplingParams(max_tokens=max_tokens, min_tokens=max_tokens, ignore_eos=True, temperature=0.0,
                             detokenize=False)
-    images = make_images(image_sizes)
-    llm.generate([{"prompt": prompt, "multi_modal_data": {"image": images[0]}}], params, use_tqdm=False)  # warm-up
+    warm_up, images = image_batches(image_size, concurrency)
+    llm.generate([{"prompt": prompt, "multi_modal_data": {"image": warm_up[0]}}], params, use_tqdm=False)
     results = {"vllm": {}}
     for c in concurrency:
-        requests = [{"prompt": prompt, "multi_modal_data": {"image": image}} for image in images[:c]]
+        requests = [{"prompt": prompt, "multi_modal_data": {"image": image}} for image in images[c]]
         t0 = time.perf_counter()
         outputs = llm.generate(requests, params, use_tqdm=False)
         elapsed = time.perf_counter() - t0
@@ -121,4 +135,4 @@ def _rates(requests: int, max_tokens: int, elapsed: float, first_token_s: list[f
 
 ENGINES = {"transformers": run_transformers, "vllm": run_vllm}
 
-__all__ = ["ENGINES", "make_images", "request_messages", "run_transformers", "run_vllm"]
+__all__ = ["ENGINES", "image_batches", "request_messages", "run_transformers", "run_vllm"]

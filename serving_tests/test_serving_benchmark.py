@@ -1,0 +1,23 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""`llava-vr bench serving` end to end at tiny widths: both engines run on the same saved model and requests, and
+the result files hold every engine, concurrency level and ratio."""
+
+import json
+
+from llava_vr.benchmarks.serving import main
+
+
+def test_serving_benchmark_tiny_runs_both_engines_and_writes_results(tmp_path):
+    argv = ["--preset", "tiny", "--concurrency", "1", "2", "--max-tokens", "3", "--image-size", "56", "112",
+            "--dtype", "float32", "--output-dir", str(tmp_path)]
+    assert main(argv, prog="llava-vr bench serving") == 0
+    result = json.loads((tmp_path / "serving_tiny_cpu.json").read_text())
+    assert result["command"].startswith("llava-vr bench serving --preset tiny")
+    rows = {(r["variant"], r["engine"], r["concurrency"]): r for r in result["rows"]}
+    variants = ["adaptive_avg_pool", "adaptive_avg_pool+sela"]
+    assert set(rows) == {(v, e, c) for v in variants for e in ("sequential", "batched", "vllm") for c in (1, 2)}
+    for row in rows.values():
+        assert row["output_tokens_per_s"] > 0 and row["ttft_mean_s"] > 0
+        assert abs(row["output_tokens_per_s"] * row["wall_s"] - 3 * row["concurrency"]) < 1e-6
+    assert len(result["ratios"]) == len(variants) * 2 * 2  # against sequential and batched, at C = 1 and 2
+    assert (tmp_path / "serving_tiny_cpu.csv").is_file() and (tmp_path / "serving_tiny_cpu.md").is_file()
