@@ -540,14 +540,16 @@ def test_dry_run_lists_the_files_and_prints_the_card_without_uploading(converted
     assert publishing.main([str(folder), "--repo-id", "me/tiny-llava-vr", "--dry-run"]) == 0
     out = capsys.readouterr().out
     listed = dict(re.findall(r"^  (\S+)\s+([\d,]+) bytes", out, re.MULTILINE))
+    card = out.split("--- README.md (model card) ---")[1]
+    completed = (folder / "README.md").read_text().replace('"OWNER/NAME"', '"me/tiny-llava-vr"')  # the repo id filled in
     assert {name: int(size.replace(",", "")) for name, size in listed.items()} == {
         p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()
-    }
-    card = out.split("--- README.md (model card) ---")[1]
+    } | {"README.md": len(completed.encode())}
     metadata = yaml.safe_load(card.split("---")[1])
     assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "image-text-to-text"
     assert metadata["license"] == "apache-2.0" and metadata["datasets"] == ["lmms-lab/LLaVA-OneVision-Data"]
-    assert metadata["base_model"].endswith("next-llava-hf")
+    assert "base_model" not in metadata  # a local source of unknown Hub id: no local path as base_model
+    assert 'model_id = "me/tiny-llava-vr"' in card and "OWNER/NAME" not in card
     assert {"llava-vr", "vision-remember", "image-text-to-text"} <= set(metadata["tags"])
     assert "trust_remote_code=True" in card and "AutoModelForImageTextToText" in card and "pipeline(" in card
     assert "nothing was uploaded" in out
@@ -558,11 +560,12 @@ def test_push_refuses_pickles_and_folders_without_remote_code(converted, tmp_pat
 
     folder = tmp_path / "copy"
     shutil.copytree(converted["next-mlp"], folder)
-    (folder / "README.md").unlink()  # e.g. a fine-tuned folder: a card is generated before the upload
+    (folder / "README.md").unlink()  # e.g. a fine-tuned folder: a card is generated for the upload
     assert publishing.main([str(folder), "--repo-id", "me/fine-tuned", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "wrote a generated model card" in out and (folder / "README.md").is_file()
-    assert yaml.safe_load((folder / "README.md").read_text().split("---")[1])["pipeline_tag"] == "image-text-to-text"
+    assert "uploading a generated LLaVA-VR card" in out and not (folder / "README.md").exists()  # folder unchanged
+    card = out.split("--- README.md (model card) ---")[1]
+    assert yaml.safe_load(card.split("---")[1])["pipeline_tag"] == "image-text-to-text"
     assert 'model_id = "me/fine-tuned"' in out
     (folder / "pytorch_model.bin").write_bytes(b"pickle")
     assert publishing.main([str(folder), "--repo-id", "me/x", "--dry-run"]) == 2
@@ -596,9 +599,11 @@ def test_push_to_hub_uploads_the_folder_to_a_hub_stub(converted, tmp_path):
         committed = stub.committed_files("me/tiny-llava-vr")
         expected = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
         assert committed.keys() == expected.keys()
-        assert all(committed[name] == data for name, data in expected.items())
+        assert all(committed[name] == data for name, data in expected.items() if name != "README.md")
+        card = committed["README.md"].decode()  # the folder's card, completed with the repo id
+        assert card == expected["README.md"].decode().replace('"OWNER/NAME"', '"me/tiny-llava-vr"')
         assert [c["summary"] for c in stub.commits] == ["Add tiny LLaVA-VR"]
-        assert stub.validated and stub.validated[0] == expected["README.md"].decode()
+        assert stub.validated and stub.validated[0] == card
         assert all(auth == "Bearer hf_dummy_token" for _, _, auth in stub.requests)
         assert not stub.unhandled
     assert "Uploaded:" in result.stdout

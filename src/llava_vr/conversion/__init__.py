@@ -2,15 +2,18 @@
 """Conversion of LLaVA-NeXT / LLaVA-OneVision checkpoints (Transformers, current and llava-hf layouts, and the
 LLaVA-NeXT repo's lmms-lab layout) into LLaVA-VR `trust_remote_code` folders: `llava-vr convert` (`convert.main`).
 
-    sources.py    resolve / list / stream the weights / detect a source     layouts.py  tensor-name maps
+    sources.py    list / stream the weights, detect what the source is      layouts.py  tensor-name maps
     lmms_lab.py   the LLaVA-NeXT-repo layout (tower inferred, <image> added)  plan.py     the LlavaVRConfig values
     weights.py    carried / new / dropped tensors, the model built           artifacts.py tokenizer, processors
-    convert.py    orchestration and the command line                         errors.py   ConversionError
+    convert.py    orchestration, the output folder                           errors.py   ConversionError
+    options.py    the command line                                           resolve.py  folder / Hub cache / download
 """
 
-from .convert import check_output, convert_checkpoint, main, parse_args
+from .convert import check_output, convert_checkpoint, main
 from .errors import HUB_ID, PICKLE_SUFFIXES, ConversionError, one_line
 from .lmms_lab import infer_vision_config, parse_pinpoints
+from .options import build_parser, parse_args
+from .resolve import resolve_source
 from .sources import Source, load_source, read_state_dict, stored_tensors
 from .weights import WeightReport, plan_weights
 
@@ -20,6 +23,7 @@ __all__ = [
     "PICKLE_SUFFIXES",
     "Source",
     "WeightReport",
+    "build_parser",
     "check_output",
     "convert_checkpoint",
     "infer_vision_config",
@@ -30,5 +34,6 @@ __all__ = [
     "parse_pinpoints",
     "plan_weights",
     "read_state_dict",
+    "resolve_source",
     "stored_tensors",
 ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,30 +39,78 @@ def load_tokenizer(path: Path, add_image_token: bool = False):
     return tokenizer
 
 
-def build_image_processor(tower: str, image_size: int, pinpoints):
-    """The Transformers AnyRes image processor matching the tower, for `image_size`-px tiles."""
-    kind, mean, std, _ = TOWER_IMAGE_PROCESSORS[tower]
-    return anyres_image_processor(kind, tile=image_size, pinpoints=pinpoints, image_mean=list(mean), image_std=list(std))
+def built_image_processor(src: Source, plan: Plan, config: LlavaVRConfig, args):
+    """An AnyRes image processor for a source without one: LLaVA-NeXT- or OneVision-style as the source (lmms-lab:
+    as its tower), normalised by `--image-mean/--image-std`, CLIP's (`--assume-clip-normalisation`) or, for lmms-lab,
+    the tower's."""
+    kind, mean, std, how = TOWER_IMAGE_PROCESSORS[plan.tower]
+    kind = {"llava_next": "next", "llava_onevision": "onevision"}.get(src.kind, kind)
+    if args.image_mean is not None:
+        mean, std, how = args.image_mean, args.image_std, f"--image-mean {args.image_mean} --image-std {args.image_std}"
+    elif args.assume_clip_normalisation:
+        mean, std, how = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, "CLIP mean/std (--assume-clip-normalisation)"
+    tile = config.vision_config.image_size
+    plan.notes.append(f"image processor built for {TOWER_NAMES[plan.tower]} ({tile}-px tiles, {how})")
+    return anyres_image_processor(kind, tile=tile, pinpoints=config.image_grid_pinpoints, image_mean=list(mean),
+                                  image_std=list(std))
 
 
-def source_image_processor(src: Source, plan: Plan, config: LlavaVRConfig):
-    """The source's own image processor when it has one (Transformers checkpoints), else a matching one; its
-    pinpoints are the model config's."""
-    if src.kind != "lmms_lab" and (src.path / "preprocessor_config.json").is_file():
-        try:
-            image_processor = AutoImageProcessor.from_pretrained(src.path)
-        except Exception as error:
-            raise ConversionError(f"cannot load the source's image processor ({one_line(error)})") from None
+def stored_image_processor(path: Path) -> dict | None:
+    """The image processor settings a folder stores: `preprocessor_config.json`, or the `image_processor` entry of
+    `processor_config.json` (Transformers >= 5 saves a processor that way); None when it has neither."""
+    for name, key in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
+        file = path / name
+        if file.is_file():
+            try:
+                data = json.loads(file.read_text())
+            except json.JSONDecodeError as error:
+                raise ConversionError(f"{file} is not valid JSON ({error})") from None
+            data = data.get(key) if key else data
+            if isinstance(data, dict) and data:
+                return data
+    return None
+
+
+def load_image_processor(path: Path, stored: dict):
+    """The source's image processor through Transformers' own loader, checked against the stored mean/std."""
+    try:
+        image_processor = AutoImageProcessor.from_pretrained(path)
+    except Exception as error:
+        raise ConversionError(f"cannot load the source's image processor from {path} ({one_line(error)})") from None
+    for name in ("image_mean", "image_std"):
+        if name in stored and list(getattr(image_processor, name)) != list(stored[name]):
+            raise ConversionError(
+                f"the source's image processor was loaded with {name} {list(getattr(image_processor, name))}, but "
+                f"{path} stores {stored[name]}; pass --image-mean/--image-std explicitly"
+            )
+    return image_processor
+
+
+def source_image_processor(src: Source, plan: Plan, config: LlavaVRConfig, args):
+    """The source's own image processor (Transformers checkpoints; from whichever file holds it), else one built
+    for the tower; `--image-mean/--image-std` replace the normalisation. Its pinpoints are the model config's.
+    A Transformers source without one is refused unless the normalisation is given (never guessed)."""
+    explicit = args.image_mean is not None
+    stored = stored_image_processor(src.path) if src.kind != "lmms_lab" else None
+    if stored is not None:
+        image_processor = load_image_processor(src.path, stored)
         source_pinpoints = [list(p) for p in (getattr(image_processor, "image_grid_pinpoints", None) or [])]
         if source_pinpoints and source_pinpoints != config.image_grid_pinpoints:
             plan.notes.append("image processor pinpoints replaced by the model config's")
         image_processor.image_grid_pinpoints = config.image_grid_pinpoints
+        if explicit:
+            plan.notes.append(f"image mean/std {list(image_processor.image_mean)}/{list(image_processor.image_std)} "
+                              f"replaced by --image-mean {args.image_mean} --image-std {args.image_std}")
+            image_processor.image_mean, image_processor.image_std = list(args.image_mean), list(args.image_std)
         return image_processor
-    tile = config.vision_config.image_size
-    plan.notes.append(
-        f"image processor built for {TOWER_NAMES[plan.tower]} ({tile}-px tiles, {TOWER_IMAGE_PROCESSORS[plan.tower][3]})"
-    )
-    return build_image_processor(plan.tower, tile, config.image_grid_pinpoints)
+    if src.kind != "lmms_lab" and not (explicit or args.assume_clip_normalisation):
+        raise ConversionError(
+            f"{src.path} has no image processor (no preprocessor_config.json, no image_processor entry in "
+            "processor_config.json), so the pixel normalisation the model was trained with is unknown: copy the "
+            "source model's processor files into it, or pass --image-mean R G B --image-std R G B (0.5 0.5 0.5 for "
+            "SigLIP towers), or --assume-clip-normalisation for CLIP's mean/std"
+        )
+    return built_image_processor(src, plan, config, args)
 
 
 def build_processor(image_processor, tokenizer, config: LlavaVRConfig) -> LlavaVRProcessor:

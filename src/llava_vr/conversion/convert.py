@@ -1,21 +1,20 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
 """Convert a LLaVA-NeXT / LLaVA-OneVision checkpoint (Qwen2 LLM) into a LLaVA-VR `trust_remote_code` folder.
 
-    llava-vr convert --source SRC --output DIR
-        [--projector-type mlp|adaptive_avg_pool|pixel_shuffle|ldpv2|tokenpacker]   (default adaptive_avg_pool)
-        [--vision-remember-layers 1 4 | --no-vision-remember]                       (default 1 4)
-        [--vision-remember-feature-layers 13 18 23] [--vision-remember-interaction sela|deformable|global]
-        [--dtype auto|float32|bfloat16|float16] [--push-to-hub OWNER/NAME [--private] [--dry-run]] [--overwrite]
+    llava-vr convert --source SRC --output DIR [options]      (options: `options.py`, `llava-vr convert --help`)
 
-SRC is a local folder (or a Hub id, downloaded with `snapshot_download` when no such folder exists) holding a
-Transformers LLaVA-NeXT / OneVision checkpoint (current or llava-hf layout) or an original LLaVA-NeXT-repo (lmms-lab)
-checkpoint (`sources.py`, `lmms_lab.py`). The vision tower, the LLM, the projector MLP (where its input width is
-unchanged) and `image_newline` are carried over; new modules (Vision Remember, extra projector layers) get the
-model's own initialisation, under which VR is the identity, so with `--projector-type mlp` the converted model
-reproduces the source's logits.
+SRC is a local folder (or a Hub id, downloaded with `snapshot_download` when no such folder exists, `resolve.py`)
+holding a Transformers LLaVA-NeXT / OneVision checkpoint (current or llava-hf layout) or an original LLaVA-NeXT-repo
+(lmms-lab) checkpoint (`sources.py`, `lmms_lab.py`). The vision tower, the LLM, the projector MLP (where its input
+width is unchanged) and `image_newline` are carried over; new modules (Vision Remember, extra projector layers) get
+the model's own initialisation, under which VR is the identity, so with `--projector-type mlp` the converted model
+reproduces the source's logits. The source's image processor is kept (from whichever file holds it); a Transformers
+source without one needs `--image-mean/--image-std` or `--assume-clip-normalisation`.
 
-The output is written into a temporary folder beside DIR and renamed into place only when complete. Refusals exit
-with status 2 and one line on stderr.
+The output is written into a temporary folder beside DIR (permissions as the umask gives, like `save_pretrained`)
+and renamed into place only when complete; a non-empty DIR is replaced only with `--overwrite`. Refusals exit with
+status 2 and one line on stderr. The card records the source's Hub id as `base_model` (or `--base-model`), which
+`llava-vr push` keeps.
 """
 
 from __future__ import annotations
@@ -32,15 +31,13 @@ from transformers.utils import logging as hf_logging
 
 from ..configuration_llava_vr import LlavaVRConfig
 from ..hub.card import render_model_card, source_card_metadata
-from ..registries_llava_vr import PROJECTORS, VR_INTERACTIONS
 from .artifacts import build_generation_config, build_processor, load_tokenizer, source_image_processor
-from .errors import HUB_ID, ConversionError, log, one_line
+from .errors import ConversionError, log, one_line
 from .lmms_lab import lmms_lab_plan, place_image_token
+from .options import parse_args
 from .plan import Plan, build_config, transformers_plan
 from .sources import Source, load_source, read_state_dict
 from .weights import WeightReport, build_model, grow_embeddings, plan_weights, source_dtype
-
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def check_output(output: Path, source: Path | None, overwrite: bool) -> None:
@@ -70,11 +67,22 @@ def move_into_place(tmp: Path, output: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
+def readable_temporary_folder(output: Path) -> Path:
+    """A new empty folder beside `output`, with the permissions `mkdir` gives under the umask (`mkdtemp` makes
+    0700, which would leave the converted model unreadable for other users or a serving container)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    return tmp
+
+
 def write_folder(output: Path, model, processor, card) -> None:
     """Saves model, processor and card into a temporary folder beside `output`, then moves it into place."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    tmp = readable_temporary_folder(output)
     try:
+        log(f"Saving to {output} ...")
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         card.save(tmp / "README.md")
@@ -85,14 +93,17 @@ def write_folder(output: Path, model, processor, card) -> None:
 
 
 def conversion_card(src: Source, config: LlavaVRConfig, report: WeightReport, plan: Plan, args):
-    """The converted folder's model card; license / datasets default to the source card's."""
+    """The converted folder's model card: `base_model` = the source's Hub id (`--base-model`, else found), license /
+    datasets default to the source card's."""
     metadata = source_card_metadata(src.path)
     base_model = args.base_model or src.source_id
-    if not HUB_ID.match(base_model):
-        log(f"  note: the card's base_model is the local path {base_model}; the Hub expects an id (--base-model OWNER/NAME)")
+    if base_model is None:
+        log("  note: the source's Hub id is unknown (a local folder), so the card names no base_model: pass "
+            "--base-model OWNER/NAME here or to `llava-vr push`")
     return render_model_card(
         config,
         base_model=base_model,
+        source_name=base_model or src.path.name,
         source_description=src.description,
         report=report,
         repo_id=args.push_to_hub,
@@ -113,7 +124,7 @@ def convert_checkpoint(args: argparse.Namespace) -> Path:
     tokenizer = load_tokenizer(Path(args.tokenizer) if args.tokenizer else src.path, plan.needs_image_token)
     grow = place_image_token(plan, tokenizer) if plan.needs_image_token else 0
     config = build_config(plan, args)
-    processor = build_processor(source_image_processor(src, plan, config), tokenizer, config)
+    processor = build_processor(source_image_processor(src, plan, config, args), tokenizer, config)
 
     state_dict = read_state_dict(src)
     grown = grow_embeddings(state_dict, grow, bool(config.tie_word_embeddings)) if grow else []
@@ -145,47 +156,6 @@ def print_summary(output: Path, report: WeightReport, plan: Plan) -> None:
     log(f"  new parameters: {report.parameters_new:,} of {report.parameters_total:,}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Convert a LLaVA-NeXT / LLaVA-OneVision (Qwen2) checkpoint into a LLaVA-VR trust_remote_code folder."
-    )
-    parser.add_argument("--source", required=True, help="checkpoint folder, or a Hub id when no such folder exists")
-    parser.add_argument("--output", required=True, help="output folder (written atomically)")
-    parser.add_argument("--projector-type", choices=list(PROJECTORS), default="adaptive_avg_pool")
-    vr = parser.add_mutually_exclusive_group()
-    vr.add_argument("--vision-remember-layers", type=int, nargs="+", default=[1, 4], metavar="L",
-                    help="0-based decoder layers VR runs before (default 1 4)")
-    vr.add_argument("--no-vision-remember", action="store_true", help="no Vision Remember modules")
-    parser.add_argument("--vision-remember-feature-layers", type=int, nargs="+", default=[13, 18, 23], metavar="I",
-                        help="tower hidden states VR reads (default 13 18 23; 0 = embeddings)")
-    parser.add_argument("--vision-remember-interaction", choices=list(VR_INTERACTIONS), default="sela")
-    parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
-                        help="weights dtype of the output (default: the source's)")
-    parser.add_argument("--tokenizer", help="take the tokenizer from this folder instead of the source")
-    parser.add_argument("--vision-num-attention-heads", type=int,
-                        help="lmms-lab sources: the tower's heads, when its name is not in the known table")
-    parser.add_argument("--base-model", help="base_model for the model card (default: the source's Hub id or path)")
-    parser.add_argument("--license", help="license for the model card (default: the source card's, else apache-2.0)")
-    parser.add_argument("--datasets", nargs="+", help="datasets for the model card (default: the source card's)")
-    parser.add_argument("--push-to-hub", metavar="OWNER/NAME", help="upload the converted folder to this repo")
-    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
-    parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list what would upload, upload nothing")
-    parser.add_argument("--commit-message", default=None, help="with --push-to-hub")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if (args.private or args.dry_run) and not args.push_to_hub:
-        parser.error("--private / --dry-run need --push-to-hub")
-    if args.push_to_hub and not HUB_ID.match(args.push_to_hub):
-        parser.error(f"--push-to-hub {args.push_to_hub!r}: expected OWNER/NAME")
-    return args
-
-
 def convert_and_push(args: argparse.Namespace) -> None:
     """The output checked before anything heavy, the conversion (Transformers' logging quiet), then the upload."""
     source = Path(args.source).expanduser()
@@ -199,7 +169,7 @@ def convert_and_push(args: argparse.Namespace) -> None:
     if args.push_to_hub:
         from ..hub.push import push_folder  # here: llava_vr.hub.push imports llava_vr.conversion.errors
 
-        push_folder(output, args.push_to_hub, private=args.private, dry_run=args.dry_run,
+        push_folder(output, args.push_to_hub, private=args.private, dry_run=args.dry_run, base_model=args.base_model,
                     commit_message=args.commit_message or f"Add LLaVA-VR conversion of {args.base_model or args.source}")
 
 

@@ -10,8 +10,9 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib",
 """Weight formats a published folder must not hold (safetensors only)."""
 
 
-class ConversionError(Exception):
-    """A refusal: the commands print its message as one line on stderr and exit with status 2."""
+class ConversionError(ValueError):
+    """A refusal (bad input, named with its fix): the commands print its message as one line on stderr and exit with
+    status 2."""
 
 
 def one_line(message) -> str:

@@ -74,27 +74,48 @@ def transformers_plan(src: Source) -> Plan:
     return Plan(values, tower)
 
 
+VR_FLAG_FIELDS = (
+    "vision_remember_layers", "vision_remember_feature_layers", "vision_remember_interaction",
+    "vision_remember_hidden_size", "vision_remember_num_heads", "vision_remember_window_size",
+    "vision_remember_saliency", "vision_remember_self_attention",
+)
+"""Config fields set by the `--vision-remember-*` flags of the same names; None (unset) keeps the config's default."""
+
+
+def vision_remember_values(args) -> dict:
+    """The Vision Remember fields the flags set (`--no-vision-remember`: no layers); unset flags are left out."""
+    values = {name: getattr(args, name) for name in VR_FLAG_FIELDS if getattr(args, name, None) is not None}
+    if args.no_vision_remember:
+        values["vision_remember_layers"] = []
+    return values
+
+
+def check_feature_layers(values: dict, vr: dict) -> None:
+    """Refuses VR feature layers (given, or the config's default) beyond the tower's depth, naming the flag."""
+    vision_layers = values["vision_config"]["num_hidden_layers"]
+    if vr.get("vision_remember_layers") == []:
+        return
+    feature_layers = vr.get("vision_remember_feature_layers")
+    if feature_layers is None:  # the config's default, read from a config without VR (which does not check it)
+        feature_layers = LlavaVRConfig(**values, vision_remember_layers=[]).vision_remember_feature_layers
+    bad = [i for i in feature_layers if not -vision_layers <= i <= vision_layers]
+    if bad:
+        raise ConversionError(
+            f"--vision-remember-feature-layers {list(feature_layers)} are beyond the vision tower's depth "
+            f"({vision_layers} layers: hidden states 0..{vision_layers}); pass --vision-remember-feature-layers with "
+            "indices in that range"
+        )
+
+
 def build_config(plan: Plan, args) -> LlavaVRConfig:
     """LlavaVRConfig from the source's settings and the flags; config validation errors become one-line refusals."""
-    values = dict(plan.values)
-    vision_layers = values["vision_config"]["num_hidden_layers"]
-    feature_layers = list(args.vision_remember_feature_layers)
-    vr_layers = [] if args.no_vision_remember else list(args.vision_remember_layers)
-    if vr_layers:
-        bad = [i for i in feature_layers if not -vision_layers <= i <= vision_layers]
-        if bad:
-            raise ConversionError(
-                f"--vision-remember-feature-layers {bad} are beyond the vision tower's depth ({vision_layers} layers: "
-                f"hidden states 0..{vision_layers})"
-            )
-    values.update(
-        projector_type=args.projector_type,
-        vision_remember_layers=vr_layers,
-        vision_remember_feature_layers=feature_layers,
-        vision_remember_interaction=args.vision_remember_interaction,
-    )
+    values = dict(plan.values, projector_type=args.projector_type)
     values["vision_config"] = {k: v for k, v in values["vision_config"].items() if not k.startswith("_")}
+    vr = vision_remember_values(args)
     try:
-        return LlavaVRConfig(**values)
+        check_feature_layers(values, vr)
+        return LlavaVRConfig(**values, **vr)
+    except ConversionError:
+        raise
     except Exception as error:
         raise ConversionError(f"invalid LLaVA-VR config: {one_line(error)}") from None

@@ -1,5 +1,5 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""Source checkpoints: resolve a folder or Hub id, list and stream its weight files, detect what it holds.
+"""Source checkpoints: the folder (`resolve.py`), its weight files listed and streamed, what it holds detected.
 
 Recognised (see `detect`): Transformers `LlavaNextForConditionalGeneration` / `LlavaOnevisionForConditionalGeneration`
 in the current or the llava-hf layout, and LLaVA-NeXT-repo (lmms-lab) `LlavaQwenForCausalLM` checkpoints.
@@ -18,9 +18,10 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from .errors import HUB_ID, ConversionError, log, one_line
+from .errors import ConversionError
 from .layouts import rename_key
 from .lmms_lab import detect_lmms_lab
+from .resolve import resolve_source
 
 TRANSFORMERS_KINDS = {
     "llava_next": ("llava_next", "LlavaNextForConditionalGeneration"),
@@ -30,13 +31,12 @@ EXPECTED = (
     "expected a Transformers LlavaNextForConditionalGeneration or LlavaOnevisionForConditionalGeneration checkpoint "
     "or an lmms-lab LLaVA-NeXT checkpoint (LlavaQwenForCausalLM)"
 )
-DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "README.md"]
 
 
 @dataclass
 class Source:
     path: Path
-    source_id: str  # what the card's `base_model` names
+    source_id: str | None  # the source's Hub id (the card's `base_model`), None for a local folder of unknown origin
     raw_config: dict
     weight_files: list[Path]
     shapes: dict[str, tuple]  # tensor name as stored -> shape
@@ -70,34 +70,6 @@ def stored_tensors(files: list[Path]) -> Iterator[StoredTensor]:
         else:
             for key, tensor in torch.load(file, map_location="cpu", weights_only=True, mmap=True).items():
                 yield StoredTensor(key, tuple(tensor.shape), lambda tensor=tensor: tensor)
-
-
-def resolve_source(source: str) -> tuple[Path, str]:
-    """Local folder, or a Hub id downloaded with `snapshot_download` (only when no such folder exists)."""
-    path = Path(source).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ConversionError(f"--source {source} is a file; expected a checkpoint folder")
-        return path.resolve(), hub_id_of_local_path(path.resolve()) or source
-    if not HUB_ID.match(source):
-        raise ConversionError(f"--source {source}: no such folder (and not a Hub id OWNER/NAME)")
-    from huggingface_hub import snapshot_download
-
-    log(f"Downloading {source} from the Hub ...")
-    try:
-        local = snapshot_download(source, allow_patterns=DOWNLOAD_PATTERNS)
-    except Exception as error:  # offline, gated, missing
-        raise ConversionError(f"--source {source}: could not download it from the Hub ({one_line(error)})") from None
-    return Path(local), source
-
-
-def hub_id_of_local_path(path: Path) -> str | None:
-    """`.../models--OWNER--NAME/snapshots/<sha>` (a Hub cache snapshot) -> `OWNER/NAME`."""
-    for part in path.parts:
-        if part.startswith("models--") and part.count("--") >= 2:
-            owner, name = part[len("models--") :].split("--", 1)
-            return f"{owner}/{name}"
-    return None
 
 
 def list_weight_files(path: Path) -> list[Path]:
@@ -139,6 +111,11 @@ def detect(src: Source) -> None:
     config, keys = src.raw_config, src.keys
     architectures = config.get("architectures") or []
     model_type = config.get("model_type", "")
+    if model_type == "llava_vr":
+        raise ConversionError(
+            f"{src.path} is already a LLaVA-VR checkpoint (model_type 'llava_vr'): nothing to convert; load it with "
+            "trust_remote_code=True, fine-tune it (`llava-vr sft`) or publish it (`llava-vr push`)"
+        )
     for kind, (type_name, arch) in TRANSFORMERS_KINDS.items():
         if model_type == type_name or arch in architectures:
             src.kind = kind

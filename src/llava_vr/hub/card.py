@@ -18,6 +18,8 @@ from huggingface_hub import ModelCard, ModelCardData
 from ..registries_llava_vr import PROJECTORS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+REPO_PLACEHOLDER = "OWNER/NAME"
+"""The usage code's repo id in a card rendered before the repo is known (`complete_card` replaces it)."""
 CONVERTED_TEMPLATE = "llava_vr_converted.md"
 TAGS = ["llava-vr", "vision-remember", "llava", "llava-next", "image-text-to-text", "multimodal", "custom_code"]
 TOKENPACKER_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj", "query_norm", "region_norm")
@@ -155,18 +157,22 @@ def carried_entries(report, config) -> list[dict]:
     return carried
 
 
-def render_model_card(config, *, base_model: str, source_description: str, report, repo_id: str | None = None,
-                      license: str | None = "apache-2.0", datasets=None, notes=()) -> ModelCard:
+def render_model_card(config, *, base_model: str | None, source_description: str, report, repo_id: str | None = None,
+                      source_name: str | None = None, license: str | None = "apache-2.0", datasets=None,
+                      notes=()) -> ModelCard:
     """Card of a converted folder: provenance of every weight (carried / NEW and untrained); `report` is the
-    conversion's `WeightReport`."""
-    name = (repo_id or "").split("/")[-1] or f"LLaVA-VR ({Path(str(base_model)).name})"
+    conversion's `WeightReport`. `base_model` (a Hub id, or None when unknown) goes into the metadata; `source_name`
+    (default `base_model`) names the source in the text; without `repo_id` the usage code shows `OWNER/NAME`, which
+    `llava-vr push --repo-id` fills in."""
+    source_name = source_name or base_model or "the source checkpoint"
+    name = (repo_id or "").split("/")[-1] or f"LLaVA-VR ({Path(str(source_name)).name})"
     return render_card(
         config,
         CONVERTED_TEMPLATE,
         card_data(base_model, license, datasets),
         model_name=name,
-        repo_id=repo_id or "OWNER/NAME",
-        base_model=base_model,
+        repo_id=repo_id or REPO_PLACEHOLDER,
+        base_model=source_name,
         source_description=source_description,
         converted=True,
         identity_at_init=config.projector_type == "mlp",
@@ -181,13 +187,43 @@ def render_model_card(config, *, base_model: str, source_description: str, repor
 
 def render_generic_card(config, *, repo_id: str, base_model: str | None = None, license: str | None = "apache-2.0",
                         datasets=None) -> ModelCard:
-    """Card for a folder published without one (e.g. a fine-tuned checkpoint): architecture and usage only."""
+    """Card for a folder published without one of ours (e.g. a fine-tuned checkpoint): architecture, usage, and the
+    model it was fine-tuned from (`base_model`, a Hub id, when known)."""
     return render_card(
         config,
         CONVERTED_TEMPLATE,
         card_data(base_model, license, datasets),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
-        base_model=base_model or "a LLaVA-NeXT / LLaVA-OneVision checkpoint",
+        base_model=base_model,
         converted=False,
     )
+
+
+def is_llava_vr_card(data: dict) -> bool:
+    """Whether card metadata is one of this package's cards (its tags, and not a TRL training card)."""
+    tags = data.get("tags") or []
+    return "vision-remember" in tags and "trl" not in tags
+
+
+def complete_card(text: str, repo_id: str, base_model: str | None) -> tuple[str, list[str]]:
+    """One of our cards made ready for `repo_id`: the `OWNER/NAME` placeholder replaced by the repo id, the metadata's
+    `base_model` set to `base_model` (a Hub id) or, when that is None, a local-path `base_model` removed. Returns the
+    text and what changed."""
+    from ..conversion.errors import HUB_ID  # here: llava_vr.conversion imports this module
+
+    changes = []
+    if f'"{REPO_PLACEHOLDER}"' in text:
+        text = text.replace(f'"{REPO_PLACEHOLDER}"', f'"{repo_id}"')
+        changes.append(f"model_id {REPO_PLACEHOLDER} -> {repo_id}")
+    card = ModelCard(text)
+    current = card.data.base_model
+    if base_model and current != base_model:
+        card.data.base_model = base_model
+        changes.append(f"base_model {current or '(none)'} -> {base_model}")
+    elif current and not all(HUB_ID.match(str(b)) for b in (current if isinstance(current, list) else [current])):
+        card.data.base_model = None
+        changes.append(f"base_model {current} removed (a local path, not a Hub id)")
+    else:
+        return text, changes
+    return str(card).rstrip("\n") + "\n", changes

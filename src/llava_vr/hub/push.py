@@ -1,14 +1,17 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""Publish a LLaVA-VR folder (converted or fine-tuned) to the Hugging Face Hub.
+"""Publish a LLaVA-VR folder (converted or fine-tuned, e.g. an `llava-vr sft` output) to the Hugging Face Hub.
 
-    llava-vr push FOLDER --repo-id OWNER/NAME [--private] [--dry-run] [--commit-message MSG]
+    llava-vr push FOLDER --repo-id OWNER/NAME [--base-model OWNER/NAME] [--private] [--dry-run] [--commit-message MSG]
 
-The folder is checked first (`validation.validate_folder`: a loadable `trust_remote_code` LLaVA-VR folder with
-safetensors weights only). A folder without README.md gets a generated model card first.
+Only the model's files are uploaded (`selection.py`: weights, configs, processor / tokenizer, remote code, card);
+a training run's checkpoints, logs and Trainer state are left out and listed. The folder is checked
+(`validation.validate_folder`: a loadable `trust_remote_code` LLaVA-VR folder with safetensors weights) and the card
+prepared (`upload_card.py`: ours completed with the repo id and base model, else a generated one); the folder itself
+is never modified.
 
-`--dry-run` prints the exact files (with sizes) `upload_folder` would send and the model card, validates the card's
-YAML locally, and contacts nothing (`upload_folder` itself has no dry run: it calls the Hub to validate the card).
-Otherwise `create_repo(exist_ok=True)` + `upload_folder`. Refusals exit with status 2 and one line on stderr.
+`--dry-run` prints the exact files (with sizes) and the card, validates the card's YAML locally, and contacts
+nothing. Otherwise `create_repo(exist_ok=True)` + one `create_commit`. Refusals exit with status 2 and one line on
+stderr.
 """
 
 from __future__ import annotations
@@ -17,28 +20,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from huggingface_hub import ModelCard
-
-from ..configuration_llava_vr import LlavaVRConfig
 from ..conversion.errors import HUB_ID, ConversionError, one_line
-from .card import render_generic_card
-from .validation import upload_files, validate_folder
-
-
-def ensure_card(folder: Path, repo_id: str) -> str:
-    """README.md's text; a folder without one gets a generated card (written into the folder, so it uploads)."""
-    readme = folder / "README.md"
-    if not readme.is_file():
-        render_generic_card(LlavaVRConfig.from_pretrained(folder), repo_id=repo_id).save(readme)
-        print(f"{folder} had no README.md: wrote a generated model card")
-    text = readme.read_text(encoding="utf-8")
-    try:
-        data = ModelCard(text, ignore_metadata_errors=False).data.to_dict()
-    except Exception as error:
-        raise ConversionError(f"README.md's YAML metadata is invalid ({one_line(error)})") from None
-    if not data:
-        raise ConversionError("README.md has no YAML metadata block")
-    return text
+from .selection import select_upload
+from .upload_card import card_for_upload
+from .validation import validate_folder
 
 
 def format_size(size: float) -> str:
@@ -50,7 +35,7 @@ def format_size(size: float) -> str:
 
 
 def print_dry_run(folder: Path, repo_id: str, files: list[tuple[str, int]], card: str, visibility: str) -> None:
-    """The files `upload_folder` would send, with sizes, and the card."""
+    """The files the push would send, with sizes, and the card."""
     total = sum(size for _, size in files)
     print(f"Dry run: would create {visibility} model repo {repo_id} (if missing) and upload {len(files)} files "
           f"({format_size(total)}) from {folder}:")
@@ -62,35 +47,51 @@ def print_dry_run(folder: Path, repo_id: str, files: list[tuple[str, int]], card
     print("--- end of model card; nothing was uploaded ---")
 
 
-def push_folder(folder, repo_id: str, *, private: bool = False, dry_run: bool = False,
-                commit_message: str | None = None) -> str | None:
-    """Checks `folder`, then uploads it (or, with `dry_run`, prints what would upload). Returns the commit URL."""
-    folder = Path(folder).expanduser().resolve()
-    if not HUB_ID.match(repo_id):
-        raise ConversionError(f"--repo-id {repo_id!r}: expected OWNER/NAME")
-    validate_folder(folder)
-    card = ensure_card(folder, repo_id)
-    files = upload_files(folder)
-    if dry_run:
-        print_dry_run(folder, repo_id, files, card, "private" if private else "public")
-        return None
-    from huggingface_hub import create_repo, upload_folder  # looked up at call time: tests replace them
+def upload(folder: Path, repo_id: str, files: list[tuple[str, int]], card: str, private: bool,
+           commit_message: str) -> str:
+    """`create_repo(exist_ok=True)` + one commit of `files` (README.md = `card`); returns the commit URL."""
+    from huggingface_hub import CommitOperationAdd, create_commit, create_repo  # at call time: tests replace them
 
+    operations = [CommitOperationAdd(name, folder / name) for name, _ in files if name != "README.md"]
+    operations.append(CommitOperationAdd("README.md", card.encode("utf-8")))
     try:
         url = create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        print(f"Uploading {len(files)} files ({format_size(sum(size for _, size in files))}) to {url} ...")
-        info = upload_folder(repo_id=repo_id, folder_path=folder, repo_type="model",
-                             commit_message=commit_message or "Upload LLaVA-VR model")
+        print(f"Uploading {len(operations)} files ({format_size(sum(size for _, size in files))}) to {url} ...",
+              flush=True)
+        info = create_commit(repo_id, operations, commit_message=commit_message, repo_type="model")
     except Exception as error:
         raise ConversionError(f"upload to {repo_id} failed: {one_line(error)}") from None
-    print(f"Uploaded: {info.commit_url}")
     return info.commit_url
+
+
+def push_folder(folder, repo_id: str, *, private: bool = False, dry_run: bool = False,
+                commit_message: str | None = None, base_model: str | None = None) -> str | None:
+    """Checks `folder`, prepares its card, then uploads its model files (or, with `dry_run`, prints what would
+    upload). Returns the commit URL."""
+    folder = Path(folder).expanduser().resolve()
+    for flag, value in (("--repo-id", repo_id), ("--base-model", base_model)):
+        if value is not None and not HUB_ID.match(value):
+            raise ConversionError(f"{flag} {value!r}: expected a Hub id OWNER/NAME")
+    validate_folder(folder, selection := select_upload(folder))
+    card, messages = card_for_upload(folder, repo_id, base_model)
+    files = [(name, size) for name, size in selection.files if name != "README.md"]
+    files.append(("README.md", len(card.encode("utf-8"))))
+    for line in [*selection.describe_skipped(), *messages]:
+        print(line)
+    if dry_run:
+        print_dry_run(folder, repo_id, sorted(files), card, "private" if private else "public")
+        return None
+    url = upload(folder, repo_id, files, card, private, commit_message or "Upload LLaVA-VR model")
+    print(f"Uploaded: {url}")
+    return url
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Publish a LLaVA-VR folder to the Hugging Face Hub.")
     parser.add_argument("folder", help="a converted or fine-tuned LLaVA-VR folder")
     parser.add_argument("--repo-id", required=True, help="OWNER/NAME")
+    parser.add_argument("--base-model", metavar="OWNER/NAME",
+                        help="the Hub model this one comes from, for the card (default: found in the folder's card)")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--dry-run", action="store_true", help="list the files and print the card; upload nothing")
     parser.add_argument("--commit-message", default=None)
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         push_folder(args.folder, args.repo_id, private=args.private, dry_run=args.dry_run,
-                    commit_message=args.commit_message)
+                    commit_message=args.commit_message, base_model=args.base_model)
     except ConversionError as error:
         if args.debug:
             raise

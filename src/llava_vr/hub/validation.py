@@ -3,7 +3,7 @@
 
 config.json with `model_type` `llava_vr` and an `auto_map` for AutoConfig / AutoModel / AutoModelForImageTextToText,
 the code files those entries (and the processor's AutoProcessor entry) name plus their relative imports, and readable
-safetensors shards; pickle formats (.bin, .pt, .pkl, ...) are refused.
+safetensors shards among the files a push uploads (`selection.py`: pickled weights are refused there).
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from huggingface_hub.utils import filter_repo_objects
-from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
 from safetensors import safe_open
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from ..conversion.errors import PICKLE_SUFFIXES, ConversionError, one_line
+from ..conversion.errors import ConversionError, one_line
+from .selection import Selection, select_upload
 
 REQUIRED_AUTO_MAP = ("AutoConfig", "AutoModel", "AutoModelForImageTextToText")
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
@@ -46,13 +45,6 @@ def code_files(folder: Path, roots: set[str]) -> set[str]:
     return needed
 
 
-def upload_files(folder: Path) -> list[tuple[str, int]]:
-    """The files `upload_folder` sends (its default ignore patterns applied), with sizes."""
-    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.glob("**/*")) if p.is_file()}
-    kept = filter_repo_objects(files, ignore_patterns=list(DEFAULT_IGNORE_PATTERNS))
-    return [(name, files[name].stat().st_size) for name in kept]
-
-
 def check_safetensors(path: Path) -> None:
     """Refuses a file `safetensors` cannot open (bad header, truncated data)."""
     try:
@@ -80,20 +72,33 @@ def code_roots(folder: Path, config: dict) -> set[str]:
     return {module_file(auto_map[name]) for name in REQUIRED_AUTO_MAP} | {module_file(processor_map["AutoProcessor"])}
 
 
-def validate_folder(folder: Path) -> dict:
-    """Refuses anything but a loadable LLaVA-VR trust_remote_code folder with safetensors weights; returns config."""
-    folder = Path(folder)
+def check_model_folder(folder: Path) -> None:
+    """Refuses what is not a model folder, naming what it is instead (missing, a LoRA adapter, no config.json)."""
     if not folder.is_dir():
-        raise ConversionError(f"{folder} is not a folder")
-    files = [name for name, _ in upload_files(folder)]
-    pickles = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
-    if pickles:
-        raise ConversionError(f"{folder} holds pickle-format files ({', '.join(pickles[:3])}): safetensors only")
+        raise ConversionError(f"{folder} is not a folder" if folder.exists() else f"{folder} does not exist")
     if not (folder / "config.json").is_file():
-        raise ConversionError(f"{folder} has no config.json")
+        if (folder / "adapter_config.json").is_file():
+            merged = folder / "merged"
+            hint = (f"publish {merged} instead" if (merged / "config.json").is_file() else
+                    "merge it first (`llava-vr sft --merge_adapter ADAPTER --model BASE --output_dir DIR`) and publish DIR")
+            raise ConversionError(f"{folder} holds a LoRA adapter, not a full LLaVA-VR model: {hint}")
+        raise ConversionError(f"{folder} has no config.json (not a saved model folder)")
+
+
+def validate_folder(folder: Path, selection: Selection | None = None) -> dict:
+    """Refuses anything but a loadable LLaVA-VR trust_remote_code folder with safetensors weights among the files a
+    push uploads (`selection`, default `select_upload(folder)`); returns config.json's content."""
+    folder = Path(folder)
+    check_model_folder(folder)
+    selection = selection or select_upload(folder)
+    files = [name for name, _ in selection.files]
     config = read_json(folder / "config.json")
     if config.get("model_type") != "llava_vr":
-        raise ConversionError(f"{folder}/config.json has model_type {config.get('model_type')!r}, not 'llava_vr'")
+        raise ConversionError(
+            f"{folder}/config.json has model_type {config.get('model_type')!r}, not 'llava_vr'"
+            + (": convert it first (`llava-vr convert --source ... --output ...`)"
+               if config.get("model_type") in ("llava_next", "llava_onevision") else "")
+        )
     code_files(folder, code_roots(folder, config))
     index = folder / "model.safetensors.index.json"
     if index.is_file():
