@@ -58,7 +58,7 @@ def test_vision_remember_changes_vision_rows_only(interaction):
     inputs, _ = image_inputs(model, SIZES[:2])
     features = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"])
     mask = inputs["input_ids"] == IMAGE_TOKEN_ID
-    vr_inputs = VisionRememberInputs.from_deepstack(mask, features.deepstack_features, model.config.token_grid_size)
+    vr_inputs = VisionRememberInputs.from_deepstack(mask, features.deepstack_features, model.config)
     hidden = torch.randn(*inputs["input_ids"].shape, model.config.text_config.hidden_size)
     out = model.model.language_model.vision_remember["1"](hidden, vr_inputs)
     changed = (out != hidden).any(-1)

@@ -62,7 +62,7 @@ def synthetic_inputs(config, tiles: int, device, dtype, seed=0):
     saliency = torch.rand(tiles, grid * grid, generator=generator)
     tile, row, col = torch.meshgrid(torch.arange(tiles), torch.arange(g), torch.arange(g), indexing="ij")
     cells = torch.stack((tile, row, col), -1).reshape(-1, 3)
-    args = (mask.to(device), [features.to(device, dtype)], [saliency.to(device, dtype)], [cells.to(device)], g)
+    args = (mask.to(device), [features.to(device, dtype)], [saliency.to(device, dtype)], [cells.to(device)], config)
     return hidden, args
 
 

@@ -159,8 +159,7 @@ class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal):
             [d[2] for d in decoded],
             [d[3] for d in decoded],
             [d[1] for d in decoded],
-            self.config.token_grid_size,
-            self.config.vision_remember_window_size,
+            self.config,
         )
         return embeddings, vr_inputs
 

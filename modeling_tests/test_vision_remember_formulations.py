@@ -1,0 +1,113 @@
+"""The absorbed cross-attention equals the plain one (outputs and gradients, fp32), for every interaction, with and
+without saliency, with window masks, several images and AnyRes tiles; `auto` picks the formulation with fewer
+FLOPs."""
+
+import pytest
+import torch
+
+from llava_vr.registries_llava_vr import VR_INTERACTIONS
+from llava_vr.testing_utils import image_inputs, tiny_config, tiny_model
+from llava_vr.vision_remember_inputs_llava_vr import VisionRememberInputs
+from llava_vr.vision_remember_llava_vr import VisionRemember
+
+SIZES = [(60, 100), (120, 40), (56, 170)]
+GRIDS = {  # tower / windows: the plain 2x2 regions, clipped centred windows (masked), adaptive SigLIP regions
+    "clip-regions": dict(),
+    "clip-centred-window-3": dict(vision_remember_window_size=3, vision_remember_window_layout="centred"),
+    "siglip-adaptive": dict(kind="siglip", image_size=70),
+}
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    actual, expected = actual.detach(), expected.detach()
+    return float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30))
+
+
+def vr_outputs_and_gradients(interaction: str, saliency: str, grid: str, formulation: str):
+    """One VR module's output and the gradients of a fixed random projection of it w.r.t. its parameters, the
+    hidden states and the multi-level features."""
+    config = tiny_config(
+        **GRIDS[grid], vision_remember_interaction=interaction, vision_remember_saliency=saliency,
+        vision_remember_formulation=formulation,
+    )  # fmt: skip
+    model = tiny_model(config, perturb_vr=True)
+    inputs, _ = image_inputs(model, SIZES)
+    with torch.no_grad():
+        deepstack = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"]).deepstack_features
+    features = [f.clone().requires_grad_() for f in deepstack[0]]
+    vision_mask = inputs["input_ids"] == config.image_token_id
+    vr_inputs = VisionRememberInputs.from_deepstack(vision_mask, [features, deepstack[1], deepstack[2]], config)
+    module: VisionRemember = model.model.language_model.vision_remember["1"].train()
+    generator = torch.Generator().manual_seed(1)
+    hidden = torch.randn(*vision_mask.shape, config.text_config.hidden_size, generator=generator).requires_grad_()
+    output = module(hidden, vr_inputs, *vr_inputs.tensors)
+    (output * torch.randn(output.shape, generator=generator)).sum().backward()
+    grads = {name: p.grad for name, p in module.named_parameters()}
+    grads |= {"hidden_states": hidden.grad, **{f"features.{i}": f.grad for i, f in enumerate(features)}}
+    return output, grads, module.cross_attention, vr_inputs
+
+
+@pytest.mark.parametrize("grid", list(GRIDS))
+@pytest.mark.parametrize("saliency", ["cls", "off"])
+@pytest.mark.parametrize("interaction", list(VR_INTERACTIONS))
+def test_absorbed_cross_attention_matches_plain_outputs_and_gradients(interaction, saliency, grid):
+    if grid == "siglip-adaptive" and saliency == "cls":
+        saliency = "mean_token"  # SigLIP has no CLS token
+    plain, plain_grads, attention, vr_inputs = vr_outputs_and_gradients(interaction, saliency, grid, "plain")
+    absorbed, absorbed_grads, _, _ = vr_outputs_and_gradients(interaction, saliency, grid, "absorbed")
+    assert vr_inputs.num_images == len(SIZES) and vr_inputs.features.shape[0] > len(SIZES)  # AnyRes tiles
+    if interaction == "sela" and grid != "clip-regions":
+        assert not vr_inputs.window_valid.all()  # the windows are masked
+    assert relative_error(absorbed, plain) < 1e-5
+    assert plain_grads.keys() == absorbed_grads.keys()
+    for name, expected in plain_grads.items():
+        actual = absorbed_grads[name]
+        if name.endswith("k_proj.bias"):  # cancels in the softmax: zero in exact arithmetic, rounding noise here
+            assert actual.abs().max() < 1e-5 and expected.abs().max() < 1e-5, name
+            continue
+        assert expected.abs().max() > 0, name
+        assert relative_error(actual, expected) < 1e-5, name
+
+
+def real_size_inputs(interaction: str, tiles: int = 5) -> tuple[VisionRemember, VisionRememberInputs]:
+    """Cross-attention and inputs at the paper's sizes (CLIP-L, 3 levels: 3072-wide VR and features), one image of
+    `tiles` tiles, on the meta device (no memory, only shapes)."""
+    from llava_vr import LlavaVRConfig
+
+    config = LlavaVRConfig(vision_remember_interaction=interaction, text_config={"hidden_size": 896})
+    grid, g = config.patch_grid_size, config.token_grid_size
+    with torch.device("meta"):
+        attention = VisionRemember(config).cross_attention
+    features = torch.empty(tiles, grid * grid, 3 * 1024, device="meta")
+    tile, row, col = torch.meshgrid(torch.arange(tiles), torch.arange(g), torch.arange(g), indexing="ij")
+    cells = torch.stack((tile, row, col), -1).reshape(-1, 3)
+    mask = torch.zeros(1, cells.shape[0] + 20, dtype=torch.bool)
+    mask[0, 10 : 10 + cells.shape[0]] = True
+    build = VisionRememberInputs.build(mask, [torch.randn(tiles, grid * grid, 9)], [torch.ones(tiles, grid * grid)], [cells], config)
+    build.features, build.normalized_features = features, features
+    return attention, build
+
+
+@pytest.mark.parametrize(
+    ("interaction", "expected"),
+    [("sela", "absorbed"), ("deformable", "absorbed"), ("global", "plain"), ("global_tile", "absorbed")],
+)
+def test_auto_formulation_picks_fewer_flops_at_the_papers_sizes(interaction, expected):
+    attention, inputs = real_size_inputs(interaction)
+    tokens = inputs.positions.numel()
+    flops = attention.formulation_flops(inputs, tokens)
+    assert attention.uses_absorbed(inputs, tokens) == (expected == "absorbed")
+    assert min(flops, key=flops.get) == expected
+    if interaction == "sela":  # the projection work drops by the 4 cells a token reads
+        assert 3 < flops["plain"] / flops["absorbed"] < 4
+
+
+def test_forced_formulation_is_used_and_absorbed_needs_normalized_features():
+    attention, inputs = real_size_inputs("global")
+    inputs.formulation = "absorbed"
+    assert attention.uses_absorbed(inputs, 10)
+    inputs.formulation, inputs.normalized_features = "plain", None
+    assert not attention.uses_absorbed(inputs, 10)
+    inputs.formulation = "absorbed"
+    with pytest.raises(ValueError, match="normalized_features"):
+        attention.uses_absorbed(inputs, 10)
