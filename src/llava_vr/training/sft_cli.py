@@ -30,10 +30,13 @@ Examples:
 from __future__ import annotations
 
 import os
+import sys
 
 from .components import component_learning_rates, set_trainable, trained_components
 from .image_settings import restore_image_settings, set_base_tile_only
 from .lora import check_lora_trainable, lora_config_for, merge_and_save
+from .model_card import is_hub_id, source_metadata
+from .preflight import SFTRefusal, accelerator_available, check_checkpoint, check_launch, check_sharding
 from .sft_data import load_documents, load_eval_documents
 from .sft_options import parse_args
 from .trainer import LlavaVRSFTTrainer
@@ -51,8 +54,9 @@ def tiny_model_and_processor(seed: int = 0):
     from llava_vr.testing_utils import build_tiny_tokenizer, tiny_config, tiny_model, tiny_processor, tiny_text_config
 
     tokenizer = build_tiny_tokenizer()
+    special = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     config = tiny_config(
-        text_config=tiny_text_config(vocab_size=len(tokenizer)),
+        text_config={**tiny_text_config(vocab_size=len(tokenizer)), **special},
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
     )
     return tiny_model(config, seed=seed), tiny_processor(config, kind="onevision")
@@ -136,23 +140,39 @@ def choose_trainable(model, model_args, components):
     return None
 
 
-def build_trainer(training_args, model_args, options, model, processor) -> LlavaVRSFTTrainer:
-    """The trainer of a run: trainable parts, per-component lrs (the largest one is `args.learning_rate`, which
-    the scheduler logs), `max_length` from the model config unless given, evaluation data if `--eval_strategy`."""
+def card_details(model_args, options) -> dict:
+    """What the output folder's model card says about the run's origin (`LlavaVRSFTTrainer(model_card=...)`)."""
+    source = model_args.model_name_or_path
+    metadata = source_metadata(source)
+    if options.dataset:
+        data = f"the dataset `{options.dataset}`"
+    elif options.jsonl:
+        data = f"`{os.path.basename(options.jsonl)}` (image, question, answer lines)"
+    else:
+        data = "offline synthetic documents (`llava_vr.data.synthetic_documents`)"
+    dataset_name = options.dataset if is_hub_id(options.dataset) else None
+    return dict(base_model=options.base_model or metadata.get("base_model"), source=source, data=data,
+                dataset_name=dataset_name, license=metadata.get("license"),
+                origin="a tiny random LLaVA-VR (a smoke run)" if options.tiny else None)
+
+
+def build_trainer(training_args, model_args, options, model, processor, datasets) -> LlavaVRSFTTrainer:
+    """The trainer of a run on `datasets` (train, eval or None): trainable parts, per-component lrs (the largest one
+    is `args.learning_rate`, which the scheduler logs), `max_length` from the model config unless given."""
     rates = learning_rates(training_args, model_args, options)
     peft_config = choose_trainable(model, model_args, tuple(rates))
     training_args.learning_rate = max(rates.values())
     if training_args.max_length is None:
         training_args.max_length = default_max_length(model.config)
-    evaluate = training_args.eval_strategy != "no"
     trainer = LlavaVRSFTTrainer(
         model=model,
         args=training_args,
-        train_dataset=load_documents(options, training_args.seed),
-        eval_dataset=load_eval_documents(options, training_args.seed) if evaluate else None,
+        train_dataset=datasets[0],
+        eval_dataset=datasets[1],
         processing_class=processor,
         peft_config=peft_config,
         component_learning_rates=rates,
+        model_card=card_details(model_args, options),
     )
     if model_args.use_peft:
         summary = check_lora_trainable(
@@ -174,33 +194,61 @@ def save_merged(trainer, model_args, training_args, processor) -> None:
             f"--output_dir {output_dir}/merged"
         )
         return
-    merge_and_save(trainer.model, os.path.join(output_dir, "merged"), processor)
-    log(f"merged checkpoint: {os.path.join(output_dir, 'merged')}")
+    merged = os.path.join(output_dir, "merged")
+    merge_and_save(trainer.model, merged, processor)
+    trainer.write_model_card(merged)
+    log(f"merged checkpoint: {merged}")
+
+
+def load_datasets(training_args, options):
+    """(train, eval or None), checked before any model loads (a JSONL's every line and image: `JsonlDataError`)."""
+    num_threads = training_args.dataset_num_proc
+    train = load_documents(options, training_args.seed, num_threads)
+    evaluate = training_args.eval_strategy != "no"
+    return train, load_eval_documents(options, training_args.seed, num_threads) if evaluate else None
 
 
 def run(training_args, model_args, options) -> LlavaVRSFTTrainer | None:
-    """Trains and saves (weights or adapter + config + code files + processor; pushed with `--push_to_hub`);
-    returns the trainer (`None` for `--merge_adapter`)."""
+    """Checks the launch, the checkpoint and the data, trains, and saves weights (or adapter) + config + code files +
+    processor + model card at the top of `--output_dir` (pushed with `--push_to_hub`); returns the trainer (`None`
+    for `--merge_adapter`). Refusals raise `SFTRefusal` / `JsonlDataError` before anything is loaded or written."""
+    if model_args.model_name_or_path:
+        check_checkpoint(model_args.model_name_or_path, model_args.model_revision)
     if options.merge_adapter:
         return merge_adapter(model_args, training_args, options)
+    check_launch(training_args)
+    datasets = load_datasets(training_args, options)
+    if training_args.bf16 and not accelerator_available():
+        log("no GPU: --bf16 runs as bfloat16 autocast on the CPU (use_cpu); drop --bf16 to train in float32")
     model, processor = load_model_and_processor(model_args, training_args, options)
     # stage 1 "no AnyRes": model and processor both use vision_aspect_ratio="pad" (base tile + newline per image)
     saved_image_settings = None if options.anyres else set_base_tile_only(model, processor)
-    trainer = build_trainer(training_args, model_args, options, model, processor)
+    trainer = build_trainer(training_args, model_args, options, model, processor, datasets)
+    check_sharding(trainer)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     # the final save gets the checkpoint's AnyRes settings back (checkpoints during a stage-1 run keep "pad", right for
     # resuming that run)
     if saved_image_settings is not None:
         restore_image_settings(model, processor, saved_image_settings)
     trainer.save_model(training_args.output_dir)
+    trainer.create_model_card()
     if model_args.use_peft and options.merge:
         save_merged(trainer, model_args, training_args, processor)
     return trainer
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`llava-vr sft ...`; exit status 0 (bad options exit with status 2 from the parser)."""
-    run(*parse_args(argv, description=__doc__))
+    """`llava-vr sft ...`: 0 when trained; 2 for bad options (from the parser) and for a run refused before it
+    starts (bad data, an unconverted checkpoint, a launch that cannot shard), with the reason on stderr."""
+    args = parse_args(argv, description=__doc__)
+    from llava_vr.data.jsonl_documents import JsonlDataError
+
+    try:
+        run(*args)
+    except (SFTRefusal, JsonlDataError) as error:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

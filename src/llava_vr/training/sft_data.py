@@ -8,33 +8,24 @@ file of `{image, question, answer}` lines with `--image_root`.
 
 from __future__ import annotations
 
-import json
 import os
 
 
-def jsonl_dataset(path, image_root):
-    """`{image, question, answer}` lines -> a `datasets.Dataset` with `messages` and lazily decoded `images`."""
+def jsonl_dataset(path, image_root, num_threads=None):
+    """`{image, question, answer}` lines -> a `datasets.Dataset` with `messages` and lazily decoded `images`; every
+    line and image is checked first (`read_jsonl_documents`: a `JsonlDataError` lists all bad lines)."""
     from datasets import Dataset, Image, List
 
+    from llava_vr.data.jsonl_documents import read_jsonl_documents
+
     rows = {"messages": [], "images": []}
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            missing = {"image", "question", "answer"} - set(record)
-            if missing:
-                raise ValueError(f"{path}:{line_number}: missing fields {sorted(missing)}")
-            image_path = os.path.join(image_root, record["image"])
-            if not os.path.isfile(image_path):
-                raise FileNotFoundError(f"{path}:{line_number}: no image {image_path}")
-            rows["messages"].append([
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": record["question"]}]},
-                {"role": "assistant", "content": [{"type": "text", "text": str(record["answer"])}]},
-            ])
-            rows["images"].append([image_path])
-    dataset = Dataset.from_dict(rows)
-    return dataset.cast_column("images", List(Image()))
+    for _, image_path, question, answer in read_jsonl_documents(path, image_root, num_threads):
+        rows["messages"].append([
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ])
+        rows["images"].append([image_path])
+    return Dataset.from_dict(rows).cast_column("images", List(Image()))
 
 
 def named_dataset(name: str, config: str | None, split: str):
@@ -52,7 +43,10 @@ def named_dataset(name: str, config: str | None, split: str):
         dataset = load_dataset(name, config, split=split)
     missing = {"messages", "images"} - set(dataset.column_names)
     if missing:
-        raise ValueError(f"dataset {name} lacks the columns {sorted(missing)} (TRL's vision format)")
+        from .preflight import SFTRefusal
+
+        raise SFTRefusal(f"dataset {name} lacks the columns {sorted(missing)} (TRL's vision format: `messages` "
+                         "chats with {'type': 'image'} items, and their `images`)")
     return dataset
 
 
@@ -65,12 +59,13 @@ def synthetic_documents(options, seed: int, split: str, num_samples: int):
     return synthetic_document_dataset(num_samples, seed=seed, split=split, kinds=kinds, size=size)
 
 
-def load_documents(options, seed: int = 0):
-    """The training dataset of `options` (first `options.max_train_samples` rows when given)."""
+def load_documents(options, seed: int = 0, num_threads: int | None = None):
+    """The training dataset of `options` (first `options.max_train_samples` rows when given); `num_threads` check
+    a JSONL's images."""
     if options.dataset:
         dataset = named_dataset(options.dataset, options.dataset_config, options.dataset_split)
     elif options.jsonl:
-        dataset = jsonl_dataset(options.jsonl, options.image_root)
+        dataset = jsonl_dataset(options.jsonl, options.image_root, num_threads)
     else:
         dataset = synthetic_documents(options, seed, "train", options.num_samples)
     if options.max_train_samples is not None:
@@ -78,15 +73,13 @@ def load_documents(options, seed: int = 0):
     return dataset
 
 
-def load_eval_documents(options, seed: int = 0):
+def load_eval_documents(options, seed: int = 0, num_threads: int | None = None):
     """The evaluation dataset: `--dataset_eval_split` of `--dataset`, `--eval_jsonl`, or the synthetic validation
     split (`--num_eval_samples`, a seed stream disjoint from training's)."""
     if options.dataset:
         return named_dataset(options.dataset, options.dataset_config, options.dataset_eval_split)
-    if options.jsonl or options.eval_jsonl:
-        if not options.eval_jsonl:
-            raise ValueError("evaluation with --jsonl needs --eval_jsonl")
-        return jsonl_dataset(options.eval_jsonl, options.image_root)
+    if options.eval_jsonl:  # `check_options` refuses --jsonl with evaluation but without --eval_jsonl
+        return jsonl_dataset(options.eval_jsonl, options.image_root, num_threads)
     return synthetic_documents(options, seed, "validation", options.num_eval_samples)
 
 

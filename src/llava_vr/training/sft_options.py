@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from .components import STAGES
+from .preflight import accelerator_available
 
 SFT_DEFAULTS = dict(
     output_dir="runs/sft-documents",
@@ -25,7 +26,6 @@ SFT_DEFAULTS = dict(
     learning_rate=None,  # None: the stage's (or the LoRA) learning rate, see `component_learning_rates`
     lr_scheduler_type="cosine",
     weight_decay=0.0,
-    gradient_checkpointing=None,  # TRL defaults it to True; here off unless --activation_checkpointing
     max_length=None,  # None: `default_max_length` of the model config
     assistant_only_loss=True,  # labels only on assistant replies (the chat template has {% generation %})
     logging_steps=1,
@@ -40,12 +40,29 @@ SFT_DEFAULTS = dict(
 @dataclass
 class LlavaVRSFTConfig(SFTConfig):
     """TRL's `SFTConfig` where a bare `--bf16` means true and the default is false (TRL's `bool | None` field,
-    default "true unless fp16", needs a value on the command line), and `--warmup` spells `--warmup_steps`."""
+    default "true unless fp16", needs a value on the command line), and `--warmup` spells `--warmup_steps`.
 
-    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (autocast over fp32 master weights)"})
+    Activation checkpointing is off unless `--activation_checkpointing` (TRL's default sets the deprecated
+    `gradient_checkpointing`, which warns). On a machine without GPU: `--bf16` is bf16 autocast on the CPU
+    (`use_cpu` is set, where Transformers would refuse), and the data loader does not pin memory.
+    """
+
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "bf16 mixed precision (autocast over fp32 master weights); on a machine without GPU, on the CPU"},
+    )
     warmup_steps: float = field(
         default=0.03, metadata={"help": "warmup steps (>= 1) or ratio of the steps (< 1)", "aliases": ["--warmup"]}
     )
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "deprecated spelling of --activation_checkpointing"}
+    )
+
+    def __post_init__(self):
+        if not accelerator_available():
+            self.use_cpu = self.use_cpu or bool(self.bf16 or self.bf16_full_eval)
+            self.dataloader_pin_memory = False  # nothing to pin to; torch warns on every data loader otherwise
+        super().__post_init__()
 
 
 @dataclass
@@ -109,6 +126,11 @@ class LlavaVRSFTOptions:
         default=None,
         metadata={"help": "only merge this saved LoRA adapter into --model, save to --output_dir, and exit"},
     )
+    base_model: str | None = field(
+        default=None,
+        metadata={"help": "Hub id the model card names as base model (default: --model when it is a Hub id, else "
+                  "the base_model in --model's README.md)"},
+    )
 
 
 # ModelConfig options LLaVA-VR decides itself (LoRA targets, modules to save) or does not support (quantized bases)
@@ -142,6 +164,8 @@ def check_options(parser, training_args, model_args, options) -> None:
         parser.error("give at most one of --dataset and --jsonl")
     if (options.jsonl or options.eval_jsonl) and not options.image_root:
         parser.error("--jsonl / --eval_jsonl need --image_root")
+    if options.jsonl and training_args.eval_strategy != "no" and not options.eval_jsonl:
+        parser.error("evaluation with --jsonl needs --eval_jsonl (a JSONL of held-out lines, images under --image_root)")
     if lora and options.train_vision_tower:
         parser.error("--train_vision_tower is for full fine-tuning; LoRA adapts the LLM only")
     if lora and options.stage == "stage1":
@@ -156,7 +180,10 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None, descripti
     """`(training_args, model_args, options)` from the command line (or a `--config` YAML); `options.anyres` resolved
     from the stage when not given."""
     parser = build_parser(prog, description)
-    training_args, model_args, options = parser.parse_args_and_config(argv)
+    try:
+        training_args, model_args, options = parser.parse_args_and_config(argv)
+    except ValueError as error:  # TrainingArguments' own checks (fp16 and bf16, eval steps, ...): one line, status 2
+        parser.error(str(error))
     check_options(parser, training_args, model_args, options)
     if options.anyres is None:
         options.anyres = options.stage != "stage1"

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import warnings
 from collections.abc import Mapping
+from pathlib import Path
 
 from .components import check_components
 from .optimizer import component_parameter_groups
@@ -12,6 +16,15 @@ try:  # trl is in the `train` extra; without it the helpers of this package stil
     from trl import SFTTrainer as _SFTTrainer
 except ImportError:  # pragma: no cover
     _SFTTrainer = object
+
+
+@contextlib.contextmanager
+def peft_checkpointing_probe_quiet():
+    """Hides one FutureWarning no user can act on: PEFT (0.21) probes `model.is_gradient_checkpointing`, which
+    Transformers (5.23) deprecated for `is_activation_checkpointing`, whenever it wraps a model. Nothing else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 class LlavaVRSFTTrainer(_SFTTrainer):
@@ -26,12 +39,20 @@ class LlavaVRSFTTrainer(_SFTTrainer):
     DeepSpeed: a DeepSpeed config with an `"optimizer"` block makes Trainer use DeepSpeed's optimizer and never call
     `create_optimizer`, so the per-component lrs would be silently dropped: that combination is refused here; keep
     the optimizer out of the DeepSpeed config (as in `examples/accelerate/*.json`).
+
+    `model_card` (keyword arguments of `render_sft_card`: `base_model`, `source`, `dataset_name`, `data`,
+    `license`) describes the run in the README.md that `create_model_card` writes (on checkpoints, on
+    `push_to_hub`, and when called after training): an `image-text-to-text` card naming the base model, instead of
+    TRL's text-generation card.
     """
 
-    def __init__(self, *args, component_learning_rates: Mapping[str, float] | None = None, **kwargs):
+    def __init__(self, *args, component_learning_rates: Mapping[str, float] | None = None,
+                 model_card: Mapping[str, str | None] | None = None, **kwargs):
         self.component_learning_rates = dict(component_learning_rates or {})
+        self.model_card = dict(model_card or {})
         check_components(self.component_learning_rates)
-        super().__init__(*args, **kwargs)
+        with peft_checkpointing_probe_quiet() if kwargs.get("peft_config") else contextlib.nullcontext():
+            super().__init__(*args, **kwargs)
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
         ds_config = getattr(plugin, "deepspeed_config", None) or {}
         if self.component_learning_rates and "optimizer" in ds_config:
@@ -39,6 +60,20 @@ class LlavaVRSFTTrainer(_SFTTrainer):
                 "the DeepSpeed config has an 'optimizer' block, which bypasses Trainer.create_optimizer and so the "
                 "per-component learning rates: remove the 'optimizer' block (Trainer then builds AdamW itself)"
             )
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None, **kwargs):
+        """README.md in `args.output_dir` (main process only): `render_sft_card` with `self.model_card`."""
+        self.write_model_card(self.args.output_dir, model_name, dataset_name)
+
+    def write_model_card(self, folder, model_name: str | None = None, dataset_name: str | None = None) -> None:
+        """`folder/README.md` (main process only); `model_name` defaults to the Hub repo's or the folder's name."""
+        if not self.is_world_process_zero():
+            return
+        from .model_card import render_sft_card
+
+        values = {**self.model_card, **({"dataset_name": dataset_name} if dataset_name else {})}
+        name = model_name or (self.args.hub_model_id or Path(folder).resolve().name).split("/")[-1]
+        render_sft_card(self, model_name=name, **values).save(os.path.join(folder, "README.md"))
 
     def create_optimizer(self, model=None):
         if not self.component_learning_rates:

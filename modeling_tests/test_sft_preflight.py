@@ -1,0 +1,153 @@
+"""`llava-vr sft` refuses what it cannot run with a message that names the fix (unconverted checkpoints, launches that
+cannot shard), runs `--bf16` on a CPU, and prints no warning a user cannot act on."""
+
+import json
+import warnings
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, LlavaNextConfig, LlavaOnevisionConfig
+
+pytest.importorskip("trl")
+
+from llava_vr.testing_utils import tiny_text_config, tiny_vision_config  # noqa: E402
+from llava_vr.training import sft_cli  # noqa: E402
+from llava_vr.training.preflight import SFTRefusal, accelerator_available, check_launch, check_sharding  # noqa: E402
+from llava_vr.training.sft_options import LlavaVRSFTConfig, parse_args  # noqa: E402
+
+cpu_only = pytest.mark.skipif(accelerator_available(), reason="checks the behaviour on a machine without GPU")
+
+
+def refusal(argv, capsys):
+    """Exit status and stderr of `llava-vr sft ARGV`."""
+    status = sft_cli.main(argv)
+    return status, capsys.readouterr().err
+
+
+# ---- unconverted checkpoints, adapters, missing paths ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config_class, model_type, architecture", [
+    (LlavaNextConfig, "llava_next", "LlavaNextForConditionalGeneration"),
+    (LlavaOnevisionConfig, "llava_onevision", "LlavaOnevisionForConditionalGeneration"),
+])
+def test_unconverted_checkpoint_is_refused_with_the_convert_command(config_class, model_type, architecture, tmp_path,
+                                                                    capsys):
+    source = tmp_path / "llava-next-tiny"
+    config = config_class(vision_config=tiny_vision_config(), text_config=tiny_text_config())
+    AutoModelForImageTextToText.from_config(config).save_pretrained(source)  # a whole (tiny) checkpoint
+    assert json.loads((source / "config.json").read_text())["architectures"] == [architecture]
+    capsys.readouterr()
+    status, err = refusal(["--model", str(source), "--output_dir", str(tmp_path / "run")], capsys)
+    assert status == 2
+    assert err == (
+        f"error: --model {source} is a {model_type} checkpoint ({architecture}), not LLaVA-VR: convert it first with "
+        f"`llava-vr convert --source {source} --output llava-next-tiny-llava-vr`, then train with "
+        "`--model llava-next-tiny-llava-vr`\n"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_lmms_lab_checkpoint_with_an_unknown_model_type_is_refused_too(tmp_path, capsys):
+    source = tmp_path / "ov"
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps({"model_type": "llava", "architectures": ["LlavaQwenForCausalLM"]}))
+    status, err = refusal(["--model", str(source)], capsys)
+    assert status == 2 and "is a llava checkpoint (LlavaQwenForCausalLM), not LLaVA-VR: convert it first" in err
+
+
+def test_adapter_folder_and_missing_folder_say_what_they_are(tmp_path, capsys):
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    status, err = refusal(["--model", str(adapter)], capsys)
+    assert status == 2 and f"--model {adapter} is a LoRA adapter folder" in err and "--merge_adapter" in err
+    status, err = refusal(["--model", str(tmp_path / "nothing" / "here")], capsys)
+    assert status == 2 and err == f"error: --model {tmp_path / 'nothing' / 'here'}: no such folder\n"
+
+
+# ---- bf16 on a CPU, warnings ----------------------------------------------------------------------------------------
+
+
+@cpu_only
+def test_bf16_on_a_cpu_only_machine_runs_bf16_autocast_on_the_cpu(tmp_path, capsys):
+    training_args, _, _ = parse_args(["--tiny", "--bf16"])
+    assert training_args.bf16 and training_args.use_cpu and not training_args.dataloader_pin_memory
+    assert LlavaVRSFTConfig(output_dir=str(tmp_path), bf16=True).use_cpu  # from Python too
+    seen = []
+    handle = torch.autocast.__enter__
+
+    def record(self):
+        seen.append((self.device, self.fast_dtype))
+        return handle(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.autocast, "__enter__", record)
+        trainer = sft_cli.run(*parse_args(["--tiny", "--bf16", "--max_steps", "1", "--num_samples", "2",
+                                           "--output_dir", str(tmp_path / "run"), "--save_strategy", "no"]))
+    assert ("cpu", torch.bfloat16) in seen
+    assert torch.isfinite(torch.tensor(trainer.state.log_history[0]["loss"]))
+    assert "no GPU: --bf16 runs as bfloat16 autocast on the CPU" in capsys.readouterr().out
+
+
+def test_transformers_option_errors_are_one_line_parser_errors(capsys):
+    with pytest.raises(SystemExit) as raised:
+        parse_args(["--tiny", "--fp16", "--bf16"])
+    assert raised.value.code == 2
+    assert "error: At most one of fp16 and bf16 can be True" in capsys.readouterr().err
+
+
+def test_eval_with_jsonl_needs_eval_jsonl_at_parse_time(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--tiny", "--jsonl", "x.jsonl", "--image_root", ".", "--eval_strategy", "steps"])
+    assert "evaluation with --jsonl needs --eval_jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [[], ["--lora"]], ids=["full", "lora"])
+def test_a_tiny_run_prints_no_deprecation_pin_memory_or_special_token_warning(extra, tmp_path, capfd):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LlavaVRSFTConfig(output_dir=str(tmp_path))
+        status = sft_cli.main(["--tiny", "--max_steps", "1", "--num_samples", "2", "--output_dir", str(tmp_path / "r"),
+                               *extra])
+    assert status == 0
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "deprecated" in m or "pin_memory" in m], messages
+    err = capfd.readouterr().err
+    assert "PAD/BOS/EOS" not in err and "pin_memory" not in err and "deprecated" not in err, err
+
+
+# ---- launches that cannot shard -------------------------------------------------------------------------------------
+
+
+def test_several_processes_without_a_distributed_run_are_refused(monkeypatch):
+    training_args, _, _ = parse_args(["--tiny", "--output_dir", "runs/x"])
+    check_launch(training_args)  # one process: fine
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    with pytest.raises(SFTRefusal, match=r"^8 processes were launched but do not form one distributed run \(they found "
+                       r"no GPU to share\): each would train the whole model alone and all would write runs/x\. .*"
+                       r"or add --use_cpu"):
+        check_launch(training_args)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(SFTRefusal, match=r"accelerate applies the FSDP config on GPUs only") as raised:
+        check_launch(training_args)
+    assert "--use_cpu" not in str(raised.value)
+
+
+def test_an_fsdp_config_the_trainer_does_not_apply_is_refused(monkeypatch):
+    trainer = SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=False,
+                              accelerator=SimpleNamespace(num_processes=2), args=SimpleNamespace(output_dir="runs/x"))
+    check_sharding(trainer)  # no sharding asked for
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(SFTRefusal, match=r"asks for FSDP, but accelerate applies it on GPUs only: here the 2 processes "
+                                         r"would each hold and train a full copy"):
+        check_sharding(trainer)
+    trainer.is_fsdp_enabled = True
+    check_sharding(trainer)
+
+
+def test_special_tokens_of_the_tiny_model_match_its_tokenizer():
+    model, processor = sft_cli.tiny_model_and_processor()
+    text = model.config.get_text_config()
+    assert text.eos_token_id == processor.tokenizer.eos_token_id and text.pad_token_id == processor.tokenizer.pad_token_id

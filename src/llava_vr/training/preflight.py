@@ -1,0 +1,129 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""Checks `llava-vr sft` makes before it loads or trains anything; a failed one raises `SFTRefusal` (a `ValueError`
+whose message says what is wrong and what to do), which the command prints as one `error:` line (exit status 2).
+
+- `check_checkpoint`: `--model` is a LLaVA-VR checkpoint (not an unconverted LLaVA-NeXT / OneVision one, not a LoRA
+  adapter folder, not a missing path);
+- `check_launch`: several processes form one distributed run (not N copies that each train alone);
+- `check_sharding`: the FSDP / DeepSpeed that the accelerate config asks for is what the trainer runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+LLAVA_VR_MODEL_TYPE = "llava_vr"
+
+
+class SFTRefusal(ValueError):
+    """The run cannot start as asked; the message names the problem and the fix."""
+
+
+def accelerator_available() -> bool:
+    """Whether torch sees a GPU (or another accelerator); `False` on a CPU-only machine."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
+def looks_local(name: str) -> bool:
+    """A path rather than a Hub id (`OWNER/NAME`): absolute, relative with `.`/`~`, or more than one `/`."""
+    return name.startswith((".", "/", "~")) or name.count("/") != 1 or os.sep != "/" and os.sep in name
+
+
+def converted_name(name: str) -> str:
+    """Where `llava-vr convert` could write a conversion of `name`: `NAME-llava-vr` beside it."""
+    return os.path.basename(os.path.normpath(name)) + "-llava-vr"
+
+
+def read_config(name: str, revision: str | None = None) -> dict:
+    """`config.json` of a folder or Hub id, as a dict (no model class resolved, so unknown model types load too)."""
+    from transformers import PretrainedConfig
+
+    if os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
+        if os.path.isfile(os.path.join(name, "adapter_config.json")):
+            raise SFTRefusal(
+                f"--model {name} is a LoRA adapter folder, not a full checkpoint: train from its base model, or use "
+                f"the merged checkpoint ({os.path.join(name, 'merged')}; make it with `llava-vr sft --merge_adapter "
+                f"{name} --model BASE --output_dir {os.path.join(name, 'merged')}`)"
+            )
+        raise SFTRefusal(f"--model {name} has no config.json: give a LLaVA-VR checkpoint folder")
+    if not os.path.exists(name) and looks_local(name):
+        raise SFTRefusal(f"--model {name}: no such folder")
+    try:
+        return PretrainedConfig.get_config_dict(name, revision=revision)[0]
+    except OSError as error:
+        local = "" if os.path.exists(name) else " (no such local folder either)"
+        raise SFTRefusal(f"--model {name}: cannot read its config{local}: {str(error).strip().splitlines()[0]}") from None
+
+
+def check_checkpoint(name: str, revision: str | None = None) -> None:
+    """Refuses a `--model` that is not a LLaVA-VR checkpoint, saying how to convert it."""
+    config = read_config(name, revision)
+    model_type = config.get("model_type")
+    if model_type == LLAVA_VR_MODEL_TYPE:
+        return
+    architectures = ", ".join(config.get("architectures") or []) or "no architectures listed"
+    target = converted_name(name)
+    raise SFTRefusal(
+        f"--model {name} is a {model_type or 'untyped'} checkpoint ({architectures}), not LLaVA-VR: convert it "
+        f"first with `llava-vr convert --source {name} --output {target}`, then train with `--model {target}`"
+    )
+
+
+def requested_sharding() -> str | None:
+    """`"FSDP"` or `"DeepSpeed"` when `accelerate launch` was given such a config (its environment says so)."""
+    for name, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")):
+        if os.environ.get(variable, "false").lower() == "true":
+            return name
+    return None
+
+
+def single_process_hint(output_dir: str) -> str:
+    return (f"on a CPU-only machine run one process: `llava-vr sft ... --output_dir {output_dir}` (no `accelerate "
+            "launch`, or `--num_processes 1`)")
+
+
+def check_launch(training_args) -> None:
+    """Refuses several processes that do not form one distributed run: on a CPU-only machine accelerate and
+    Transformers run FSDP / DeepSpeed / DDP on accelerators only, so each process would train the whole model alone
+    and all would write the same `--output_dir`."""
+    from transformers.training_args import ParallelMode
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 or training_args.parallel_mode == ParallelMode.DISTRIBUTED:
+        return
+    sharding = requested_sharding()
+    why = (f"accelerate applies the {sharding} config on GPUs only" if sharding else "they found no GPU to share")
+    alternative = "" if sharding else "; or add --use_cpu for one data-parallel run over the CPU processes (gloo)"
+    raise SFTRefusal(
+        f"{world_size} processes were launched but do not form one distributed run ({why}): each would train the "
+        f"whole model alone and all would write {training_args.output_dir}. Launch on GPUs, or "
+        f"{single_process_hint(training_args.output_dir)}{alternative}"
+    )
+
+
+def check_sharding(trainer) -> None:
+    """Refuses a launch whose accelerate config asks for FSDP / DeepSpeed that the trainer does not run (accelerate
+    keeps several CPU processes plain data parallel: every process would hold the full model)."""
+    sharding = requested_sharding()
+    enabled = {"FSDP": trainer.is_fsdp_enabled, "DeepSpeed": trainer.is_deepspeed_enabled}
+    if sharding is None or enabled[sharding]:
+        return
+    raise SFTRefusal(
+        f"the accelerate config asks for {sharding}, but accelerate applies it on GPUs only: here the "
+        f"{trainer.accelerator.num_processes} processes would each hold and train a full copy of the model. Launch on "
+        f"GPUs, or {single_process_hint(trainer.args.output_dir)}"
+    )
+
+
+__all__ = [
+    "SFTRefusal",
+    "accelerator_available",
+    "check_checkpoint",
+    "check_launch",
+    "check_sharding",
+    "read_config",
+    "requested_sharding",
+]
