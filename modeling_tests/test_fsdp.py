@@ -84,14 +84,16 @@ def test_text_only_rank_beside_an_image_rank_does_not_hang(fsdp_results):
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_accelerate(config_file, script_args, env_overrides, cwd=REPO):
+def run_accelerate(config_file, script_args, env_overrides, cwd=REPO, shim=True, expect_success=True):
     """`accelerate launch --config_file examples/accelerate/<config_file> --num_processes 2` on CPU through
-    `accelerate_cpu_shim.py` (which bends only accelerate's device checks), killed after TIMEOUT_S."""
+    `accelerate_cpu_shim.py` (which bends only accelerate's device checks; `shim=False`: as a user would launch it),
+    killed after TIMEOUT_S; returns the output (stdout and stderr)."""
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "examples/accelerate" / config_file),
         "--num_processes", "2", "--main_process_port", str(free_port()),
         *(["--mixed_precision", "no"] if config_file.startswith("fsdp") else []),
-        str(REPO / "modeling_tests/accelerate_cpu_shim.py"), str(REPO / "examples/sft_documents.py"), *script_args,
+        *([str(REPO / "modeling_tests/accelerate_cpu_shim.py")] if shim else []),
+        str(REPO / "examples/sft_documents.py"), *script_args,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **env_overrides}
     process = subprocess.Popen(
@@ -104,7 +106,7 @@ def run_accelerate(config_file, script_args, env_overrides, cwd=REPO):
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         pytest.fail(f"accelerate run ({config_file}) did not finish in {TIMEOUT_S} s\n{output[-3000:]}")
-    assert process.returncode == 0, output[-6000:]
+    assert (process.returncode == 0) is expect_success, output[-6000:]
     return output
 
 
@@ -140,6 +142,18 @@ def test_accelerate_fsdp2_config_trains_and_saves_a_loadable_checkpoint(tmp_path
     )
     assert (next(out.glob("checkpoint-*")) / "pytorch_model_fsdp.bin").exists(), "the run was not sharded by FSDP"
     check_saved_checkpoint(out)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without GPU")
+def test_accelerate_fsdp_config_on_a_cpu_only_machine_is_refused_not_run_twice(tmp_path):
+    """As a user would launch it (no shim): accelerate applies FSDP on GPUs only, and 2 processes without GPU would
+    each train the whole model into the same folder. The command refuses before loading anything."""
+    out = tmp_path / "run"
+    output = run_accelerate("fsdp.yaml", ["--tiny", "--max-steps", "1", "--output-dir", str(out)], {}, shim=False,
+                            expect_success=False)
+    assert "error: 2 processes were launched but do not form one distributed run (accelerate applies the FSDP config " \
+           "on GPUs only)" in output
+    assert "trainable parameters" not in output and not out.exists()
 
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])

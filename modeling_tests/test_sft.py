@@ -72,7 +72,7 @@ def sft_config(output_dir, **overrides):
         save_strategy="no",
         report_to="none",
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         assistant_only_loss=True,
         max_length=2048,  # not TRL's 1024 default, which is smaller than one 9-tile image of a real checkpoint
         disable_tqdm=True,
@@ -280,7 +280,7 @@ def test_gradient_checkpointing_recomputes_vr_and_gives_the_same_update(config, 
         model.model.language_model.vision_remember["1"].input_norm.register_forward_pre_hook(lambda *a: count.append(1))
         train(
             model, make_processor(config), dataset.select([0, 1]), tmp_path / str(checkpointing), max_steps=1,
-            optim="sgd", learning_rate=1.0, max_grad_norm=0.0, gradient_checkpointing=checkpointing,
+            optim="sgd", learning_rate=1.0, max_grad_norm=0.0, activation_checkpointing=checkpointing,
         )
         assert model.model.language_model.vision_remember["1"].gradient_checkpointing is checkpointing
         updates.append({n: before[n] - p.detach() for n, p in model.named_parameters()})
