@@ -150,4 +150,5 @@ def test_an_fsdp_config_the_trainer_does_not_apply_is_refused(monkeypatch):
 def test_special_tokens_of_the_tiny_model_match_its_tokenizer():
     model, processor = sft_cli.tiny_model_and_processor()
     text = model.config.get_text_config()
-    assert text.eos_token_id == processor.tokenizer.eos_token_id and text.pad_token_id == processor.tokenizer.pad_token_id
+    tokenizer = processor.tokenizer
+    assert text.eos_token_id == tokenizer.eos_token_id and text.pad_token_id == tokenizer.pad_token_id

@@ -28,7 +28,8 @@ TEMPLATE = """---
 # {{ model_name }}
 
 A LLaVA-VR model (Vision Remember, Feng et al.) fine-tuned from {{ origin }}
-on {% if dataset_name %}[{{ dataset_name }}](https://huggingface.co/datasets/{{ dataset_name }}){% else %}{{ data }}{% endif %}
+on {% if dataset_name %}[{{ dataset_name }}](https://huggingface.co/datasets/{{ dataset_name }}){% else %}{{ data }}
+{%- endif %}
 with TRL's `SFTTrainer` (`llava-vr sft`).
 
 ## Usage
@@ -122,7 +123,8 @@ def training_summary(trainer) -> dict:
     peft_config = getattr(trainer.model, "peft_config", {}).get("default")
     if peft_config is not None:
         saved = ", ".join(peft_config.modules_to_save or []) or "nothing else"
-        method = f"LoRA (r={peft_config.r}, alpha={peft_config.lora_alpha}) on the LLM's linear layers; fully trained: {saved}"
+        method = (f"LoRA (r={peft_config.r}, alpha={peft_config.lora_alpha}) on the LLM's linear layers; fully "
+                  f"trained: {saved}")
     else:
         method = "full fine-tuning of " + ", ".join(rates)
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]

@@ -55,7 +55,8 @@ def read_config(name: str, revision: str | None = None) -> dict:
         return PretrainedConfig.get_config_dict(name, revision=revision)[0]
     except OSError as error:
         local = "" if os.path.exists(name) else " (no such local folder either)"
-        raise SFTRefusal(f"--model {name}: cannot read its config{local}: {str(error).strip().splitlines()[0]}") from None
+        reason = str(error).strip().splitlines()[0]
+        raise SFTRefusal(f"--model {name}: cannot read its config{local}: {reason}") from None
 
 
 def check_checkpoint(name: str, revision: str | None = None) -> None:

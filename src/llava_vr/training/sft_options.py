@@ -49,7 +49,7 @@ class LlavaVRSFTConfig(SFTConfig):
 
     bf16: bool = field(
         default=False,
-        metadata={"help": "bf16 mixed precision (autocast over fp32 master weights); on a machine without GPU, on the CPU"},
+        metadata={"help": "bf16 mixed precision (autocast over fp32 master weights); without GPU, on the CPU"},
     )
     warmup_steps: float = field(
         default=0.03, metadata={"help": "warmup steps (>= 1) or ratio of the steps (< 1)", "aliases": ["--warmup"]}
@@ -165,7 +165,7 @@ def check_options(parser, training_args, model_args, options) -> None:
     if (options.jsonl or options.eval_jsonl) and not options.image_root:
         parser.error("--jsonl / --eval_jsonl need --image_root")
     if options.jsonl and training_args.eval_strategy != "no" and not options.eval_jsonl:
-        parser.error("evaluation with --jsonl needs --eval_jsonl (a JSONL of held-out lines, images under --image_root)")
+        parser.error("evaluation with --jsonl needs --eval_jsonl (held-out lines, images under --image_root)")
     if lora and options.train_vision_tower:
         parser.error("--train_vision_tower is for full fine-tuning; LoRA adapts the LLM only")
     if lora and options.stage == "stage1":
