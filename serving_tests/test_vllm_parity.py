@@ -119,7 +119,7 @@ def _variants():
         dict(vision_aspect_ratio="anyres_max_2"),
         dict(vision_aspect_ratio="pad"),
         dict(multi_image_anyres=True),
-        dict(vision_remember_saliency="off", vision_remember_window_size=3),
+        dict(vision_remember_saliency="off", vision_remember_window_size=3, vision_remember_window_layout="centred"),
         dict(vision_remember_layers=[]),  # plain pooled LLaVA: no VR inputs travel
     ]
     variants = []

@@ -57,7 +57,8 @@ class VisionRememberInputs:
         image_index, image_slot: `(Nv,)` image of each token and its position among that image's tokens.
         tile_slot: `(Nv,)` position of each token among its tile's tokens.
         cell_image, cell_image_slot: `(T*G*G,)` image of each feature cell and its position among that image's cells.
-        window_index, window_valid: `(Nv, L)` SELA windows as rows of `features.flatten(0, 1)`, and their mask.
+        window_index, window_valid: `(Nv, L)` SELA windows as rows of `features.flatten(0, 1)`, and their mask (the
+            token's own region for the other interactions, which do not read them).
     """
 
     positions: torch.Tensor
@@ -143,8 +144,10 @@ class VisionRememberInputs:
         features_cat = features[0] if num_images == 1 else torch.cat(features)
         num_tiles, cells_per_tile = features_cat.shape[:2]
         feature_grid = math.isqrt(cells_per_tile)
+        sela = config.vision_remember_interaction == "sela"  # the only interaction that reads windows
+        window_size = config.vision_remember_window_size if sela else None
         index, window_valid = feature_window_index(
-            token_grid, feature_grid, config.vision_remember_window_size, device, config.vision_remember_window_layout
+            token_grid, feature_grid, window_size, device, config.vision_remember_window_layout
         )
         image_slot, max_image_tokens = group_slots(image_index, num_images)
         tile_slot, max_tile_tokens = group_slots(token_tile, num_tiles)
