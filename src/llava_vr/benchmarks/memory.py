@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .machine import synchronize
+from .profiler import quiet_profile
 
 
 def _proc_status_kib(field: str) -> int | None:
@@ -55,9 +56,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             return self
-        from torch.profiler import ProfilerActivity, profile
-
-        self._profile = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        self._profile = quiet_profile(self.device, profile_memory=True)
         self._profile.__enter__()
         return self
 

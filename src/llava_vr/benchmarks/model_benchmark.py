@@ -17,7 +17,8 @@ image plus a short text prompt (batch 1):
 the tower encodes `tower_tiles = crops + 1` tiles (the base whole-image tile first). Ratios are against
 `adaptive_avg_pool` without VR (`x_pool`, the paper's "144 tokens" row), against `mlp` (`mlp_speedup` = TTFT(mlp) /
 TTFT(variant), the paper's "1.60x"), and against the same projector without VR (`x_proj`).
-Writes `<stem>.json`, `<stem>.csv` and `<stem>.png` (stem `llava_vr_<preset>_<device>` unless `--tag`).
+Writes `<stem>.json`, `<stem>.csv` and `<stem>.png` (stem `llava_vr_<preset>_<device>` unless `--tag`) to
+`--output-dir` (default `benchmark_results/`; the plot needs matplotlib, the `bench` extra).
 
 Examples:
     llava-vr bench model --preset tiny
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .machine import (
     DTYPES,
@@ -49,7 +51,16 @@ from .model_probes import instrumented_run, timed_run
 from .model_report import plot, print_report
 from .model_results import add_flat_columns, add_ratios, full_depth_estimate, summarise
 from .model_variants import PRESETS, VARIANTS, build_config, build_model, config_summary, make_inputs, share_weights
-from .reporting import DEFAULT_OUTPUT_DIR, command_line, fmt, utc_timestamp, write_csv, write_json
+from .reporting import (
+    DEFAULT_OUTPUT_DIR,
+    MATPLOTLIB_MISSING,
+    command_line,
+    fmt,
+    plotting_available,
+    utc_timestamp,
+    write_csv,
+    write_json,
+)
 
 PROG = "python benchmarks/benchmark_llava_vr.py"
 
@@ -78,7 +89,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: available cores; 1 for tiny)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR)
+    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
+                        help=f"where the results go (default: {DEFAULT_OUTPUT_DIR}/ in the working directory)")
     parser.add_argument("--tag", default=None, help="file name stem (default: llava_vr_<preset>_<device>)")
     return parser
 
@@ -131,28 +143,35 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
     plan = Plan.from_args(args, preset)
     meta = _meta(args, plan, device, dtype, threads, command)
+    stem = args.tag or f"llava_vr_{args.preset}_{device.type}"
+    out_dir = Path(args.output_dir)
     print(f"# LLaVA-VR benchmark: preset={args.preset} device={device} dtype={meta['dtype']} attn={args.attn} "
           f"threads={threads} ({meta['machine'].get('gpu', meta['machine']['cpu'])})", flush=True)
+    print(f"  plan: {len(plan.variants)} variants x {len(args.crops)} crop counts = "
+          f"{len(plan.variants) * len(args.crops)} cases; per case one instrumented prefill "
+          f"({'FLOPs, ' if not args.no_flops else ''}memory) and {plan.warmup} warm-up, then {plan.repeats} timed "
+          f"rounds of a prefill + {plan.decode_tokens} decode steps; results to {out_dir / stem}.*", flush=True)
+    plots = plotting_available()
+    if not plots:
+        print(f"  {MATPLOTLIB_MISSING}", flush=True)
     models, configs = _build_models(args, preset, plan.variants, device, dtype)
     meta["config"] = config_summary(configs[plan.variants[0]])
     cases, rows = _instrument_cases(args, plan, models, configs, device, dtype)
-    print(f"  instrumented runs done; timing {len(cases)} cases x {plan.repeats} rounds (interleaved)", flush=True)
     runs = _timed_rounds(cases, models, plan, args.seed, device)
     del cases, models
     gc.collect()
     rows = _summarise_rows(rows, runs, configs, plan)
 
     meta["process_peak_rss_gib"] = process_peak_rss_gib()
-    stem = args.tag or f"llava_vr_{args.preset}_{device.type}"
-    out_dir = Path(args.output_dir)
     payload = {"meta": meta, "results": rows}
     meta["loadavg_at_end"] = loadavg()
     write_json(out_dir / f"{stem}.json", payload)
     write_csv(out_dir / f"{stem}.csv", rows)
-    plot(rows, out_dir / f"{stem}.png", f"LLaVA-VR TTFT, {args.preset}, {meta['machine'].get('gpu', 'CPU')}, "
-                                        f"{meta['dtype']}")
-    print_report(rows, plan.reference_depth)
-    print(f"\nwrote {out_dir / stem}.json, .csv, .png")
+    print_report(rows, plan.reference_depth, preset.get("targets", False))
+    if plots:
+        plot(rows, out_dir / f"{stem}.png", f"LLaVA-VR TTFT, {args.preset}, {meta['machine'].get('gpu', 'CPU')}, "
+                                            f"{meta['dtype']}")
+    print(f"\nwrote {out_dir / stem}.json, .csv" + (", .png" if plots else f" (no plot: {MATPLOTLIB_MISSING})"))
     return payload
 
 
@@ -205,25 +224,27 @@ def _instrument_cases(args, plan: Plan, models: dict, configs: dict, device, dty
     """Per (variant, crops): inputs, the instrumented first prefill (FLOPs, memory; warm-up) and `warmup` more.
     Returns the cases `(variant, crops, inputs)` and their rows by `(variant, crops)`."""
     cases, rows = [], {}
-    for variant in plan.variants:
+    keys = [(variant, crops) for variant in plan.variants for crops in args.crops]
+    progress = tqdm(keys, desc="instrumented prefills" + (" (FLOP count)" if not args.no_flops else ""), unit="case")
+    for variant, crops in progress:
+        progress.set_postfix_str(f"{variant} crops={crops}")
         model = models[variant]
-        for crops in args.crops:
-            inputs, layout = make_inputs(model, crops, args.text_tokens, device, dtype, args.seed)
-            row = {
-                "variant": variant,
-                "projector": VARIANTS[variant][0],
-                "vr": VARIANTS[variant][1] or "none",
-                "vr_layers": list(configs[variant].vision_remember_layers),
-                "crops": crops,
-                "tower_tiles": layout.num_tiles,
-                "image_tokens": layout.num_tokens,
-                "seq_len": int(inputs["input_ids"].shape[1]),
-            }
-            row.update(instrumented_run(model, inputs, device, not args.no_flops))
-            for _ in range(plan.warmup):
-                timed_run(model, inputs, device, min(plan.decode_tokens, 2))
-            cases.append((variant, crops, inputs))
-            rows[variant, crops] = row
+        inputs, layout = make_inputs(model, crops, args.text_tokens, device, dtype, args.seed)
+        row = {
+            "variant": variant,
+            "projector": VARIANTS[variant][0],
+            "vr": VARIANTS[variant][1] or "none",
+            "vr_layers": list(configs[variant].vision_remember_layers),
+            "crops": crops,
+            "tower_tiles": layout.num_tiles,
+            "image_tokens": layout.num_tokens,
+            "seq_len": int(inputs["input_ids"].shape[1]),
+        }
+        row.update(instrumented_run(model, inputs, device, not args.no_flops))
+        for _ in range(plan.warmup):
+            timed_run(model, inputs, device, min(plan.decode_tokens, 2))
+        cases.append((variant, crops, inputs))
+        rows[variant, crops] = row
     return cases, rows
 
 
@@ -232,11 +253,13 @@ def _timed_rounds(cases: list, models: dict, plan: Plan, seed: int, device) -> d
     alike, which keeps the ratios stable on a shared machine. Timed runs by `(variant, crops)`."""
     runs = {(variant, crops): [] for variant, crops, _ in cases}
     order = list(range(len(cases)))
-    for round_index in range(plan.repeats):
-        random.Random(seed + round_index).shuffle(order)
-        for i in order:
-            variant, crops, inputs = cases[i]
-            runs[variant, crops].append(timed_run(models[variant], inputs, device, plan.decode_tokens))
+    with tqdm(total=plan.repeats * len(cases), desc=f"timed rounds ({plan.repeats}, interleaved)", unit="run") as bar:
+        for round_index in range(plan.repeats):
+            random.Random(seed + round_index).shuffle(order)
+            for i in order:
+                variant, crops, inputs = cases[i]
+                runs[variant, crops].append(timed_run(models[variant], inputs, device, plan.decode_tokens))
+                bar.update()
     return runs
 
 

@@ -1,5 +1,5 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""Results of the whole-model benchmark: tables, the issue's targets, plot."""
+"""Results of the whole-model benchmark: tables, the efficiency targets, plot."""
 
 from pathlib import Path
 
@@ -11,6 +11,10 @@ from .reporting import fmt, markdown_table, pyplot, save_figure
 # plot colour per projector and (line style, marker) per VR interaction, in registry order (later ones: defaults)
 PROJECTOR_COLORS = dict(zip(PROJECTORS, ["black", "tab:blue", "tab:orange", "tab:green", "tab:purple"]))
 VR_STYLES = dict(zip(["none", *VR_INTERACTIONS], [("--", "o"), ("-", "s"), ("-.", "^"), (":", "D")]))
+# the efficiency targets of `adaptive_avg_pool+sela` at real widths (presets with `targets`): Vision Remember adds at
+# most 3 % to the time to first token of pooling alone, and the model is at least 1.6x faster than `mlp` (the paper's
+# 1.60x for Qwen2-1.5B)
+TARGETS = {"max_vr_over_pool_pct": 3.0, "min_mlp_speedup": 1.6}
 
 
 def results_table(rows: list[dict]) -> str:
@@ -46,9 +50,14 @@ def estimate_table(rows: list[dict]) -> str:
     return markdown_table(headers, body)
 
 
+def _verdict(met: bool) -> str:
+    return "met" if met else "missed"
+
+
 def targets_summary(rows: list[dict], estimate: bool = False) -> list[str]:
-    """Per crop count, `adaptive_avg_pool+sela` against the issue's targets (VR <= +3 % over pooling alone,
-    >= 1.6x faster than `mlp`), measured or in the full-depth estimate."""
+    """Per crop count, `adaptive_avg_pool+sela` against `TARGETS` (VR <= +3 % over pooling alone, >= 1.6x faster
+    than `mlp`), measured or in the full-depth estimate."""
+    most, least = TARGETS["max_vr_over_pool_pct"], TARGETS["min_mlp_speedup"]
     lines = []
     for r in rows:
         if r["variant"] != VR_MAIN:
@@ -59,8 +68,8 @@ def targets_summary(rows: list[dict], estimate: bool = False) -> list[str]:
         vr = (source["x_pool"] - 1) * 100
         speed = source.get("mlp_speedup")
         lines.append(
-            f"crops={r['crops']}: VR over pooling {vr:+.1f}% (target <= +3%: {'ok' if vr <= 3 else 'MISSED'}); "
-            + (f"vs mlp {speed:.2f}x (target >= 1.6x: {'ok' if speed >= 1.6 else 'MISSED'})" if speed else "no mlp row")
+            f"crops={r['crops']}: VR over pooling {vr:+.1f}% (target <= +{most:g}%: {_verdict(vr <= most)});"
+            + (f" vs mlp {speed:.2f}x (target >= {least:g}x: {_verdict(speed >= least)})" if speed else " no mlp row")
         )
     return lines
 
@@ -89,20 +98,23 @@ def plot(rows: list[dict], path: Path, title: str):
     save_figure(fig, path)
 
 
-def print_report(rows: list[dict], reference_depth: dict | None):
-    """The results table, the full-depth estimate (when there is one) and the targets."""
+def print_report(rows: list[dict], reference_depth: dict | None, targets: bool):
+    """The results table, the full-depth estimate (when there is one) and, with `targets` (presets at real widths),
+    how `adaptive_avg_pool+sela` compares with `TARGETS`."""
     print()
     print(results_table(rows))
     if any(r.get("full_depth_estimate") for r in rows):
         print(f"\nFull-depth estimate ({reference_depth['vision']} tower + {reference_depth['text']} decoder layers; "
               "tower and decoder-layer times scaled, FLOPs exact, VR/projector/rest as measured):\n")
         print(estimate_table(rows))
+    if not targets:
+        return
     lines = targets_summary(rows)
     if lines:
-        print("\nIssue-6 targets (adaptive_avg_pool+sela), measured: " + "; ".join(lines))
+        print(f"\nTargets for {VR_MAIN}, measured: " + "; ".join(lines))
     lines = targets_summary(rows, estimate=True)
     if lines:
-        print("Issue-6 targets, full-depth estimate: " + "; ".join(lines))
+        print(f"Targets for {VR_MAIN}, full-depth estimate: " + "; ".join(lines))
 
 
-__all__ = ["estimate_table", "plot", "print_report", "results_table", "targets_summary"]
+__all__ = ["TARGETS", "estimate_table", "plot", "print_report", "results_table", "targets_summary"]

@@ -34,9 +34,11 @@ VR_LAYERS = [1, 4]  # decoder layers with VR in the VR variants
 VARIANTS = {projector: (projector, None) for projector in PROJECTORS}
 VARIANTS |= {f"{POOL}+{interaction}": (POOL, interaction) for interaction in VR_INTERACTIONS}
 VARIANTS |= {f"{projector}+sela": (projector, "sela") for projector in PROJECTORS if projector not in (MLP, POOL)}
-# the variants the issue asks for; the other projectors + sela are extra (default where a run is cheap)
+# the core comparison (every projector alone, pooling + every VR interaction); the other projectors + sela are extra
+# (default where a run is cheap)
 CORE_VARIANTS = [v for v in VARIANTS if "+" not in v or v.startswith(POOL + "+")]
 
+# `targets`: the preset has real widths, so the efficiency targets (`model_report.TARGETS`) apply to its results
 PRESETS = {
     # CI smoke test: 56-px tiles of 4x4 patches (16 tokens per tile for `mlp`, 2x2 = 4 pooled), seconds in total.
     # The tests' tiny tower and LLM (`llava_vr.testing_utils`).
@@ -54,10 +56,12 @@ PRESETS = {
         text={**QWEN2_COMMON, **QWEN2["0.5b"], "num_hidden_layers": 6},
         feature_layers=[3, 4, 5], cpu_dtype="bfloat16",
         repeats=3, warmup=0, decode_tokens=8, reference_depth={"vision": 24, "text": 24}, variants=CORE_VARIANTS,
+        targets=True,
     ),
     **{
         f"qwen2-{size}": dict(vision=CLIP_L_336, text={**QWEN2_COMMON, **QWEN2[size]}, feature_layers=[13, 18, 23],
-                              cpu_dtype="bfloat16", repeats=5, warmup=1, decode_tokens=16, reference_depth=None)
+                              cpu_dtype="bfloat16", repeats=5, warmup=1, decode_tokens=16, reference_depth=None,
+                              targets=True)
         for size in QWEN2
     },
 }

@@ -7,7 +7,10 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-DEFAULT_OUTPUT_DIR = Path("benchmarks") / "results"  # relative to the working directory (git-ignored in the repo)
+# relative to the working directory; git-ignored in the checkout, so a run never rewrites the tracked reference results
+# (`benchmarks/reference_results/`: only when given as `--output-dir`)
+DEFAULT_OUTPUT_DIR = Path("benchmark_results")
+MATPLOTLIB_MISSING = 'matplotlib is not installed: no plot (pip install -e ".[bench]" adds it)'
 
 
 def utc_timestamp() -> str:
@@ -57,6 +60,15 @@ def fmt(value, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
+def plotting_available() -> bool:
+    """Whether matplotlib (the `bench` extra) imports; the benchmarks print their tables and write JSON / CSV without."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def pyplot():
     """`matplotlib.pyplot` on the non-interactive Agg backend (matplotlib: the `bench` extra)."""
     import matplotlib
@@ -77,9 +89,11 @@ def save_figure(fig, path: Path):
 
 __all__ = [
     "DEFAULT_OUTPUT_DIR",
+    "MATPLOTLIB_MISSING",
     "command_line",
     "fmt",
     "markdown_table",
+    "plotting_available",
     "pyplot",
     "save_figure",
     "utc_timestamp",

@@ -49,7 +49,8 @@ def parse_args(argv=None, prog=None):
                         help="VLLM_CPU_OMP_THREADS_BIND for vLLM: 'auto' (vLLM's default: one pinned thread per "
                              "physical core, one core reserved for its scheduler) or 'nobind' (--threads unpinned "
                              "threads, as Transformers gets)")
-    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR)
+    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
+                        help=f"where the results go (default: {DEFAULT_OUTPUT_DIR}/ in the working directory)")
     return parser.parse_args(argv)
 
 

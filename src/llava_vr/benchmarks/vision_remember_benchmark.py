@@ -16,7 +16,8 @@ maps, no newline tokens) and measures, as the token count grows:
   number of attention / gather ops per cross-attention, and the largest intermediate tensor (nothing 576 x 576 per
   tile for SELA).
 
-Writes `<stem>.json`, `<stem>.csv` and `<stem>.png` (stem `vision_remember_<preset>_<device>` unless `--tag`).
+Writes `<stem>.json`, `<stem>.csv` and `<stem>.png` (stem `vision_remember_<preset>_<device>` unless `--tag`) to
+`--output-dir` (default `benchmark_results/`; the plot needs matplotlib, the `bench` extra).
 
 Examples:
     llava-vr bench vision-remember --preset tiny
@@ -29,6 +30,7 @@ import random
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from llava_vr.registries_llava_vr import VR_INTERACTIONS
 from llava_vr.vision_remember_llava_vr import VisionRememberInputs
@@ -45,7 +47,16 @@ from .machine import (
     torch_threads,
 )
 from .memory import PeakMemory
-from .reporting import DEFAULT_OUTPUT_DIR, command_line, fmt, utc_timestamp, write_csv, write_json
+from .reporting import (
+    DEFAULT_OUTPUT_DIR,
+    MATPLOTLIB_MISSING,
+    command_line,
+    fmt,
+    plotting_available,
+    utc_timestamp,
+    write_csv,
+    write_json,
+)
 from .timing import Marks, median, timed
 from .vision_remember_cases import PRESETS, TEXT_TOKENS, Case, build_config, build_module, synthetic_inputs
 from .vision_remember_probes import instrument_case, profile_breakdown, span_marks, summarise
@@ -66,8 +77,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-profile", action="store_true", help="skip the per-operator time breakdown")
-    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR)
-    parser.add_argument("--tag", default=None)
+    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
+                        help=f"where the results go (default: {DEFAULT_OUTPUT_DIR}/ in the working directory)")
+    parser.add_argument("--tag", default=None, help="file name stem (default: vision_remember_<preset>_<device>)")
     return parser
 
 
@@ -90,14 +102,24 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
     repeats = args.repeats or preset["repeats"]
     warmup = args.warmup if args.warmup is not None else preset["warmup"]
+    stem = args.tag or f"vision_remember_{args.preset}_{device.type}"
+    out_dir = Path(args.output_dir)
+    widths, tiles = args.text_hidden or preset["text_hidden"], args.tiles or preset["tiles"]
+    print(f"# Vision Remember micro-benchmark: preset={args.preset} device={device} dtype={dtype_name(dtype)} "
+          f"threads={threads}", flush=True)
+    print(f"  plan: {len(widths)} LLM widths x {len(args.interactions)} interactions x {len(tiles)} tile counts = "
+          f"{len(widths) * len(args.interactions) * len(tiles)} cases; per case one instrumented pass and {warmup} "
+          f"warm-up, then {repeats} timed rounds; results to {out_dir / stem}.*", flush=True)
+    plots = plotting_available()
+    if not plots:
+        print(f"  {MATPLOTLIB_MISSING}", flush=True)
+    print(f"  plain matmul probe (n = {', '.join(map(str, preset['matmul_sizes']))}) ...", flush=True)
     with torch.inference_mode():
         peak = matmul_peak_gflops(device, dtype, preset["matmul_sizes"])
     meta = _meta(args, preset, device, dtype, threads, command, repeats, warmup, peak)
-    print(f"# Vision Remember micro-benchmark: preset={args.preset} device={device} dtype={meta['dtype']} "
-          f"threads={threads}; plain matmul probe {peak['gflops']:.0f} GFLOP/s (n={peak['size']})", flush=True)
+    print(f"  plain matmul: {peak['gflops']:.0f} GFLOP/s (n={peak['size']})", flush=True)
 
     cases = _instrument_cases(args, preset, device, dtype, warmup)
-    print(f"  {len(cases)} cases instrumented; timing {repeats} interleaved rounds", flush=True)
     rows = _time_cases(cases, repeats, peak["size"], device, dtype, meta)
     if not args.no_profile:
         _profile_largest(cases, device)
@@ -105,14 +127,13 @@ def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
 
     checks = structural_checks(rows)
     payload = {"meta": meta, "checks": checks, "results": rows}
-    stem = args.tag or f"vision_remember_{args.preset}_{device.type}"
-    out_dir = Path(args.output_dir)
     meta["loadavg_at_end"] = loadavg()
     write_json(out_dir / f"{stem}.json", payload)
     write_csv(out_dir / f"{stem}.csv", rows)
-    plot(rows, out_dir / f"{stem}.png", meta)
     print_report(rows, checks)
-    print(f"\nwrote {out_dir / stem}.json, .csv, .png")
+    if plots:
+        plot(rows, out_dir / f"{stem}.png", meta)
+    print(f"\nwrote {out_dir / stem}.json, .csv" + (", .png" if plots else f" (no plot: {MATPLOTLIB_MISSING})"))
     return payload
 
 
@@ -140,12 +161,16 @@ def _meta(args, preset, device, dtype, threads, command, repeats, warmup, peak) 
 def _instrument_cases(args, preset, device, dtype, warmup: int) -> list[Case]:
     """Modules, inputs (shared by the interactions of one width) and the instrumented pass of every case."""
     cases = []
-    for width in args.text_hidden or preset["text_hidden"]:
+    widths, tile_counts = args.text_hidden or preset["text_hidden"], args.tiles or preset["tiles"]
+    progress = tqdm(total=len(widths) * len(args.interactions) * len(tile_counts), desc="instrumented passes",
+                    unit="case")
+    for width in widths:
         inputs_by_tiles = {}
         for interaction in args.interactions:
             config = build_config(preset, width, interaction)
             module = build_module(config, device, dtype)
-            for tiles in args.tiles or preset["tiles"]:
+            for tiles in tile_counts:
+                progress.set_postfix_str(f"D={width} {interaction} tiles={tiles}")
                 if tiles not in inputs_by_tiles:
                     hidden, build_args = synthetic_inputs(config, tiles, device, dtype)
                     with torch.inference_mode():
@@ -157,6 +182,8 @@ def _instrument_cases(args, preset, device, dtype, warmup: int) -> list[Case]:
                     for _ in range(warmup):
                         module(hidden, inputs)
                 cases.append(Case(row, module, hidden, build_args, inputs))
+                progress.update()
+    progress.close()
     return cases
 
 
@@ -168,7 +195,7 @@ def _time_cases(cases: list[Case], repeats: int, n: int, device, dtype, meta: di
     forward_s, build_s, spans = ([[] for _ in cases] for _ in range(3))
     matmul_gflops = []
     order = list(range(len(cases)))
-    with torch.inference_mode():
+    with torch.inference_mode(), tqdm(total=repeats, desc="timed rounds (interleaved)", unit="round") as bar:
         for round_index in range(repeats):
             random.Random(round_index).shuffle(order)
             matmul_gflops.append(2 * n**3 / timed(lambda: mat_a @ mat_b, device) / 1e9)
@@ -178,6 +205,7 @@ def _time_cases(cases: list[Case], repeats: int, n: int, device, dtype, meta: di
                     forward_s[i].append(timed(lambda: case.module(case.hidden, case.inputs), device))
                 spans[i].append(marks.totals_ms())
                 build_s[i].append(timed(lambda: VisionRememberInputs.build(*case.build_args), device))
+            bar.update()
     limit = median(matmul_gflops)
     meta["matmul_limit_gflops"] = limit
     meta["matmul_limit_runs"] = matmul_gflops

@@ -12,6 +12,7 @@ from .dispatch import OpRecorder
 from .flops import flop_counter, module_flops
 from .machine import synchronize
 from .memory import PeakMemory
+from .profiler import quiet_profile
 from .timing import Marks, around_forward, median
 
 OP_CLASSES = {  # profiler op name fragment -> class (first match wins)
@@ -41,13 +42,10 @@ def classify(name: str) -> str:
 
 def profile_breakdown(module, hidden, inputs, device) -> dict:
     """Self time per operator class and the top operators (one profiled forward after one more warm-up)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch.inference_mode():
         module(hidden, inputs)
         synchronize(device)
-        with profile(activities=activities) as prof:
+        with quiet_profile(device) as prof:
             module(hidden, inputs)
             synchronize(device)
     time_attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
