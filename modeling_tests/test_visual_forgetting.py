@@ -13,8 +13,13 @@ import pytest
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
 from llava_vr.experiments import visual_forgetting
-from llava_vr.experiments.visual_forgetting_runs import evaluate
-from llava_vr.experiments.visual_forgetting_task import PRESETS, held_out_samples
+from llava_vr.experiments.visual_forgetting_runs import evaluate, pretrain_tower
+from llava_vr.experiments.visual_forgetting_task import (
+    PRESETS,
+    build_model_and_processor,
+    build_tokenizer,
+    held_out_samples,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "examples" / "trained_models" / "llava-vr-tiny-digit-grid"
@@ -48,6 +53,70 @@ def test_experiment_smoke_preset_in_two_processes_writes_results_best_model_card
     expected = held_out_samples(PRESETS["smoke"], experiment["best"]["seed"], 2)
     assert [s["answer"] for s in written] == [s.answer for s in expected]
     assert re.fullmatch(r"(?:[a-p][0-9]){16}", expected[0].answer)
+
+    # saving again into the same (now non-empty) folders takes --overwrite
+    again = ["--preset", "smoke", "--output-dir", str(output), "--summarize-only", "--save-best-to", str(best),
+             "--save-samples-to", str(samples), "--num-samples", "1"]
+    with pytest.raises(SystemExit, match="--overwrite"):
+        visual_forgetting.run(visual_forgetting.parse_args(again))
+    visual_forgetting.run(visual_forgetting.parse_args([*again, "--overwrite"]))
+    assert len(json.loads((samples / "questions.json").read_text())["samples"]) == 1
+    assert len(list(samples.glob("*.png"))) == 1
+
+
+def refuse_to_train(*args, **kwargs):
+    raise AssertionError("the experiment trained before checking what it would overwrite")
+
+
+def test_experiment_refuses_to_replace_a_model_folder_without_overwrite(tmp_path, monkeypatch):
+    monkeypatch.setattr(visual_forgetting, "run_seeds", refuse_to_train)
+    monkeypatch.setattr(visual_forgetting, "run_in_processes", refuse_to_train)
+    bundled = tmp_path / "trained_models" / "llava-vr-tiny-digit-grid"
+    bundled.mkdir(parents=True)
+    (bundled / "config.json").write_text("{}")
+    args = visual_forgetting.parse_args(["--preset", "smoke", "--seeds", "0", "--variants", "pool_vr_sela",
+                                         "--output-dir", str(tmp_path / "runs"), "--save-best-to", str(bundled)])
+    with pytest.raises(SystemExit) as stopped:
+        visual_forgetting.run(args)
+    message = str(stopped.value)
+    assert str(bundled) in message and "--overwrite" in message and "config.json" in message
+    assert [p.name for p in bundled.iterdir()] == ["config.json"]
+
+
+def test_experiment_refuses_to_train_a_finished_run_again_without_overwrite(tmp_path, monkeypatch):
+    monkeypatch.setattr(visual_forgetting, "run_seeds", refuse_to_train)
+    finished = tmp_path / "runs" / "pool_vr_sela-seed0"
+    finished.mkdir(parents=True)
+    (finished / "result.json").write_text("{}")
+    args = visual_forgetting.parse_args(["--preset", "smoke", "--seeds", "0", "1", "--variants", "pool_vr_sela",
+                                         "--output-dir", str(tmp_path / "runs")])
+    with pytest.raises(SystemExit, match=r"pool_vr_sela-seed0\. Pass --overwrite"):
+        visual_forgetting.run(args)
+
+
+def test_experiment_prints_its_plan_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(visual_forgetting, "run_seeds", refuse_to_train)
+    args = visual_forgetting.parse_args(["--seeds", "0", "1", "--output-dir", str(tmp_path)])
+    with pytest.raises(AssertionError, match="trained before"):
+        visual_forgetting.run(args)
+    printed = capsys.readouterr().out
+    assert "plan: 6 runs (mlp, pool, pool_vr_sela x seeds 0, 1), preset 'cpu': 1500 steps" in printed
+    assert re.search(r"about \d+ min in all", printed)
+
+
+def test_tower_pretraining_runs_each_image_through_the_image_processor_once():
+    """Each pretraining image is drawn about 4 times; processing it every time cost ~15 s at every run's start."""
+    preset = PRESETS["smoke"]
+    model, processor = build_model_and_processor("pool", preset, build_tokenizer(), 0)
+    image_processor, processed = processor.image_processor, []
+
+    def counting(images, **kwargs):
+        processed.append(len(images))
+        return image_processor(images, **kwargs)
+
+    processor.image_processor = counting
+    pretrain_tower(model, processor, preset, seed=0, steps=4, batch=8)
+    assert sum(processed) == 4 * 8 // 4 + preset["tower_eval"]  # the training images once, then the held-out ones
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,11 @@ Exact-match accuracy on a held-out test split that shares no image with training
 several processes (`--jobs`) or several invocations add up. `--save-best-to` copies the best pool + VR model there
 as a complete trust_remote_code checkpoint with a model card stating its measured accuracy.
 
-    llava-vr experiment --seeds 0 1 --jobs 2                        # default CPU preset
+Nothing is overwritten unasked: a non-empty `--save-best-to` / `--save-samples-to` folder, or a finished run of the
+same variant and seed in `--output-dir`, stops the command before anything trains unless `--overwrite` is given.
+
+    llava-vr experiment --seeds 0 1 --jobs 2                        # default CPU preset (about an hour)
+    llava-vr experiment --preset smoke --output-dir runs/smoke      # seconds: does it run here?
     llava-vr experiment --summarize-only --save-best-to DIR         # table + best model
 (`python examples/visual_forgetting/run_experiment.py ...` is the same command.)
 """
@@ -35,6 +39,7 @@ as a complete trust_remote_code checkpoint with a model card stating its measure
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
 import traceback
@@ -44,7 +49,7 @@ import torch
 
 from .visual_forgetting_results import collect, save_best, write_summary
 from .visual_forgetting_runs import run_dir, run_one
-from .visual_forgetting_task import PRESETS, VARIANTS, build_tokenizer, datasets_for
+from .visual_forgetting_task import PRESETS, RUN_SECONDS, VARIANTS, build_tokenizer, datasets_for
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,7 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--save-samples-to", type=Path, help="with --save-best-to: write the first held-out test "
                         "images of the best model's seed here (PNG + questions.json), for the quickstart")
     parser.add_argument("--num-samples", type=int, default=3)
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --save-best-to / "
+                        "--save-samples-to folder and finished runs of the same variant and seed in --output-dir")
     args = parser.parse_args(argv)
+    if args.save_samples_to and not args.save_best_to:
+        parser.error("--save-samples-to writes the samples of the model --save-best-to saves: give both")
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     return args
 
@@ -77,10 +86,48 @@ def preset_of(args) -> dict:
     return preset
 
 
+def refuse_to_overwrite(args) -> None:
+    """Stops (`SystemExit`, before anything trains) when the command would replace something without `--overwrite`:
+    a non-empty `--save-best-to` / `--save-samples-to` folder, or a finished run it is about to train again."""
+    if args.overwrite:
+        return
+    for option, folder in (("--save-best-to", args.save_best_to), ("--save-samples-to", args.save_samples_to)):
+        if folder is not None and folder.is_dir() and any(folder.iterdir()):
+            names = sorted(p.name for p in folder.iterdir())
+            listing = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            raise SystemExit(f"{option} {folder} is not empty ({listing}): the experiment would replace it. Pass "
+                             "--overwrite to replace it, or name a new folder.")
+    if args.summarize_only:
+        return
+    finished = [run_dir(args.output_dir, v, seed) for seed in args.seeds for v in args.variants]
+    finished = [folder for folder in finished if (folder / "result.json").is_file()]
+    if finished:
+        raise SystemExit(f"{args.output_dir} already holds finished runs that this command would train again: "
+                         f"{', '.join(f.name for f in finished)}. Pass --overwrite to replace them, --output-dir for a "
+                         "new folder, or --summarize-only to summarise what is there.")
+
+
+def print_plan(args, preset: dict) -> None:
+    """What the command will do and about how long it takes (from the preset's measured seconds per run)."""
+    if args.summarize_only:
+        print(f"summarising the finished {args.preset!r} runs in {args.output_dir}", flush=True)
+        return
+    runs = len(args.variants) * len(args.seeds)
+    setup_seconds, step_seconds = RUN_SECONDS[args.preset]
+    minutes = (setup_seconds + step_seconds * preset["steps"]) / 60
+    total = math.ceil(runs / args.jobs) * minutes
+    print(f"plan: {runs} runs ({', '.join(args.variants)} x seeds {', '.join(map(str, args.seeds))}), preset "
+          f"{args.preset!r}: {preset['steps']} steps of batch {preset['batch']} each, {args.jobs} at a time with "
+          f"{args.threads} thread(s) each; about {minutes:.1f} min per run on one core of the reference 2-core CPU, "
+          f"so about {total:.0f} min in all; results in {args.output_dir}", flush=True)
+
+
 def run_seeds(args, seeds: list[int], variants: list[str]) -> None:
     """Every (seed, variant) in this process: one tokenizer, one dataset pair per seed."""
     preset, tokenizer = preset_of(args), build_tokenizer()
     for seed in seeds:
+        print(f"seed {seed}: rendering {preset['train']} training and {args.test_samples} held-out test images",
+              flush=True)
         data = datasets_for(preset, seed, args.test_samples)
         for variant in variants:
             run_one(variant, seed, preset, tokenizer, data, args)
@@ -122,6 +169,8 @@ def run(args) -> list[dict]:
     """Trains what `args` asks (unless `--summarize-only`), then summarises every finished run of the preset in the
     folder (`results.json`, `results.md`) and saves the best model if asked; returns the runs."""
     preset = preset_of(args)
+    refuse_to_overwrite(args)
+    print_plan(args, preset)
     torch.set_num_threads(args.threads)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     if not args.summarize_only and args.jobs > 1:
@@ -143,4 +192,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["main", "parse_args", "run", "run_in_processes"]
+__all__ = ["main", "parse_args", "print_plan", "refuse_to_overwrite", "run", "run_in_processes"]

@@ -69,8 +69,11 @@ def render_experiment_card(config, best: dict, results: list[dict], preset: dict
 
 
 def save_samples(folder: Path, preset: dict, seed: int, count: int) -> None:
-    """The first `count` held-out test images of `seed` as PNGs, with `questions.json` (question and answer each)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """The first `count` held-out test images of `seed` as PNGs, with `questions.json` (question and answer each), in
+    `folder` (replaced: `refuse_to_overwrite` has checked that it is empty or that `--overwrite` was given)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
     entries = []
     for index, sample in enumerate(held_out_samples(preset, seed, count)):
         name = f"digit_grid_test_seed{seed}_{index}.png"
@@ -90,7 +93,7 @@ def save_best(results: list[dict], args, preset: dict) -> None:
         raise SystemExit("no trained Vision Remember model to save")
     best = max(candidates, key=lambda r: (r["accuracy"], r["digit_accuracy"]))
     target = args.save_best_to
-    if target.exists():
+    if target.exists():  # empty, or `--overwrite` (`refuse_to_overwrite` checked before anything trained)
         shutil.rmtree(target)
     shutil.copytree(run_dir(args.output_dir, best["variant"], best["seed"]) / "model", target)
     slim = [{k: v for k, v in r.items() if k not in ("losses", "preset")} for r in results]

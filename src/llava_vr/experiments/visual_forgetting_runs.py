@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from llava_vr.data.synthetic_documents import generate_samples
 from llava_vr.training import set_trainable
@@ -35,21 +36,24 @@ def pretrain_tower(model, processor, preset: dict, seed: int, steps: int = 400, 
     kwargs = grid_task(preset)
     positions = torch.arange(grid * grid)
 
-    def batch_of(samples):
-        pixels = processor.image_processor([s.image for s in samples], return_tensors="pt")["pixel_values"][:, 0]
+    def batch_of(samples, chunk: int = 256):
+        """Pixel values `(len(samples), 3, image, image)` (the base tile) and the digits `(len(samples), grid**2)`."""
+        pixels = [processor.image_processor([s.image for s in samples[i : i + chunk]], return_tensors="pt")
+                  ["pixel_values"][:, 0].clone() for i in range(0, len(samples), chunk)]
         labels = torch.tensor([[int(d) for d in grid_digits(s.answer)] for s in samples])
-        return pixels, labels
+        return torch.cat(pixels), labels
 
     generator = torch.Generator().manual_seed(seed)
     digit_head = torch.nn.Linear(tower.config.hidden_size, 10)
     position_head = torch.nn.Linear(tower.config.hidden_size, grid * grid)
     heads = [*digit_head.parameters(), *position_head.parameters()]
     optimizer = torch.optim.AdamW([*tower.parameters(), *heads], lr=3e-3)
-    train_samples = generate_samples(steps * batch // 4, seed + 7919, "train", **kwargs)
+    # every image through the image processor once (each is drawn about 4 times below)
+    train_pixels, train_labels = batch_of(generate_samples(steps * batch // 4, seed + 7919, "train", **kwargs))
     tower.train()
-    for step in range(steps):
-        index = torch.randint(len(train_samples), (batch,), generator=generator).tolist()
-        pixels, labels = batch_of([train_samples[i] for i in index])
+    for _ in tqdm(range(steps), desc="tower pretraining", unit="step"):
+        index = torch.randint(len(train_labels), (batch,), generator=generator)
+        pixels, labels = train_pixels[index], train_labels[index]
         features = tower(pixel_values=pixels).last_hidden_state[:, 1:]
         loss = torch.nn.functional.cross_entropy(digit_head(features).flatten(0, 1), labels.flatten())
         loss = loss + torch.nn.functional.cross_entropy(position_head(features).flatten(0, 1),
@@ -102,7 +106,7 @@ def evaluate(model, processor, dataset, batch_size: int = 64):
     model.eval()
     processor.tokenizer.padding_side = "left"
     correct, chars, char_total, prefill_times = 0, 0, 0, []
-    for start in range(0, len(dataset), batch_size):
+    for start in tqdm(range(0, len(dataset), batch_size), desc="evaluation", unit="batch"):
         rows = dataset[start : start + batch_size]
         prompts = [processor.apply_chat_template(m[:1], add_generation_prompt=True) for m in rows["messages"]]
         answers = [m[1]["content"][0]["text"] for m in rows["messages"]]
@@ -140,6 +144,7 @@ def run_one(variant: str, seed: int, preset: dict, tokenizer, datasets, args) ->
     """Trains and evaluates one variant; writes `result.json` (and the model for Vision Remember variants)."""
     train_set, test_set = datasets
     folder = run_dir(args.output_dir, variant, seed)
+    shutil.rmtree(folder, ignore_errors=True)  # an unfinished run, or `--overwrite` (`refuse_to_overwrite`)
     random.seed(seed)
     model, processor = build_model_and_processor(variant, preset, tokenizer, seed)
     tower_accuracy = frozen_pretrained_tower(model, processor, preset, seed)  # (digit, position)

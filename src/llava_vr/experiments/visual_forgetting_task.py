@@ -32,6 +32,10 @@ PRESETS = {
                   batch=4, train=16, pretrained_tower=True, tower_steps=2, tower_eval=8),
 }
 
+# preset -> (seconds of data, tower pretraining and evaluation; seconds per optimizer step) of one run on one core of
+# the reference 2-core CPU (AMD EPYC), for the plan the command prints; not part of the preset (results match on it)
+RUN_SECONDS = {"cpu": (100, 0.42), "smoke": (10, 0.5)}
+
 
 def grid_digits(text: str) -> list[str]:
     """The digits of an answer in order (cell letters and separators dropped)."""
@@ -109,6 +113,7 @@ def held_out_samples(preset: dict, seed: int, count: int):
 __all__ = [
     "PATCH",
     "PRESETS",
+    "RUN_SECONDS",
     "VARIANTS",
     "build_model_and_processor",
     "build_tokenizer",
