@@ -41,6 +41,32 @@ def test_every_subcommand_answers_help(command, tmp_path):
     assert "usage" in result.stdout.lower()
 
 
+# runs the installed `llava-vr` console script's entry point as the script does, then lists the heavy modules imported
+CONSOLE_SCRIPT = """
+import sys
+from importlib.metadata import entry_points
+
+(script,) = entry_points(group="console_scripts", name="llava-vr")
+sys.argv = ["llava-vr", *sys.argv[1:]]
+try:
+    status = script.load()()
+except SystemExit as exit:
+    status = exit.code
+print(status, sorted(name for name in ("torch", "transformers", "llava_vr") if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["frobnicate"]])
+def test_llava_vr_help_version_and_usage_errors_do_not_import_torch(argv, tmp_path):
+    result = subprocess.run([sys.executable, "-c", CONSOLE_SCRIPT, *argv], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    status, imported = result.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert imported == "[]", result.stdout + result.stderr[-2000:]
+    assert status == ("2" if argv == ["frobnicate"] else "0")
+    if argv == ["--help"]:
+        assert all(name in result.stdout for name in SUBCOMMANDS)
+
+
 def test_unknown_subcommand_exits_with_usage_error(tmp_path):
     result = run_cli("frobnicate", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice" in result.stderr

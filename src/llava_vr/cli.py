@@ -1,60 +1,7 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""The `llava-vr` command: one entry point for the project's tools, like `trl sft`.
+"""The `llava-vr` command under the package's name. The implementation is the top-level module `llava_vr_cli`, which
+the console script imports without importing this package (and so without torch): see its docstring."""
 
-    llava-vr convert --source SRC --output DIR [...]      convert a LLaVA-NeXT / OneVision checkpoint
-    llava-vr push DIR --repo-id OWNER/NAME [--dry-run]    publish a LLaVA-VR folder to the Hub
-    llava-vr sft --model_name_or_path CKPT [...]          fine-tune with TRL's SFTTrainer
-    llava-vr bench {model,vision-remember} [...]          benchmarks
-    llava-vr experiment [...]                             the visual-forgetting experiment
+from llava_vr_cli import SUBCOMMANDS, build_parser, main
 
-Each subcommand's module is imported only when it runs, and parses the rest of the command
-line itself: `llava-vr sft --help` shows TRL's and the project's options.
-"""
-
-import argparse
-import importlib
-import sys
-
-
-# subcommand -> ("module:function", one-line help); the function takes the remaining arguments
-SUBCOMMANDS = {
-    "convert": ("llava_vr.conversion.convert:main", "convert a LLaVA-NeXT / LLaVA-OneVision checkpoint to LLaVA-VR"),
-    "push": ("llava_vr.hub.push:main", "publish a LLaVA-VR folder to the Hub with its model card (or --dry-run)"),
-    "sft": ("llava_vr.training.sft_cli:main", "fine-tune with TRL's SFTTrainer (full, staged or LoRA)"),
-    "bench": ("llava_vr.benchmarks.cli:main", "benchmarks: whole model (TTFT, decode, memory, FLOPs) or VR alone"),
-    "experiment": ("llava_vr.experiments.visual_forgetting:main", "the visual-forgetting experiment"),
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="llava-vr", description="LLaVA-VR (Vision Remember) tools. `llava-vr COMMAND --help` for a command's options."
-    )
-    parser.add_argument("--version", action="store_true", help="print the package version and exit")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text) in SUBCOMMANDS.items():
-        commands.add_parser(name, help=help_text, add_help=False)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if not argv or argv[0] not in SUBCOMMANDS:
-        args = parser.parse_args(argv)
-        if args.version:
-            from importlib.metadata import version
-
-            print(version("llava-vr"))
-            return 0
-        parser.print_help()
-        return 0 if not argv else 2
-    target, _ = SUBCOMMANDS[argv[0]]
-    module_name, function_name = target.split(":")
-    sys.argv = [f"llava-vr {argv[0]}", *argv[1:]]  # subcommand parsers (TrlParser too) print this program name
-    result = getattr(importlib.import_module(module_name), function_name)(argv[1:])
-    return result if isinstance(result, int) else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
