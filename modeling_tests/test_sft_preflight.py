@@ -67,6 +67,25 @@ def test_adapter_folder_and_missing_folder_say_what_they_are(tmp_path, capsys):
     assert status == 2 and err == f"error: --model {tmp_path / 'nothing' / 'here'}: no such folder\n"
 
 
+def test_a_hub_id_that_is_no_folder_is_looked_up_once_not_retried(monkeypatch, capsys):
+    from huggingface_hub import HfApi, constants
+
+    calls = []
+
+    def unreachable(self, repo_id, timeout=None):
+        calls.append((repo_id, timeout))
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(HfApi, "model_info", unreachable)
+    status, err = refusal(["--model", "runs/stage9"], capsys)
+    assert status == 2 and calls == [("runs/stage9", constants.HF_HUB_ETAG_TIMEOUT)]
+    assert err == ("error: --model runs/stage9: no such local folder, and the Hub cannot be reached to look it up "
+                   "(Name or service not known)\n")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    status, err = refusal(["--model", "runs/stage9"], capsys)
+    assert status == 2 and "HF_HUB_OFFLINE is set while it is not in the Hub cache" in err and len(calls) == 1
+
+
 # ---- bf16 on a CPU, warnings ----------------------------------------------------------------------------------------
 
 

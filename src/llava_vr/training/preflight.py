@@ -49,14 +49,36 @@ def read_config(name: str, revision: str | None = None) -> dict:
                 f"{name} --model BASE --output_dir {os.path.join(name, 'merged')}`)"
             )
         raise SFTRefusal(f"--model {name} has no config.json: give a LLaVA-VR checkpoint folder")
-    if not os.path.exists(name) and looks_local(name):
-        raise SFTRefusal(f"--model {name}: no such folder")
+    if not os.path.exists(name):
+        if looks_local(name):
+            raise SFTRefusal(f"--model {name}: no such folder")
+        try:  # a Hub id already in the local cache
+            return PretrainedConfig.get_config_dict(name, revision=revision, local_files_only=True)[0]
+        except OSError:
+            check_on_hub(name)
     try:
         return PretrainedConfig.get_config_dict(name, revision=revision)[0]
     except OSError as error:
-        local = "" if os.path.exists(name) else " (no such local folder either)"
         reason = str(error).strip().splitlines()[0]
-        raise SFTRefusal(f"--model {name}: cannot read its config{local}: {reason}") from None
+        raise SFTRefusal(f"--model {name}: cannot read its config: {reason}") from None
+
+
+def check_on_hub(name: str) -> None:
+    """One quick look-up of a Hub id that is neither a local folder nor cached (no retries: an unreachable Hub fails
+    in seconds, not after a minute of retried downloads)."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    where = f"--model {name}: no such local folder"
+    if constants.HF_HUB_OFFLINE:
+        raise SFTRefusal(f"{where}, and HF_HUB_OFFLINE is set while it is not in the Hub cache")
+    try:
+        HfApi().model_info(name, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except RepositoryNotFoundError:
+        raise SFTRefusal(f"{where}, and no Hub model {name} (a private one needs `hf auth login`)") from None
+    except Exception as error:  # DNS, connection refused, timeout, proxy, gated
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SFTRefusal(f"{where}, and the Hub cannot be reached to look it up ({reason})") from None
 
 
 def check_checkpoint(name: str, revision: str | None = None) -> None:
