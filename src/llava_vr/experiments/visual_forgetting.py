@@ -42,6 +42,7 @@ import argparse
 import math
 import multiprocessing
 import os
+import time
 import traceback
 from pathlib import Path
 
@@ -155,10 +156,11 @@ def run_in_processes(args, pairs: list[tuple[str, int]]) -> None:
     tasks = [(args, v, seed, run_dir(args.output_dir, v, seed).with_suffix(".log")) for v, seed in pairs]
     for _, variant, seed, log_path in tasks:
         print(f"queued {variant} seed {seed} (log: {log_path})", flush=True)
-    failed = []
+    failed, start = [], time.monotonic()
     with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-        for variant, seed, log_path, succeeded in pool.imap_unordered(run_logged, tasks):
-            print(f"finished {variant} seed {seed}: {'ok' if succeeded else 'failed'}", flush=True)
+        for done, (variant, seed, log_path, succeeded) in enumerate(pool.imap_unordered(run_logged, tasks), 1):
+            print(f"finished {variant} seed {seed}: {'ok' if succeeded else 'failed'} ({done} of {len(tasks)} runs "
+                  f"done, {(time.monotonic() - start) / 60:.1f} min so far)", flush=True)
             if not succeeded:
                 failed.append(f"{variant} seed {seed} (see {log_path})")
     if failed:
