@@ -13,7 +13,10 @@ from llava_vr.data.tokenizers import train_chat_tokenizer
 from llava_vr.registries_llava_vr import VR_INTERACTIONS
 
 PATCH = 14
-# variant -> LlavaVRConfig overrides: no compression, pooling alone, pooling + each registered VR interaction
+# variant -> LlavaVRConfig overrides: no compression, pooling alone, pooling + each registered VR interaction at
+# the defaults (VR as wide as the multi-level features, token self-attention, saliency for SELA only), and two SELA
+# ablations: VR as wide as the tower (`narrow`, "tower" is replaced by the preset's tower width) and the paper's v1
+# (no token self-attention)
 VARIANTS = {
     "mlp": dict(projector_type="mlp", vision_remember_layers=[]),
     "pool": dict(projector_type="adaptive_avg_pool", vision_remember_layers=[]),
@@ -21,6 +24,8 @@ VARIANTS = {
         f"pool_vr_{interaction}": dict(projector_type="adaptive_avg_pool", vision_remember_interaction=interaction)
         for interaction in VR_INTERACTIONS
     },
+    "pool_vr_sela_narrow": dict(projector_type="adaptive_avg_pool", vision_remember_hidden_size="tower"),
+    "pool_vr_sela_v1": dict(projector_type="adaptive_avg_pool", vision_remember_self_attention=False),
 }
 PRESETS = {
     # image px, digits per side, answer format, tower (hidden, layers), LLM (hidden, layers), VR layers, optimizer
@@ -60,6 +65,8 @@ def variant_config(variant: str, preset: dict, tokenizer) -> LlavaVRConfig:
     llm_hidden, llm_layers = preset["llm"]
     overrides = dict(VARIANTS[variant])
     overrides.setdefault("vision_remember_layers", preset["vr_layers"])
+    if overrides.get("vision_remember_hidden_size") == "tower":
+        overrides["vision_remember_hidden_size"] = tower_hidden
     return LlavaVRConfig(
         vision_config=dict(
             model_type="clip_vision_model", hidden_size=tower_hidden, intermediate_size=2 * tower_hidden,
