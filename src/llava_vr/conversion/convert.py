@@ -67,25 +67,32 @@ def move_into_place(tmp: Path, output: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
-def readable_temporary_folder(output: Path) -> Path:
-    """A new empty folder beside `output`, with the permissions `mkdir` gives under the umask (`mkdtemp` makes
-    0700, which would leave the converted model unreadable for other users or a serving container)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+def current_umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
-    return tmp
+    return umask
+
+
+def apply_umask(folder: Path) -> None:
+    """Gives `folder` and everything in it the permissions plain `mkdir` / `open` give under the umask (0755 / 0644
+    under the usual 022): `mkdtemp` makes 0700 and safetensors >= 0.8 writes weights 0600, which would leave the
+    converted model unreadable for other users or a serving container."""
+    umask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def write_folder(output: Path, model, processor, card) -> None:
     """Saves model, processor and card into a temporary folder beside `output`, then moves it into place."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = readable_temporary_folder(output)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     try:
         log(f"Saving to {output} ...")
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         card.save(tmp / "README.md")
+        apply_umask(tmp)
         move_into_place(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

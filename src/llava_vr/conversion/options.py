@@ -29,6 +29,9 @@ def add_vision_remember_flags(parser: argparse.ArgumentParser) -> None:
     vr.add_argument("--vision-remember-num-heads", type=int, metavar="H", help="heads of VR's attentions")
     vr.add_argument("--vision-remember-window-size", type=int, metavar="W",
                     help="side of the feature window a token reads (sela)")
+    vr.add_argument("--vision-remember-window-layout", metavar="LAYOUT",
+                    help="how windows larger than a token's region are laid out (LlavaVRConfig's "
+                         "vision_remember_window_layout, e.g. partition or centred)")
     vr.add_argument("--vision-remember-saliency", choices=list(SALIENCY_MODES),
                     help="; ".join(f"{name}: {text}" for name, text in SALIENCY_MODES.items()))
     vr.add_argument("--vision-remember-self-attention", action=argparse.BooleanOptionalAction, default=None,

@@ -77,7 +77,7 @@ def transformers_plan(src: Source) -> Plan:
 VR_FLAG_FIELDS = (
     "vision_remember_layers", "vision_remember_feature_layers", "vision_remember_interaction",
     "vision_remember_hidden_size", "vision_remember_num_heads", "vision_remember_window_size",
-    "vision_remember_saliency", "vision_remember_self_attention",
+    "vision_remember_window_layout", "vision_remember_saliency", "vision_remember_self_attention",
 )
 """Config fields set by the `--vision-remember-*` flags of the same names; None (unset) keeps the config's default."""
 

@@ -107,10 +107,11 @@ def describe_new(key_group: str, config) -> str:
     """What a NEW (untrained) module is, for the card."""
     if ".vision_remember." in key_group:
         layer = key_group.rsplit(".", 1)[-1]
+        self_attention = "bidirectional self-attention, " if config.vision_remember_self_attention else ""
         return (
             f"Vision Remember before decoder layer {layer}: expand MLP, `{config.vision_remember_interaction}` "
-            "token–feature cross-attention, bidirectional self-attention, zero-initialised output projection "
-            "(the identity until trained)"
+            f"token–feature cross-attention, {self_attention}zero-initialised output projection (the identity until "
+            "trained)"
         )
     name = key_group.removeprefix("model.multi_modal_projector.")
     if key_group.startswith("model.multi_modal_projector."):

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..conversion.errors import HUB_ID, ConversionError, one_line
 from .selection import select_upload
 from .upload_card import card_for_upload
-from .validation import validate_folder
+from .validation import check_model_folder, validate_folder
 
 
 def format_size(size: float) -> str:
@@ -72,7 +72,9 @@ def push_folder(folder, repo_id: str, *, private: bool = False, dry_run: bool = 
     for flag, value in (("--repo-id", repo_id), ("--base-model", base_model)):
         if value is not None and not HUB_ID.match(value):
             raise ConversionError(f"{flag} {value!r}: expected a Hub id OWNER/NAME")
-    validate_folder(folder, selection := select_upload(folder))
+    check_model_folder(folder)
+    selection = select_upload(folder)
+    validate_folder(folder, selection)
     card, messages = card_for_upload(folder, repo_id, base_model)
     files = [(name, size) for name, size in selection.files if name != "README.md"]
     files.append(("README.md", len(card.encode("utf-8"))))
