@@ -4,6 +4,7 @@ flag in config.json, readable output folders, and messages for an already-conver
 offline Hub. Tiny random sources; never the network (a closed or silent port on 127.0.0.1 at most)."""
 
 import json
+import os
 import shutil
 import socket
 import stat
@@ -154,7 +155,7 @@ def test_every_vision_remember_flag_lands_in_config_json_and_unset_ones_keep_the
         assert config.get(field) == getattr(own, field), field
 
 
-def test_saliency_flag_choices_come_from_the_registry(capsys):
+def test_saliency_flag_choices_come_from_the_registry():
     from llava_vr.conversion import build_parser
     from llava_vr.registries_llava_vr import SALIENCY_MODES
 
@@ -167,21 +168,15 @@ def test_saliency_flag_choices_come_from_the_registry(capsys):
 # ---------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("umask, folder_mode, file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
 def test_converted_folder_permissions_follow_the_umask(plain_sources, tmp_path, umask, folder_mode, file_mode):
-    previous = os_umask(umask)
+    previous = os.umask(umask)
     try:
         convert(plain_sources["next"], tmp_path / "out", "--no-vision-remember", "--projector-type", "mlp")
     finally:
-        os_umask(previous)
+        os.umask(previous)
     output = tmp_path / "out"
     assert stat.S_IMODE(output.stat().st_mode) == folder_mode
     for path in output.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == file_mode, path.name
-
-
-def os_umask(mask: int) -> int:
-    import os
-
-    return os.umask(mask)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
