@@ -21,6 +21,8 @@ BENCHMARKS = {
                         "one Vision Remember module alone: time, FLOPs, GFLOP/s vs matmul, structural checks"),
     "serving": ("llava_vr.benchmarks.serving",
                 "vLLM against Transformers generate: throughput and TTFT at 1 / 4 / 16 concurrent requests"),
+    "decode": ("llava_vr.benchmarks.decode_benchmark",
+               "decode tokens/s with and without torch.compile (static cache), side by side"),
 }
 
 
