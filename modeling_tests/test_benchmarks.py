@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 
 from llava_vr.benchmarks import cli, model_benchmark, model_report, serving, vision_remember_benchmark
-from llava_vr.benchmarks.model_variants import PRESETS, VARIANTS, VR_MAIN
+from llava_vr.benchmarks.model_targets import TARGETS, comparison_table, counterpart_pairs, target_checks
+from llava_vr.benchmarks.model_variants import (
+    PRESETS,
+    VARIANTS,
+    VR_MAIN,
+    VR_V1,
+    WIDTH_COMPARISON,
+    Variant,
+    build_config,
+    parse_variant,
+)
 from llava_vr.benchmarks.reporting import DEFAULT_OUTPUT_DIR
 from llava_vr.registries_llava_vr import VR_INTERACTIONS
 
@@ -51,9 +61,13 @@ def test_llava_vr_benchmark_tiny_end_to_end(tmp_path):
         if row["vr"] == "none":
             assert calls["vr"] == 0 and row["flops"]["vr"] == 0
         else:  # one VR-input build and (SELA: the only interaction with saliency) one saliency per prefill, one call
-            # per VR layer
+            # per VR layer, each in the formulation the variant asks for (auto: absorbed at the tiny sizes)
             saliency = int(row["vr"] == "sela")
-            assert calls == {"tower": 1, "saliency": saliency, "vr_build": 1, "vr": len(row["vr_layers"])}
+            layers = len(row["vr_layers"])
+            formulation = "plain" if variant.endswith(":plain") else "absorbed"
+            ran = {name: layers * (formulation == name) for name in ("absorbed", "plain")}
+            assert calls == {"tower": 1, "saliency": saliency, "vr_build": 1, "vr": layers, **ran}
+            assert row["vr_formulation_used"] == formulation
             assert row["flops"]["vr"] > 0
         if variant != "mlp":  # the pooled variants carry 1/4 of mlp's tokens per tile
             assert row["image_tokens"] < by_case["mlp", c]["image_tokens"]
@@ -69,12 +83,20 @@ def test_vision_remember_benchmark_tiny_end_to_end(tmp_path):
     assert interactions == set(VR_INTERACTIONS) == {r["interaction"] for r in rows}
     for row in written["results"]:
         assert row["forward_ms"] > 0 and row["gflop"] > 0 and row["pct_of_matmul"] is not None
-    sela = [r for r in written["results"] if r["interaction"] == "sela"]
-    assert len({r["dispatched_ops"] for r in sela}) == 1  # op count independent of the tile count
-    largest = max(sela, key=lambda r: r["tiles"])
-    # one attention for all windows of all tiles: a fused SDPA, or the absorbed formulation's one softmax
-    assert len(largest["cross_attention_calls"]) + largest["cross_attention_kernels"].get("_softmax", 0) == 1
-    assert written["checks"]["lines"]
+    expected = {(str(width), f) for width in (96, 32) for f in ("absorbed", "plain")}
+    assert {(r["width"], r["formulation"]) for r in rows} == expected
+    for width in (96, 32):
+        for formulation in ("absorbed", "plain"):
+            sela = [r for r in written["results"]
+                    if (r["interaction"], r["width"], r["formulation"]) == ("sela", width, formulation)]
+            assert len({r["dispatched_ops"] for r in sela}) == 1  # op count independent of the tile count
+            largest = max(sela, key=lambda r: r["tiles"])
+            # one attention for all windows of all tiles: a fused SDPA (plain), one softmax (absorbed)
+            calls, kernels = largest["cross_attention_calls"], largest["cross_attention_kernels"]
+            assert (len(calls), kernels.get("_softmax", 0)) == ((1, 0) if formulation == "plain" else (0, 1))
+    # the absorbed formulation gives the plain one's output (same weights and inputs, fp32 rounding)
+    assert all(r["plain_rel_diff"] < 1e-4 for r in written["results"] if r["formulation"] == "absorbed")
+    assert written["checks"]["all_ok"] and written["checks"]["lines"]
 
 
 def test_bench_command_runs_a_benchmark_and_records_the_command(tmp_path):
@@ -147,20 +169,132 @@ def test_benchmark_without_matplotlib_says_so_up_front_and_still_prints_and_writ
     assert not (tmp_path / f"{stem}.png").exists()
 
 
+def estimate_row(variant: str, crops: int, ttft_ms: float, vr_ms: float = 0.0, vr_flops_pct: float = 0.0,
+                 **extra) -> dict:
+    """A result row with a full-depth estimate (ratios as `add_ratios` writes them, shares as `vr_shares`)."""
+    spec = parse_variant(variant)
+    estimate = {"ttft_ms": ttft_ms, "vr_ms": vr_ms, **extra}
+    if vr_ms:
+        estimate.update(vr_flops_pct=vr_flops_pct, vr_time_pct=100 * vr_ms / ttft_ms,
+                        vr_time_over_flop_share=100 * vr_ms / ttft_ms / vr_flops_pct)
+    return {"variant": spec.name, "projector": spec.projector, "vr": spec.vr, "crops": crops, "ttft_ms": ttft_ms / 4,
+            "vr_ms": vr_ms, "flops": {"vr": vr_flops_pct, "total": 100.0}, "full_depth_estimate": estimate}
+
+
+def target_rows() -> list[dict]:
+    """Pooling alone 100 ms, mlp 170 ms; the default +9 % (VR 8 ms for 8 % of the FLOPs: share ratio 1.0 + the
+    other 1 %), v1 +8.5 % (VR 8.5 ms for 6 % of the FLOPs: 1.3x), the plain twins and a narrow-width twin."""
+    rows = [estimate_row("mlp", 1, 170.0), estimate_row("adaptive_avg_pool", 1, 100.0),
+            estimate_row(VR_MAIN, 1, 109.0, 8.72, 8.0), estimate_row(VR_V1, 1, 108.5, 8.4, 6.0),
+            estimate_row(f"{VR_MAIN}:plain", 1, 113.0, 13.0, 12.0),
+            estimate_row(f"{VR_V1}:plain", 1, 112.0, 12.0, 10.0),
+            estimate_row(f"{VR_MAIN}:w1024", 1, 103.0, 3.0, 3.0)]
+    for row in rows:
+        estimate = row["full_depth_estimate"]
+        estimate["x_pool"] = estimate["ttft_ms"] / 100.0
+        estimate["mlp_speedup"] = 170.0 / estimate["ttft_ms"]
+    return rows
+
+
+def test_variant_names_parse_into_one_scheme():
+    assert parse_variant(VR_MAIN) == Variant("adaptive_avg_pool", "sela")
+    assert parse_variant("mlp") == Variant("mlp") and parse_variant("mlp").vr == "none"
+    spec = parse_variant("adaptive_avg_pool+sela:plain:v1:w1024")  # modifiers in any order
+    assert spec == Variant("adaptive_avg_pool", "sela", width=1024, self_attention=False, formulation="plain")
+    assert spec.name == "adaptive_avg_pool+sela:w1024:v1:plain"  # the canonical order
+    assert parse_variant("pixel_shuffle+deformable:absorbed").formulation == "absorbed"
+    for name, variant in VARIANTS.items():  # the named variants (old names included) are canonical
+        assert parse_variant(name) == variant and variant.name == name
+    assert {"mlp", "adaptive_avg_pool", "adaptive_avg_pool+global", "adaptive_avg_pool+deformable",
+            "pixel_shuffle+sela", *WIDTH_COMPARISON} <= set(VARIANTS)
+    for bad, message in [("conv", "unknown projector"), ("mlp+attention", "unknown VR interaction"),
+                         ("mlp:plain", "modifiers need Vision Remember"), (f"{VR_MAIN}:fast", "unknown modifier"),
+                         (f"{VR_MAIN}:w0", "unknown modifier"), (f"{VR_MAIN}:plain:absorbed", "given twice")]:
+        with pytest.raises(ValueError, match=message):
+            parse_variant(bad)
+    args = model_benchmark.build_parser().parse_args(["--variants", "adaptive_avg_pool+sela:v1:w1024", "all"])
+    assert args.variants == ["adaptive_avg_pool+sela:w1024:v1", "all"]
+
+
+@pytest.mark.parametrize("preset, default_width", [("tiny", 3 * 32), ("cpu-small", 3 * 1024)])
+def test_comparison_variants_build_the_intended_configs(preset, default_width):
+    expected = {  # variant -> (VR layers, width, token self-attention, formulation)
+        "mlp": ([], default_width, True, "auto"),
+        "adaptive_avg_pool": ([], default_width, True, "auto"),
+        VR_MAIN: ([1, 4], default_width, True, "auto"),
+        f"{VR_MAIN}:plain": ([1, 4], default_width, True, "plain"),
+        VR_V1: ([1, 4], default_width, False, "auto"),
+        f"{VR_V1}:plain": ([1, 4], default_width, False, "plain"),
+        f"{VR_MAIN}:w1024": ([1, 4], 1024, True, "auto"),
+        f"{VR_MAIN}:w1024:v1": ([1, 4], 1024, False, "auto"),
+    }
+    assert set(expected) == set(WIDTH_COMPARISON) and set(WIDTH_COMPARISON) <= set(PRESETS["cpu-small"]["variants"])
+    for variant, settings in expected.items():
+        config = build_config(PRESETS[preset], variant, "sdpa")
+        assert config.projector_type == parse_variant(variant).projector
+        assert (config.vision_remember_layers, config.vision_remember_hidden_size,
+                config.vision_remember_self_attention, config.vision_remember_formulation) == settings
+        assert config.vision_remember_interaction == "sela"
+
+
+def test_targets_are_computed_from_the_rows():
+    checks = {(c["variant"], c["target"]): c for c in target_checks(target_rows(), estimate=True)}
+    assert set(checks) == {(VR_MAIN, "vr_over_pool_pct"), (VR_MAIN, "time_over_flop_share"), (VR_MAIN, "mlp_speedup"),
+                           (VR_V1, "vr_over_pool_pct"), (VR_V1, "time_over_flop_share")}
+    over = checks[VR_MAIN, "vr_over_pool_pct"]
+    assert over["value"] == pytest.approx(9.0) and over["met"]
+    assert over["limit"] == TARGETS["max_vr_over_pool_pct"][VR_MAIN] == 10.0
+    assert checks[VR_V1, "vr_over_pool_pct"]["value"] == pytest.approx(8.5)
+    assert not checks[VR_V1, "vr_over_pool_pct"]["met"]  # the v1 limit is 8 %
+    share = checks[VR_MAIN, "time_over_flop_share"]
+    assert share["value"] == pytest.approx(8.72 / 109.0 * 100 / 8.0) and share["met"]  # 1.0
+    assert not checks[VR_V1, "time_over_flop_share"]["met"]  # 8.4 / 108.5 / 6 % = 1.29 > 1.15
+    speedup = checks[VR_MAIN, "mlp_speedup"]
+    assert speedup["value"] == pytest.approx(170 / 109) and not speedup["met"]
+    assert target_checks(target_rows(), estimate=False) == []  # the measured rows carry no ratios here
+
+
+def test_formulation_and_width_comparisons_pair_each_variant_with_its_twin():
+    rows = target_rows()
+    pairs = {(a["variant"], b["variant"]) for a, b in counterpart_pairs(rows, "formulation")}
+    assert pairs == {(VR_MAIN, f"{VR_MAIN}:plain"), (VR_V1, f"{VR_V1}:plain")}
+    pairs = {(a["variant"], b["variant"]) for a, b in counterpart_pairs(rows, "width")}
+    assert pairs == {(f"{VR_MAIN}:w1024", VR_MAIN)}
+    table = comparison_table(rows, "formulation", estimate=True)
+    # default against plain: TTFT 109 / 113 at full depth, VR time 8.72 / 13, VR over pooling +9.0 and +13.0 %
+    assert f"| {VR_MAIN} | {VR_MAIN}:plain | 1 | - | 0.965 | 0.67 | 0.67 | +9.0 | +13.0 | 8.00 | 12.00 |" in table
+
+
 def test_efficiency_targets_are_printed_only_for_presets_at_real_widths(capsys):
-    rows = [
-        {"variant": variant, "crops": 1, "ttft_ms": ms, "x_pool": ms / 10, "mlp_speedup": 20 / ms, "breakdown_ms":
-         {"vision": 1.0, "vr": 0.1, "vr_build": 0.1}, "tower_tiles": 2, "image_tokens": 5, "peak_extra_mib": 1.0}
-        for variant, ms in (("mlp", 20.0), ("adaptive_avg_pool", 10.0), (VR_MAIN, 10.2))
-    ]
-    model_report.print_report(rows, None, targets=False)
+    rows = target_rows()
+    for row in rows:
+        row.update(tower_tiles=2, image_tokens=5, peak_extra_mib=1.0, breakdown_ms={"vision": 1.0})
+    model_report.print_report(rows, {"vision": 24, "text": 24}, targets=False)
     assert "target" not in capsys.readouterr().out.lower()
-    model_report.print_report(rows, None, targets=True)
+    model_report.print_report(rows, {"vision": 24, "text": 24}, targets=True)
     printed = capsys.readouterr().out
-    assert f"Targets for {VR_MAIN}, measured: crops=1: VR over pooling +2.0% (target <= +3%: met);" in printed
-    assert "vs mlp 1.96x (target >= 1.6x: met)" in printed and "issue" not in printed.lower()
+    assert f"{VR_MAIN} crops=1: VR over pooling +9.0% (target <= +10%: met); " in printed
+    assert "VR time share / FLOP share 1.00 (target <= 1.15: met)" in printed
+    assert "vs mlp 1.56x (target >= 1.6x: missed)" in printed
+    assert f"{VR_V1} crops=1: VR over pooling +8.5% (target <= +8%: missed)" in printed
+    assert "issue" not in printed.lower()
     assert {name for name, preset in PRESETS.items() if preset.get("targets")} == {
         "cpu-small", "qwen2-0.5b", "qwen2-1.5b", "qwen2-7b"}
+
+
+def test_flop_count_only_run_estimates_the_full_depth_flops_exactly(tmp_path):
+    """`--repeats 0` times nothing; a cut tower's full-depth FLOP estimate equals the FLOPs counted at full depth."""
+    argv = ["--preset", "tiny", "--device", "cpu", "--crops", "4", "--repeats", "0", "--variants", "mlp",
+            "adaptive_avg_pool", VR_MAIN, "--output-dir", str(tmp_path)]
+    full = {r["variant"]: r for r in model_benchmark.run(argv)["results"]}
+    cut = {r["variant"]: r for r in model_benchmark.run([*argv, "--vision-layers", "2", "--tag", "cut"])["results"]}
+    for variant, row in cut.items():
+        assert "ttft_ms" not in row and "ttft_ms" not in full[variant]
+        estimate = row["full_depth_estimate"]
+        assert estimate["ttft_ms"] is None
+        assert estimate["gflops"] * 1e9 == pytest.approx(full[variant]["flops"]["total"], rel=1e-9)
+    assert cut[VR_MAIN]["full_depth_estimate"]["vr_flops_pct"] == pytest.approx(full[VR_MAIN]["vr_flops_pct"])
+    assert cut["mlp"]["full_depth_estimate"]["gflops_mlp_speedup"] == pytest.approx(1.0)
 
 
 def test_benchmark_prints_no_profiler_trace_lines(tmp_path):

@@ -2,7 +2,8 @@
 """End-to-end LLaVA-VR efficiency benchmark: projector / Vision Remember variants side by side in one process.
 
 Every variant is built from a config with random weights; the variants differ only in `projector_type` and the
-Vision Remember (VR) settings (`model_variants`). For each variant and each AnyRes crop count it measures, on one
+Vision Remember (VR) settings, named `PROJECTOR[+INTERACTION[:w<N>][:v1][:plain|:absorbed]]` (VR width, no token
+self-attention, cross-attention formulation; `model_variants.parse_variant`). For each variant and each AnyRes crop count it measures, on one
 image plus a short text prompt (batch 1):
 
 - TTFT: one prefill `model(input_ids, pixel_values, image_sizes, use_cache=True, logits_to_keep=1)` (vision tower,
@@ -11,12 +12,16 @@ image plus a short text prompt (batch 1):
 - decode tokens/s: `--decode-tokens` greedy single-token forwards on the prefill's KV cache (VR is a no-op there);
 - peak memory of the prefill (see `memory.PeakMemory` for the CPU and CUDA methods);
 - image tokens in the prompt and the prefill sequence length;
-- prefill FLOPs (`FlopCounterMode`), total and per component.
+- prefill FLOPs (`FlopCounterMode`), total and per component (`--repeats 0`: only these, the op and call counts and
+  the memory, nothing timed);
+- VR's share of the prefill FLOPs and of its time (VR modules + their inputs' build), and which formulation VR ran.
 
 "tiles" in the output: `crops` = AnyRes crops of the image (1 = 1x1, 4 = 2x2, 9 = 3x3, 336-px crops for CLIP-336);
 the tower encodes `tower_tiles = crops + 1` tiles (the base whole-image tile first). Ratios are against
 `adaptive_avg_pool` without VR (`x_pool`, the paper's "144 tokens" row), against `mlp` (`mlp_speedup` = TTFT(mlp) /
-TTFT(variant), the paper's "1.60x"), and against the same projector without VR (`x_proj`).
+TTFT(variant), the paper's "1.60x"), and against the same projector without VR (`x_proj`). Presets at real widths
+also print the efficiency targets (`model_targets.TARGETS`) and every VR variant against its `:plain` twin and its
+default-width twin.
 Writes `<stem>.json`, `<stem>.csv` and `<stem>.png` (stem `llava_vr_<preset>_<device>` unless `--tag`) to
 `--output-dir` (default `benchmark_results/`; the plot needs matplotlib, the `bench` extra).
 
@@ -49,8 +54,27 @@ from .machine import (
 from .memory import PeakMemory, process_peak_rss_gib
 from .model_probes import instrumented_run, timed_run
 from .model_report import plot, print_report
-from .model_results import add_flat_columns, add_ratios, full_depth_estimate, summarise
-from .model_variants import PRESETS, VARIANTS, build_config, build_model, config_summary, make_inputs, share_weights
+from .model_results import (
+    add_flat_columns,
+    add_ratios,
+    formulation_used,
+    full_depth_estimate,
+    shared_layer_times,
+    summarise,
+    vr_shares,
+)
+from .model_variants import (
+    PRESETS,
+    VARIANTS,
+    build_config,
+    build_model,
+    config_summary,
+    make_inputs,
+    share_weights,
+    variant_argument,
+    variant_fields,
+    variant_order,
+)
 from .reporting import (
     DEFAULT_OUTPUT_DIR,
     MATPLOTLIB_MISSING,
@@ -72,12 +96,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                         help="auto: bfloat16 on CUDA, the preset's CPU dtype on CPU")
     parser.add_argument("--attn", choices=["sdpa", "flash_attention_2", "eager"], default="sdpa")
-    parser.add_argument("--variants", nargs="+", choices=["all", *VARIANTS], default=None, metavar="VARIANT",
-                        help=f"default: all {len(VARIANTS)} (cpu-small: {len(PRESETS['cpu-small']['variants'])}, "
-                             "without the other projectors + sela)")
+    parser.add_argument("--variants", nargs="+", type=variant_argument, default=None, metavar="VARIANT",
+                        help="PROJECTOR[+INTERACTION[:w<N>][:v1][:plain|:absorbed]] (VR width N, no token "
+                             "self-attention, formulation) or `all`; default: the preset's (cpu-small: "
+                             f"{', '.join(PRESETS['cpu-small']['variants'])}), else all {len(VARIANTS)} named ones: "
+                             f"{', '.join(VARIANTS)}")
     parser.add_argument("--crops", "--tiles", nargs="+", type=int, default=[1, 4, 9], dest="crops",
                         help="AnyRes crops per image (the tower encodes crops + 1 tiles)")
-    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds (0: the instrumented prefill only: FLOPs, op counts, memory; no timing)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up prefills besides the FLOP-count one")
     parser.add_argument("--decode-tokens", type=int, default=None)
     parser.add_argument("--text-tokens", type=int, default=32, help="text tokens around the image")
@@ -102,24 +129,25 @@ class Plan:
     repeats: int
     warmup: int
     decode_tokens: int
-    variants: list[str]  # in `VARIANTS` order, so that the baselines come first
+    variants: list[str]  # canonical names in `variant_order`, so that the baselines come first
     reference_depth: dict | None  # depths of the full-depth estimate, None without one
 
     @classmethod
     def from_args(cls, args, preset: dict) -> "Plan":
         variants = args.variants or preset.get("variants") or list(VARIANTS)
         if "all" in variants:
-            variants = list(VARIANTS)
+            variants = [*VARIANTS, *(v for v in variants if v != "all")]
         reference_depth = preset["reference_depth"]
         if args.vision_layers or args.text_layers:  # cut depths: estimate the preset's own full depth
             full = {"vision": preset["vision"]["num_hidden_layers"], "text": preset["text"]["num_hidden_layers"]}
             cut = {"vision": args.vision_layers or full["vision"], "text": args.text_layers or full["text"]}
             reference_depth = None if cut == full else full
+        repeats = args.repeats if args.repeats is not None else preset["repeats"]
         return cls(
-            repeats=args.repeats if args.repeats is not None else preset["repeats"],
-            warmup=args.warmup if args.warmup is not None else preset["warmup"],
+            repeats=repeats,
+            warmup=0 if repeats == 0 else args.warmup if args.warmup is not None else preset["warmup"],
             decode_tokens=args.decode_tokens if args.decode_tokens is not None else preset["decode_tokens"],
-            variants=sorted(set(variants), key=list(VARIANTS).index),
+            variants=sorted(set(variants), key=variant_order),
             reference_depth=reference_depth,
         )
 
@@ -168,10 +196,12 @@ def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
     write_json(out_dir / f"{stem}.json", payload)
     write_csv(out_dir / f"{stem}.csv", rows)
     print_report(rows, plan.reference_depth, preset.get("targets", False))
-    if plots:
+    no_plot = f" (no plot: {MATPLOTLIB_MISSING})" if not plots else ""
+    no_plot = no_plot or (" (no plot: nothing timed)" if not plan.repeats else "")
+    if not no_plot:
         plot(rows, out_dir / f"{stem}.png", f"LLaVA-VR TTFT, {args.preset}, {meta['machine'].get('gpu', 'CPU')}, "
                                             f"{meta['dtype']}")
-    print(f"\nwrote {out_dir / stem}.json, .csv" + (", .png" if plots else f" (no plot: {MATPLOTLIB_MISSING})"))
+    print(f"\nwrote {out_dir / stem}.json, .csv" + (no_plot or ", .png"))
     return payload
 
 
@@ -194,6 +224,10 @@ def _meta(args, plan: Plan, device, dtype, threads: int, command: str) -> dict:
         "ttft_method": "median wall time of model(..., use_cache=True, logits_to_keep=1) + argmax, synchronised",
         "decode_method": "greedy single-token forwards on the prefill KV cache; tokens / median wall time",
         "reference_depth": plan.reference_depth,
+        "full_depth_estimate_method": "TTFT with the tower and decoder-layer times replaced by their medians over the "
+                                      "variants at the same crop count / image tokens (identical computations), "
+                                      "scaled to the reference depth; VR, its input build, projector and the rest as "
+                                      "measured per variant; FLOPs exact (tower and decoder layers counted, scaled)",
         "protocol": "variants share one copy of the tower/LLM/head weights; per case one instrumented prefill (FLOPs, "
                     "call counts, memory; also the warm-up) and `warmup` more, then `repeats` rounds over all cases "
                     "in a shuffled order per round (interleaved); medians over the rounds",
@@ -232,15 +266,14 @@ def _instrument_cases(args, plan: Plan, models: dict, configs: dict, device, dty
         inputs, layout = make_inputs(model, crops, args.text_tokens, device, dtype, args.seed)
         row = {
             "variant": variant,
-            "projector": VARIANTS[variant][0],
-            "vr": VARIANTS[variant][1] or "none",
-            "vr_layers": list(configs[variant].vision_remember_layers),
+            **variant_fields(variant, configs[variant]),
             "crops": crops,
             "tower_tiles": layout.num_tiles,
             "image_tokens": layout.num_tokens,
             "seq_len": int(inputs["input_ids"].shape[1]),
         }
         row.update(instrumented_run(model, inputs, device, not args.no_flops))
+        row["vr_formulation_used"] = formulation_used(row["calls_per_prefill"])
         for _ in range(plan.warmup):
             timed_run(model, inputs, device, min(plan.decode_tokens, 2))
         cases.append((variant, crops, inputs))
@@ -264,23 +297,36 @@ def _timed_rounds(cases: list, models: dict, plan: Plan, seed: int, device) -> d
 
 
 def _summarise_rows(rows: dict, runs: dict, configs: dict, plan: Plan) -> list[dict]:
-    """Medians, full-depth estimate, ratios and flat CSV columns of every row (printed as they are done)."""
+    """Medians, VR shares, full-depth estimate, ratios and flat CSV columns of every row (printed as they are done)."""
     for key, row in rows.items():
         row.update(summarise(runs[key], plan.decode_tokens))
-        estimate = full_depth_estimate(row, configs[key[0]], plan.reference_depth)
+        flops = row.get("flops", {})
+        row.update(vr_shares(row.get("ttft_ms"), row.get("vr_ms"), flops.get("vr"), flops.get("total")))
+    shared = shared_layer_times(list(rows.values()))
+    for key, row in rows.items():
+        estimate = full_depth_estimate(row, configs[key[0]], plan.reference_depth, shared)
         if estimate:
             row["full_depth_estimate"] = estimate
-        parts = row["breakdown_ms"]
-        print(f"  {key[0]:30s} crops={key[1]} tokens={row['image_tokens']:5d} TTFT={row['ttft_ms']:9.1f} ms "
-              f"(vision {parts['vision']:.1f}, VR {parts['vr'] + parts['vr_build']:.1f}) "
-              f"decode={row.get('decode_tok_s', 0):6.1f} tok/s peak+={fmt(row['peak_extra_mib'], '.0f')} MiB"
-              + (f" GFLOP={row['flops']['total'] / 1e9:.1f}" if "flops" in row else ""), flush=True)
+        _print_row(row)
     rows = list(rows.values())
     add_ratios(rows, "ttft_ms")
     add_ratios(rows, "ttft_ms", "full_depth_estimate")
+    add_ratios(rows, "gflops", "full_depth_estimate", prefix="gflops_")
     for row in rows:
         add_flat_columns(row)
     return rows
+
+
+def _print_row(row: dict):
+    line = f"  {row['variant']:38s} crops={row['crops']} tokens={row['image_tokens']:5d}"
+    if "ttft_ms" in row:
+        parts = row["breakdown_ms"]
+        line += (f" TTFT={row['ttft_ms']:9.1f} ms (vision {parts['vision']:.1f}, VR {row['vr_ms']:.1f}) "
+                 f"decode={row.get('decode_tok_s', 0):6.1f} tok/s")
+    line += f" peak+={fmt(row['peak_extra_mib'], '.0f')} MiB"
+    if "flops" in row:
+        line += f" GFLOP={row['flops']['total'] / 1e9:.1f} (VR {row['flops']['vr'] / 1e9:.1f})"
+    print(line + (f" formulation={row['vr_formulation_used']}" if row.get("vr_formulation_used") else ""), flush=True)
 
 
 __all__ = ["PROG", "Plan", "build_parser", "main", "run"]

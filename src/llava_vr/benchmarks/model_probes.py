@@ -22,7 +22,8 @@ from .model_results import component_flops
 from .timing import Marks, around_forward
 
 TIMED_PARTS = ("vision", "tower", "projector", "vr_build", "vr", "lm")
-COUNTED_PARTS = ("tower", "saliency", "vr_build", "vr")
+COUNTED_PARTS = ("tower", "saliency", "vr_build", "vr", "absorbed", "plain")
+FORMULATION_PARTS = ("absorbed", "plain")  # the cross-attention's `attend_<formulation>` calls
 
 
 def _wrapped(function: Callable, part: str, start: Callable, stop: Callable) -> Callable:
@@ -39,8 +40,9 @@ def _wrapped(function: Callable, part: str, start: Callable, stop: Callable) -> 
 def probe_prefill(model, start: Callable, stop: Callable, parts: Collection[str] = TIMED_PARTS):
     """Inside the block, each forward of `model` calls `start(part, key)` / `stop(part, key)` around its `parts`:
     `tower`, `projector`, `lm` (the decoder, VR included), `vr` (each VR module; key = the module), `vision`
-    (`get_image_features`: tower, saliency, projector, packing), `vr_build` (`VisionRememberInputs.build`) and
-    `saliency` (`SaliencyRecorder.pop`). The key of the others is the part's name."""
+    (`get_image_features`: tower, saliency, projector, packing), `vr_build` (`VisionRememberInputs.build`),
+    `saliency` (`SaliencyRecorder.pop`) and `absorbed` / `plain` (each VR cross-attention's `attend_absorbed` /
+    `attend_plain`: the formulation it ran). The key of the others is the part's name."""
     inner = model.model
     modules = [("tower", inner.vision_tower), ("projector", inner.multi_modal_projector), ("lm", inner.language_model)]
     modules += [("vr", module) for module in inner.language_model.vision_remember.values()]
@@ -59,12 +61,19 @@ def probe_prefill(model, start: Callable, stop: Callable, parts: Collection[str]
             stack.enter_context(mock.patch.object(VisionRememberInputs, "build", build))
         if "saliency" in parts and recorder is not None:
             stack.enter_context(mock.patch.object(recorder, "pop", _wrapped(recorder.pop, "saliency", start, stop)))
+        for part in (p for p in FORMULATION_PARTS if p in parts):
+            for module in inner.language_model.vision_remember.values():
+                attend = getattr(module.cross_attention, f"attend_{part}")
+                stack.enter_context(
+                    mock.patch.object(module.cross_attention, f"attend_{part}", _wrapped(attend, part, start, stop))
+                )
         yield
 
 
 @contextmanager
 def count_calls(model):
-    """Counts per prefill (the yielded dict): tower forwards, saliency computations, VR-input builds, VR calls."""
+    """Counts per prefill (the yielded dict): tower forwards, saliency computations, VR-input builds, VR calls, and
+    VR cross-attentions run in the absorbed / plain formulation."""
     counts = dict.fromkeys(COUNTED_PARTS, 0)
 
     def stop(part, key):
@@ -130,5 +139,5 @@ def timed_run(model, inputs, device, decode_tokens: int) -> dict:
     return {"ttft_s": ttft, "decode_s": decode_s, "spans": marks.totals_ms()}
 
 
-__all__ = ["COUNTED_PARTS", "TIMED_PARTS", "count_calls", "decode", "instrumented_run", "prefill", "probe_prefill",
-           "timed_run"]
+__all__ = ["COUNTED_PARTS", "FORMULATION_PARTS", "TIMED_PARTS", "count_calls", "decode", "instrumented_run",
+           "prefill", "probe_prefill", "timed_run"]

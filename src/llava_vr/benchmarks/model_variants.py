@@ -2,9 +2,18 @@
 """The whole-model benchmark's variants and presets, and the models and inputs it runs.
 
 A variant is a projector (`PROJECTORS`) with or without Vision Remember (VR, an interaction of `VR_INTERACTIONS`,
-before decoder layers 1 and 4): every projector alone, pooling + every interaction, the other compressing projectors
-+ `sela`. The variants of one run share one copy of the tower, decoder and head weights (`share_weights`).
+before decoder layers 1 and 4), named `PROJECTOR[+INTERACTION[:MODIFIER]...]` (`parse_variant`, the one parser):
+
+- `:w<N>`: VR width `N` (default: the config's, the multi-level feature width, 3 x 1024 = 3072 for CLIP-L);
+- `:v1`: no token self-attention (the paper's v1; default: with it, v2);
+- `:plain` / `:absorbed`: the cross-attention's formulation (default `auto`: the one with fewer FLOPs per call).
+
+E.g. `adaptive_avg_pool+sela` (the default model), `adaptive_avg_pool+sela:v1:plain`, `adaptive_avg_pool+sela:w1024`.
+The variants of one run share one copy of the tower, decoder and head weights (`share_weights`).
 """
+
+import argparse
+from dataclasses import dataclass
 
 import torch
 
@@ -28,15 +37,112 @@ QWEN2 = {
 QWEN2_COMMON = dict(model_type="qwen2", max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
                     use_sliding_window=False)
 
-POOL, MLP, VR_MAIN = "adaptive_avg_pool", "mlp", "adaptive_avg_pool+sela"
+POOL, MLP = "adaptive_avg_pool", "mlp"
 VR_LAYERS = [1, 4]  # decoder layers with VR in the VR variants
-# name -> (projector_type, VR interaction or None)
-VARIANTS = {projector: (projector, None) for projector in PROJECTORS}
-VARIANTS |= {f"{POOL}+{interaction}": (POOL, interaction) for interaction in VR_INTERACTIONS}
-VARIANTS |= {f"{projector}+sela": (projector, "sela") for projector in PROJECTORS if projector not in (MLP, POOL)}
-# the core comparison (every projector alone, pooling + every VR interaction); the other projectors + sela are extra
-# (default where a run is cheap)
-CORE_VARIANTS = [v for v in VARIANTS if "+" not in v or v.startswith(POOL + "+")]
+FORMULATION_MODIFIERS = ("plain", "absorbed")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One benchmark variant: a projector, and VR's interaction (None: no VR), width (None: the config's default),
+    token self-attention and cross-attention formulation."""
+
+    projector: str
+    interaction: str | None = None
+    width: int | None = None
+    self_attention: bool = True
+    formulation: str = "auto"
+
+    @property
+    def name(self) -> str:
+        """The canonical name: `PROJECTOR[+INTERACTION][:w<N>][:v1][:plain|:absorbed]`."""
+        if self.interaction is None:
+            return self.projector
+        modifiers = [f"w{self.width}"] * (self.width is not None) + ["v1"] * (not self.self_attention)
+        modifiers += [self.formulation] * (self.formulation != "auto")
+        return ":".join([f"{self.projector}+{self.interaction}", *modifiers])
+
+    @property
+    def vr(self) -> str:
+        return self.interaction or "none"
+
+    def with_(self, **changes) -> "Variant":
+        return Variant(**{**self.__dict__, **changes})
+
+    def config_kwargs(self) -> dict:
+        """The `LlavaVRConfig` settings of this variant (VR off: `vision_remember_layers=[]`)."""
+        kwargs = dict(
+            projector_type=self.projector,
+            vision_remember_layers=list(VR_LAYERS) if self.interaction else [],
+            vision_remember_interaction=self.interaction or "sela",
+            vision_remember_self_attention=self.self_attention,
+            vision_remember_formulation=self.formulation,
+        )
+        if self.width is not None:
+            kwargs["vision_remember_hidden_size"] = self.width
+        return kwargs
+
+
+def parse_variant(name: str) -> Variant:
+    """`PROJECTOR[+INTERACTION[:MODIFIER]...]` -> `Variant` (modifiers in any order, each at most once; see the
+    module docstring). Raises `ValueError` naming what is wrong."""
+    head, *modifiers = name.split(":")
+    projector, _, interaction = head.partition("+")
+    if projector not in PROJECTORS:
+        raise ValueError(f"{name!r}: unknown projector {projector!r} (one of {', '.join(PROJECTORS)})")
+    if interaction and interaction not in VR_INTERACTIONS:
+        raise ValueError(f"{name!r}: unknown VR interaction {interaction!r} (one of {', '.join(VR_INTERACTIONS)})")
+    if modifiers and not interaction:
+        raise ValueError(f"{name!r}: modifiers need Vision Remember (PROJECTOR+INTERACTION:MODIFIER)")
+    settings = {}
+    for modifier in modifiers:
+        if modifier in FORMULATION_MODIFIERS:
+            key, value = "formulation", modifier
+        elif modifier == "v1":
+            key, value = "self_attention", False
+        elif modifier[:1] == "w" and modifier[1:].isdigit() and int(modifier[1:]) > 0:
+            key, value = "width", int(modifier[1:])
+        else:
+            raise ValueError(f"{name!r}: unknown modifier {modifier!r} (w<N>, v1, plain, absorbed)")
+        if key in settings:
+            raise ValueError(f"{name!r}: {key} given twice")
+        settings[key] = value
+    return Variant(projector, interaction or None, **settings)
+
+
+def variant_argument(name: str) -> str:
+    """`argparse` type of `--variants`: the canonical name of a valid variant, or `all`."""
+    if name == "all":
+        return name
+    try:
+        return parse_variant(name).name
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+VR_MAIN = f"{POOL}+sela"  # the default model: paper width, token self-attention (v2), formulation auto (absorbed)
+VR_V1 = f"{VR_MAIN}:v1"  # the paper's v1 (all its tables)
+# the paper-width comparison: no compression, pooling alone, pooling + SELA at the paper's width with and without
+# token self-attention, each with the default (auto = absorbed for SELA) and the plain formulation, and at the old
+# narrow width 1024
+WIDTH_COMPARISON = [MLP, POOL, VR_MAIN, f"{VR_MAIN}:plain", VR_V1, f"{VR_V1}:plain", f"{VR_MAIN}:w1024",
+                    f"{VR_MAIN}:w1024:v1"]
+# the named variants (`--variants all`), baselines first: every projector alone, pooling + every interaction, the
+# other compressing projectors + sela, the paper-width comparison
+VARIANTS = {name: parse_variant(name) for name in [
+    *PROJECTORS,
+    *(f"{POOL}+{interaction}" for interaction in VR_INTERACTIONS),
+    *(f"{projector}+sela" for projector in PROJECTORS if projector not in (MLP, POOL)),
+    *WIDTH_COMPARISON,
+]}
+# the paper-width comparison and the other image-wide / sampled interactions at the default settings
+CPU_SMALL_VARIANTS = [*WIDTH_COMPARISON, f"{POOL}+global", f"{POOL}+deformable"]
+
+
+def variant_order(name: str) -> tuple[int, str]:
+    """Sort key: the named variants in `VARIANTS` order (baselines first), then the others by name."""
+    return (list(VARIANTS).index(name), "") if name in VARIANTS else (len(VARIANTS), name)
+
 
 # `targets`: the preset has real widths, so the efficiency targets (`model_report.TARGETS`) apply to its results
 PRESETS = {
@@ -55,7 +161,7 @@ PRESETS = {
         vision={**CLIP_L_336, "num_hidden_layers": 6},
         text={**QWEN2_COMMON, **QWEN2["0.5b"], "num_hidden_layers": 6},
         feature_layers=[3, 4, 5], cpu_dtype="bfloat16",
-        repeats=3, warmup=0, decode_tokens=8, reference_depth={"vision": 24, "text": 24}, variants=CORE_VARIANTS,
+        repeats=3, warmup=0, decode_tokens=8, reference_depth={"vision": 24, "text": 24}, variants=CPU_SMALL_VARIANTS,
         targets=True,
     ),
     **{
@@ -68,9 +174,8 @@ PRESETS = {
 
 
 def build_config(preset: dict, variant: str, attn: str, vision_layers=None, text_layers=None) -> LlavaVRConfig:
-    """The variant's config at the preset's shapes (depths cut to `vision_layers` / `text_layers` when given; the VR
-    feature layers scale with the tower depth)."""
-    projector, interaction = VARIANTS[variant]
+    """The config of `variant` (any name `parse_variant` reads) at the preset's shapes (depths cut to `vision_layers`
+    / `text_layers` when given; the VR feature layers scale with the tower depth)."""
     vision = dict(preset["vision"])
     text = dict(preset["text"])
     feature_layers = list(preset["feature_layers"])
@@ -84,15 +189,28 @@ def build_config(preset: dict, variant: str, attn: str, vision_layers=None, text
         text_config=text,
         image_grid_pinpoints=grid_pinpoints(vision["image_size"], 6, 6),
         vision_aspect_ratio="anyres_max_9",
-        projector_type=projector,
-        vision_remember_layers=list(VR_LAYERS) if interaction else [],
         vision_remember_feature_layers=feature_layers,
-        vision_remember_interaction=interaction or "sela",
         attn_implementation=attn,
+        **parse_variant(variant).config_kwargs(),
     )
     if "image_token_index" in preset:
         kwargs["image_token_index"] = preset["image_token_index"]
     return LlavaVRConfig(**kwargs)
+
+
+def variant_fields(variant: str, config: LlavaVRConfig) -> dict:
+    """A result row's description of `variant` (built as `config`): projector, VR interaction (`none` without VR),
+    and VR's layers, resolved width, token self-attention and configured formulation (None without VR)."""
+    spec = parse_variant(variant)
+    vr = spec.interaction is not None
+    return {
+        "projector": spec.projector,
+        "vr": spec.vr,
+        "vr_layers": list(config.vision_remember_layers),
+        "vr_width": config.vision_remember_hidden_size if vr else None,
+        "vr_self_attention": config.vision_remember_self_attention if vr else None,
+        "vr_formulation": config.vision_remember_formulation if vr else None,
+    }
 
 
 def build_model(config: LlavaVRConfig, device: torch.device, dtype: torch.dtype, seed: int):
@@ -182,5 +300,6 @@ def config_summary(config: LlavaVRConfig) -> dict:
     }
 
 
-__all__ = ["CORE_VARIANTS", "MLP", "POOL", "PRESETS", "SHARED_MODULES", "VARIANTS", "VR_MAIN", "build_config",
-           "build_model", "config_summary", "crop_grid", "make_inputs", "share_weights"]
+__all__ = ["CPU_SMALL_VARIANTS", "MLP", "POOL", "PRESETS", "SHARED_MODULES", "VARIANTS", "VR_MAIN", "VR_V1",
+           "WIDTH_COMPARISON", "Variant", "build_config", "build_model", "config_summary", "crop_grid", "make_inputs",
+           "parse_variant", "share_weights", "variant_argument", "variant_fields", "variant_order"]

@@ -27,8 +27,11 @@ OP_CLASSES = {  # profiler op name fragment -> class (first match wins)
 }
 SUBMODULES = {"expand": ("input_norm", "expand_in", "expand_out"), "cross_attention": ("cross_attention",),
               "self_attention": ("self_attention",), "output": ("output_norm", "output_proj")}
-# time spans inside one forward: the per-layer work on the whole feature map (LayerNorm + K/V projections of every
-# cell), the rest of the cross-attention (queries, window gather, attention, output projection), the self-attention
+# time spans inside one forward: the per-layer work on the whole feature map (plain formulation: LayerNorm + K/V
+# projections of every cell; the absorbed formulation has none, its affine-free normalisation runs once per LLM
+# forward in `VisionRememberInputs.build`), the rest of the cross-attention (queries, gather, attention, value and
+# output projections; absorbed: the queries mapped to the feature width and the attended features projected once per
+# token and head), the token self-attention
 SPANS = {"feature_kv": ("cross_attention.feature_norm", "cross_attention.k_proj", "cross_attention.v_proj"),
          "cross_attention": ("cross_attention",), "self_attention": ("self_attention",)}
 
@@ -114,11 +117,11 @@ def _cross_attention_report(cross: OpRecorder, cells: int, tiles: int, heads: in
     }
 
 
-def instrument_case(config, module, tiles, hidden, inputs, device, dtype) -> dict:
-    """Untimed passes of one case: FLOPs (per part), dispatched ops and shapes, peak memory."""
+def instrument_case(config, module, tiles, hidden, inputs, device, dtype) -> tuple[dict, torch.Tensor]:
+    """Untimed passes of one case: FLOPs (per part), dispatched ops and shapes, peak memory; and the output."""
     with torch.inference_mode():
         with flop_counter() as counter, OpRecorder() as recorder:
-            module(hidden, inputs)
+            output = module(hidden, inputs)
         cross = _cross_attention_pass(module, inputs, device, dtype)
         with PeakMemory(device) as memory:
             module(hidden, inputs)
@@ -136,7 +139,7 @@ def instrument_case(config, module, tiles, hidden, inputs, device, dtype) -> dic
         "dispatched_ops": sum(recorder.ops.values()),
         **_cross_attention_report(cross, cells, tiles, config.vision_remember_num_heads_resolved),
         "largest_intermediates": [{"op": n, "shape": list(s), "mib": b / 2**20} for b, n, s in recorder.largest[:5]],
-    }
+    }, output
 
 
 def summarise(row: dict, forward_s: list, build_s: list, spans: list, limit_gflops: float):
