@@ -98,9 +98,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--attn", choices=["sdpa", "flash_attention_2", "eager"], default="sdpa")
     parser.add_argument("--variants", nargs="+", type=variant_argument, default=None, metavar="VARIANT",
                         help="PROJECTOR[+INTERACTION[:w<N>][:v1][:plain|:absorbed]] (VR width N, no token "
-                             "self-attention, formulation) or `all`; default: the preset's (cpu-small: "
-                             f"{', '.join(PRESETS['cpu-small']['variants'])}), else all {len(VARIANTS)} named ones: "
-                             f"{', '.join(VARIANTS)}")
+                             "self-attention, formulation) or `all`; default: at real widths (cpu-small, qwen2-*) "
+                             f"{', '.join(PRESETS['cpu-small']['variants'])}; tiny: all {len(VARIANTS)} named ones "
+                             f"({', '.join(VARIANTS)})")
     parser.add_argument("--crops", "--tiles", nargs="+", type=int, default=[1, 4, 9], dest="crops",
                         help="AnyRes crops per image (the tower encodes crops + 1 tiles)")
     parser.add_argument("--repeats", type=int, default=None,

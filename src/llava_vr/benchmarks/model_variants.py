@@ -135,8 +135,9 @@ VARIANTS = {name: parse_variant(name) for name in [
     *(f"{projector}+sela" for projector in PROJECTORS if projector not in (MLP, POOL)),
     *WIDTH_COMPARISON,
 ]}
-# the paper-width comparison and the other image-wide / sampled interactions at the default settings
-CPU_SMALL_VARIANTS = [*WIDTH_COMPARISON, f"{POOL}+global", f"{POOL}+deformable"]
+# the default of the presets at real widths: the paper-width comparison and the image-wide and the sampled
+# interactions at the default settings (`--variants all`: every named variant)
+COMPARISON_VARIANTS = [*WIDTH_COMPARISON, f"{POOL}+global", f"{POOL}+deformable"]
 
 
 def variant_order(name: str) -> tuple[int, str]:
@@ -161,13 +162,14 @@ PRESETS = {
         vision={**CLIP_L_336, "num_hidden_layers": 6},
         text={**QWEN2_COMMON, **QWEN2["0.5b"], "num_hidden_layers": 6},
         feature_layers=[3, 4, 5], cpu_dtype="bfloat16",
-        repeats=3, warmup=0, decode_tokens=8, reference_depth={"vision": 24, "text": 24}, variants=CPU_SMALL_VARIANTS,
+        repeats=3, warmup=0, decode_tokens=8, reference_depth={"vision": 24, "text": 24},
+        variants=COMPARISON_VARIANTS,
         targets=True,
     ),
     **{
         f"qwen2-{size}": dict(vision=CLIP_L_336, text={**QWEN2_COMMON, **QWEN2[size]}, feature_layers=[13, 18, 23],
                               cpu_dtype="bfloat16", repeats=5, warmup=1, decode_tokens=16, reference_depth=None,
-                              targets=True)
+                              variants=COMPARISON_VARIANTS, targets=True)
         for size in QWEN2
     },
 }
@@ -300,6 +302,6 @@ def config_summary(config: LlavaVRConfig) -> dict:
     }
 
 
-__all__ = ["CPU_SMALL_VARIANTS", "MLP", "POOL", "PRESETS", "SHARED_MODULES", "VARIANTS", "VR_MAIN", "VR_V1",
+__all__ = ["COMPARISON_VARIANTS", "MLP", "POOL", "PRESETS", "SHARED_MODULES", "VARIANTS", "VR_MAIN", "VR_V1",
            "WIDTH_COMPARISON", "Variant", "build_config", "build_model", "config_summary", "crop_grid", "make_inputs",
            "parse_variant", "share_weights", "variant_argument", "variant_fields", "variant_order"]
