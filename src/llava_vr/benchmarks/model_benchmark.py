@@ -3,8 +3,8 @@
 
 Every variant is built from a config with random weights; the variants differ only in `projector_type` and the
 Vision Remember (VR) settings, named `PROJECTOR[+INTERACTION[:w<N>][:v1][:plain|:absorbed]]` (VR width, no token
-self-attention, cross-attention formulation; `model_variants.parse_variant`). For each variant and each AnyRes crop count it measures, on one
-image plus a short text prompt (batch 1):
+self-attention, cross-attention formulation; `model_variants.parse_variant`). For each variant and each AnyRes crop
+count it measures, on one image plus a short text prompt (batch 1):
 
 - TTFT: one prefill `model(input_ids, pixel_values, image_sizes, use_cache=True, logits_to_keep=1)` (vision tower,
   saliency, projector, packing, VR, LLM, LM head of the last position) plus the greedy argmax; median of `--repeats`
