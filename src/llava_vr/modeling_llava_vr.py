@@ -8,6 +8,7 @@ decoder layers itself and calls the VR module of a layer before that layer (the 
 
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -92,11 +93,17 @@ class LlavaVRPreTrainedModel(PreTrainedModel):
 
         FSDP2's `fully_shard` swaps in a dynamic `FSDP<Name>` subclass defined in torch, for which Transformers would
         copy torch's `_fsdp_*.py` files and name them in `auto_map`: this model's own files and `AUTO_MAP` are written
-        instead."""
+        instead. safetensors writes its files owner-only (0600); they get the umask's permissions like every other file
+        of the folder, so a serving container or another user can read them."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         result = super().save_pretrained(save_directory, *args, **kwargs)
-        if type(self).__module__ != __name__ and kwargs.get("is_main_process", True):
-            self._restore_own_code_files(Path(save_directory))
+        if kwargs.get("is_main_process", True):
+            if type(self).__module__ != __name__:
+                self._restore_own_code_files(Path(save_directory))
+            umask = os.umask(0)
+            os.umask(umask)
+            for weights in Path(save_directory).glob("*.safetensors"):
+                weights.chmod(0o666 & ~umask)
         return result
 
     def _set_gradient_checkpointing(self, *args, **kwargs):

@@ -40,8 +40,9 @@ class TowerHiddenStates:
         for index, layer in enumerate(layers, start=1):
             layer.register_forward_hook(partial(self._record_output, index))
 
-    def run(self, tower: nn.Module, pixel_values: torch.Tensor, indices) -> tuple:
-        """Runs `tower(pixel_values)` recording the states `indices` (ints, negative from the end).
+    def run(self, tower: nn.Module, pixel_values: torch.Tensor, indices, **tower_kwargs) -> tuple:
+        """Runs `tower(pixel_values, **tower_kwargs)` recording the states `indices` (ints, negative from the end);
+        `tower_kwargs` are the tower's own flags (`output_attentions`, `output_hidden_states`, ...).
 
         Returns `(tower_output, hidden_states)`: `hidden_states` has all `num_states` positions, `None` where a state
         was not chosen, so `hidden_states[i]` reads as in the tower's own tuple."""
@@ -51,7 +52,7 @@ class TowerHiddenStates:
         wanted = {i % self.num_states for i in indices}
         self._wanted, self._states = wanted, {}
         try:
-            output = tower(pixel_values, return_dict=True)
+            output = tower(pixel_values, **tower_kwargs, return_dict=True)
         finally:
             states, self._wanted, self._states = self._states, None, {}
         missing = sorted(wanted - states.keys())

@@ -8,19 +8,19 @@ decoder layers itself and calls the VR module of a layer before that layer (the 
 
 import json
 import math
+import os
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModel, GenerationMixin
+from transformers import AutoModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
-from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
 from transformers.models.qwen2.modeling_qwen2 import (
     Qwen2DecoderLayer,
@@ -28,59 +28,19 @@ from transformers.models.qwen2.modeling_qwen2 import (
     Qwen2RMSNorm,
     Qwen2RotaryEmbedding,
 )
+from transformers.utils import is_torchdynamo_compiling
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .compat_llava_vr import TowerHiddenStates, slice_logits_to_keep
 from .configuration_llava_vr import LlavaVRConfig
+from .generation_llava_vr import LlavaVRGenerationMixin
 from .packing_llava_vr import anyres_layout, images_use_anyres, pack_tile_tokens, packed_token_cells
 from .initialization_llava_vr import init_llava_vr_leaf
+from .outputs_llava_vr import LlavaVRCausalLMOutputWithPast, LlavaVRImageFeaturesOutput, LlavaVRModelOutputWithPast
 from .projectors_llava_vr import build_projector
 from .saliency_llava_vr import SaliencyRecorder, tower_encoder_layers
 from .vision_remember_llava_vr import VisionRemember, VisionRememberInputs
-
-
-@dataclass
-class LlavaVRImageFeaturesOutput(BaseModelOutputWithPooling):
-    r"""
-    Output of `get_image_features`; `generate()` hands it to the prefill instead of `pixel_values`.
-
-    pooler_output (`list[torch.Tensor]`):
-        Per image, its packed vision tokens `(tokens_i, hidden_size)`, in `<image>` order.
-    deepstack_features (`list[list[torch.Tensor]]`, *optional*):
-        What Vision Remember reads, per image, in three lists: multi-level features `(tiles_i, G*G, C_ml)`, saliency
-        `(tiles_i, G*G)` and token cells `(tokens_i, 3)` (`(tile, row, col)`, `-1` for newline tokens). Carried in
-        this field because `generate()` expands it with the pooled features for beams / `num_return_sequences`.
-    """
-
-    deepstack_features: list | None = None
-
-
-@dataclass
-class LlavaVRModelOutputWithPast(BaseModelOutputWithPast):
-    r"""
-    image_hidden_states (`torch.Tensor`, *optional*):
-        `(num_image_tokens, hidden_size)` packed projected image features scattered into the sequence.
-    """
-
-    image_hidden_states: torch.Tensor | None = None
-
-
-@dataclass
-class LlavaVRCausalLMOutputWithPast(ModelOutput):
-    r"""
-    loss (`torch.Tensor` of shape `(1,)`, *optional*): next-token loss when `labels` are given.
-    logits (`torch.Tensor` of shape `(batch_size, sequence_length, vocab_size)`).
-    past_key_values (`Cache`, *optional*): the KV cache.
-    image_hidden_states (`torch.Tensor`, *optional*): `(num_image_tokens, hidden_size)` projected image features.
-    """
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.Tensor] | None = None
-    attentions: tuple[torch.Tensor] | None = None
-    image_hidden_states: torch.Tensor | None = None
 
 
 # Written into config.json's `auto_map` on save (register_for_auto_class alone records only the saved class).
@@ -91,6 +51,26 @@ AUTO_MAP = {
 }
 
 VISION_ENCODER_LAYER_CLASSES = {"clip_vision_model": "CLIPEncoderLayer", "siglip_vision_model": "SiglipEncoderLayer"}
+
+
+def flatten_tiles(pixel_values: torch.Tensor, layouts: list, tile: int) -> torch.Tensor:
+    """`(num_images, max_tiles, 3, tile, tile)` padded per image, or already `(total_tiles, 3, tile, tile)` ->
+    `(total_tiles, 3, tile, tile)` holding each image's `layout.num_tiles`; raises `ValueError` on any mismatch."""
+    if pixel_values.dim() == 5:
+        if pixel_values.shape[0] != len(layouts):
+            raise ValueError(f"pixel_values hold {pixel_values.shape[0]} images but image_sizes {len(layouts)}")
+        if max(layout.num_tiles for layout in layouts) > pixel_values.shape[1]:
+            raise ValueError("pixel_values have fewer tiles than image_sizes imply: wrong image_grid_pinpoints?")
+        pixel_values = torch.cat([pv[: layout.num_tiles] for pv, layout in zip(pixel_values, layouts)], dim=0)
+    elif pixel_values.dim() != 4:
+        raise ValueError(f"pixel_values of shape {tuple(pixel_values.shape)}, expected 4 or 5 dimensions")
+    total = sum(layout.num_tiles for layout in layouts)
+    if pixel_values.shape[0] != total:
+        raise ValueError(f"pixel_values hold {pixel_values.shape[0]} tiles, image_sizes imply {total}")
+    if tuple(pixel_values.shape[-3:]) != (3, tile, tile):
+        shape = tuple(pixel_values.shape[-3:])
+        raise ValueError(f"pixel_values tiles are {shape}, the tower expects (3, {tile}, {tile})")
+    return pixel_values
 
 
 class LlavaVRPreTrainedModel(PreTrainedModel):
@@ -104,7 +84,7 @@ class LlavaVRPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _can_compile_fullgraph = False
+    _can_compile_fullgraph = True  # a decode step is a plain Qwen2 step (VR and the tower run at prefill only)
     _can_record_outputs = {"hidden_states": Qwen2DecoderLayer}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -113,12 +93,26 @@ class LlavaVRPreTrainedModel(PreTrainedModel):
 
         FSDP2's `fully_shard` swaps in a dynamic `FSDP<Name>` subclass defined in torch, for which Transformers would
         copy torch's `_fsdp_*.py` files and name them in `auto_map`: this model's own files and `AUTO_MAP` are written
-        instead."""
+        instead. safetensors writes its files owner-only (0600); they get the umask's permissions like every other file
+        of the folder, so a serving container or another user can read them."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         result = super().save_pretrained(save_directory, *args, **kwargs)
-        if type(self).__module__ != __name__ and kwargs.get("is_main_process", True):
-            self._restore_own_code_files(Path(save_directory))
+        if kwargs.get("is_main_process", True):
+            if type(self).__module__ != __name__:
+                self._restore_own_code_files(Path(save_directory))
+            umask = os.umask(0)
+            os.umask(umask)
+            for weights in Path(save_directory).glob("*.safetensors"):
+                weights.chmod(0o666 & ~umask)
         return result
+
+    def _set_gradient_checkpointing(self, *args, **kwargs):
+        """As `PreTrainedModel`'s, except the tower layer that gives the saliency, which stays unchecked (see
+        `SaliencyRecorder`)."""
+        super()._set_gradient_checkpointing(*args, **kwargs)
+        for module in self.modules():
+            if getattr(module, "_saliency_recorder", None) is not None:
+                module._saliency_recorder.keep_unchecked()
 
     def _restore_own_code_files(self, folder: Path):
         wrapper_file = sys.modules[type(self).__module__].__file__
@@ -141,6 +135,16 @@ class LlavaVRPreTrainedModel(PreTrainedModel):
         # here and break accelerate's FSDP auto-wrap): declare exactly the blocks this model has.
         vision_layer = VISION_ENCODER_LAYER_CLASSES.get(self.config.vision_config.model_type)
         self._no_split_modules = {"Qwen2DecoderLayer", "VisionRemember"} | ({vision_layer} if vision_layer else set())
+
+    def initialize_weights(self):
+        """Initialises Transformers' own sub-models (the CLIP / SigLIP tower) first, each by its own full rules, then
+        the rest. For custom code Transformers skips the initialisers of modules without parameters of their own
+        (CLIP's scaled attention / MLP inits, SigLIP's xavier / lecun inits), so tower weights missing from a
+        checkpoint would get a generic N(0, 0.02). Weights already loaded are never touched (their flags)."""
+        for module in self.modules():
+            if module is not self and isinstance(module, PreTrainedModel) and not module.is_custom_code():
+                module.initialize_weights()
+        super().initialize_weights()
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -220,7 +224,9 @@ class LlavaVRTextModel(Qwen2PreTrainedModel):
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
         for i, decoder_layer in enumerate(self.layers[: self.config.num_hidden_layers]):
             if vision_remember_inputs is not None and str(i) in self.vision_remember:
-                hidden_states = self.vision_remember[str(i)](hidden_states, vision_remember_inputs)
+                hidden_states = self.vision_remember[str(i)](
+                    hidden_states, vision_remember_inputs, *vision_remember_inputs.tensors
+                )
             hidden_states = decoder_layer(
                 hidden_states,
                 attention_mask=causal_mask_mapping[self.config.layer_types[i]],
@@ -257,7 +263,7 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
             if producing_layer < 0:
                 raise ValueError("vision_remember_saliency_layer must be a hidden state after an encoder layer (>= 1)")
             self._saliency_recorder = SaliencyRecorder(
-                layers[producing_layer].self_attn, config.vision_config.num_attention_heads, config.saliency_mode
+                layers[producing_layer], config.vision_config.num_attention_heads, config.saliency_mode
             )
         self.post_init()
 
@@ -301,29 +307,18 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         pixel_values (`torch.Tensor`): `(num_images, max_tiles, 3, H, W)` padded per image, or `(total_tiles, 3, H, W)`.
         image_sizes (`torch.Tensor` of shape `(num_images, 2)`): original `(height, width)` of each image.
         batch_num_images (`torch.LongTensor`, *optional*): images per sample (LLaVA-OneVision tiles lone images only).
+        **kwargs: passed to the vision tower, as in LLaVA-OneVision (`output_attentions`, `output_hidden_states`).
 
-        Returns `LlavaVRImageFeaturesOutput` with `pooler_output` (per image `(tokens_i, hidden_size)`) and
-        `deepstack_features` (see its docstring).
+        Returns `LlavaVRImageFeaturesOutput` with `pooler_output` (per image `(tokens_i, hidden_size)`),
+        `deepstack_features` (see its docstring), the tower's `last_hidden_state`, its `attentions` when asked for, and
+        `hidden_states`: the tower's own tuple when asked for, else the states used (`None` elsewhere).
         """
         config = self.config
         if image_sizes is None or len(image_sizes) == 0:
             raise ValueError("pixel_values were given without image_sizes: pass the processor's `image_sizes` too")
         layouts = self.image_layouts(image_sizes, batch_num_images, vision_aspect_ratio)
-        if pixel_values.dim() == 5:
-            if pixel_values.shape[0] != len(layouts):
-                raise ValueError(f"pixel_values hold {pixel_values.shape[0]} images but image_sizes {len(layouts)}")
-            if max(l.num_tiles for l in layouts) > pixel_values.shape[1]:
-                raise ValueError("pixel_values have fewer tiles than image_sizes imply: wrong image_grid_pinpoints?")
-            pixel_values = torch.cat([pv[: l.num_tiles] for pv, l in zip(pixel_values, layouts)], dim=0)
-        elif pixel_values.dim() != 4:
-            raise ValueError(f"pixel_values of shape {tuple(pixel_values.shape)}, expected 4 or 5 dimensions")
-        tiles_per_image = [l.num_tiles for l in layouts]
-        if pixel_values.shape[0] != sum(tiles_per_image):
-            raise ValueError(f"pixel_values hold {pixel_values.shape[0]} tiles, image_sizes imply {sum(tiles_per_image)}")
-        tile = config.vision_config.image_size
-        if tuple(pixel_values.shape[-3:]) != (3, tile, tile):
-            raise ValueError(f"pixel_values tiles are {tuple(pixel_values.shape[-3:])}, the tower expects (3, {tile}, {tile})")
-
+        pixel_values = flatten_tiles(pixel_values, layouts, config.vision_config.image_size)
+        tiles_per_image = [layout.num_tiles for layout in layouts]
         feature_layers = [vision_feature_layer] if isinstance(vision_feature_layer, int) else list(vision_feature_layer)
         vr_layers = config.vision_remember_feature_layers if config.vision_remember_layers else []
         recorder = self._saliency_recorder
@@ -331,7 +326,7 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
             recorder.recording = True
         try:
             tower_out, hidden_states = self._tower_hidden_states.run(
-                self.vision_tower, pixel_values, feature_layers + vr_layers
+                self.vision_tower, pixel_values, feature_layers + vr_layers, **kwargs
             )
         finally:
             if recorder is not None:
@@ -359,7 +354,8 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         return LlavaVRImageFeaturesOutput(
             last_hidden_state=tower_out.last_hidden_state,
             pooler_output=packed,
-            hidden_states=hidden_states,
+            hidden_states=tower_out.hidden_states if tower_out.hidden_states is not None else hidden_states,
+            attentions=tower_out.attentions,
             deepstack_features=deepstack,
         )
 
@@ -398,8 +394,7 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
             features, saliency, cells = image_output.deepstack_features
             no_tokens = torch.zeros(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
             vision_remember_inputs = VisionRememberInputs.from_deepstack(
-                no_tokens, [features, saliency, [cells[0][:0]]], self.config.token_grid_size,
-                self.config.vision_remember_window_size,
+                no_tokens, [features, saliency, [cells[0][:0]]], self.config
             )
         return inputs_embeds, vision_remember_inputs
 
@@ -455,11 +450,13 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
                 if image_output.deepstack_features is None:
                     raise ValueError("the image features carry no Vision Remember inputs (deepstack_features)")
                 vision_remember_inputs = VisionRememberInputs.from_deepstack(
-                    image_mask, image_output.deepstack_features, self.config.token_grid_size,
-                    self.config.vision_remember_window_size,
+                    image_mask, image_output.deepstack_features, self.config
                 )
-        elif input_ids is not None and (input_ids == self.config.image_token_id).any() and (
-            past_key_values is None or past_key_values.get_seq_length() == 0
+        elif (
+            not is_torchdynamo_compiling()  # a compiled decode step (static cache) never holds images
+            and input_ids is not None
+            and (past_key_values is None or past_key_values.get_seq_length() == 0)
+            and (input_ids == self.config.image_token_id).any()
         ):
             raise ValueError(
                 "input_ids contain image tokens but no pixel_values (or pre-encoded image features) were given"
@@ -485,7 +482,7 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         )
 
 
-class LlavaVRForConditionalGeneration(LlavaVRPreTrainedModel, GenerationMixin):
+class LlavaVRForConditionalGeneration(LlavaVRPreTrainedModel, LlavaVRGenerationMixin):
     _auto_class = "AutoModelForImageTextToText"
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
@@ -563,22 +560,6 @@ class LlavaVRForConditionalGeneration(LlavaVRPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
         )
-
-    def generate(self, *args, **kwargs):
-        """`GenerationMixin.generate`, refusing chunked prefill through images: Vision Remember's bidirectional
-        attention needs all of an image's tokens in one forward."""
-        generation_config = kwargs.get("generation_config") or self.generation_config
-        chunk = kwargs.get("prefill_chunk_size", getattr(generation_config, "prefill_chunk_size", None))
-        has_images = (
-            kwargs.get("pixel_values") is not None
-            or (kwargs.get("mm_encoder_outputs") or {}).get("image") is not None
-        )
-        if chunk and has_images and self.config.vision_remember_layers:
-            raise ValueError(
-                "prefill_chunk_size is not supported with images: Vision Remember runs bidirectional attention over "
-                "all of an image's tokens in one forward; pass prefill_chunk_size=None"
-            )
-        return super().generate(*args, **kwargs)
 
 
 __all__ = [

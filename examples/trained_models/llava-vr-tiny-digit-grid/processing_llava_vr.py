@@ -7,8 +7,15 @@ counted with the model's own `anyres_layout` (one source of truth, see `packing_
 
 import math
 
+from typing import Unpack
+
 import numpy as np
-from transformers.processing_utils import MultiModalData, ProcessorMixin
+from transformers.audio_utils import AudioInput
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_utils import ImageInput
+from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin
+from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
+from transformers.video_utils import VideoInput
 
 from .packing_llava_vr import AnyResLayout, anyres_layout, images_use_anyres, max_tiles_from_aspect_ratio
 
@@ -141,7 +148,9 @@ class LlavaVRProcessor(ProcessorMixin):
             The tokenizer; it must know `image_token` as one token.
         num_image_tokens (`int`):
             Image tokens per tile after the projector (`config.num_image_tokens_per_tile`): 576 for `mlp` on CLIP-336,
-            144 for the compressing projectors; 729 / 196 / 169 for SigLIP-384 variants. A perfect square.
+            144 for the compressing projectors; 729 / 196 / 169 for SigLIP-384 variants. A perfect square. It may be
+            set after loading (`processor.num_image_tokens = 144`), as on Transformers' LLaVA-OneVision processor: the
+            token grid is derived from it at every call, and a value that is not a perfect square raises `ValueError`.
         vision_aspect_ratio (`str`, *optional*, defaults to `"anyres_max_9"`):
             `config.vision_aspect_ratio`: `"anyres_max_N"` (OneVision's down-interpolation of large images),
             `"anyres"` (LLaVA-NeXT, no cap) or `"pad"` (base tile only).
@@ -167,14 +176,7 @@ class LlavaVRProcessor(ProcessorMixin):
         chat_template=None,
         **kwargs,
     ):
-        if num_image_tokens is None:
-            raise ValueError(
-                "LlavaVRProcessor needs num_image_tokens, the image tokens per tile after the projector "
-                "(config.num_image_tokens_per_tile: 576 for `mlp` on CLIP-336, 144 pooled)"
-            )
-        grid = math.isqrt(int(num_image_tokens))
-        if int(num_image_tokens) < 1 or grid * grid != int(num_image_tokens):
-            raise ValueError(f"num_image_tokens={num_image_tokens} is not the size of a square token grid (g * g)")
+        self.num_image_tokens = num_image_tokens  # validated by the property's setter
         if vision_aspect_ratio != "pad":
             max_tiles_from_aspect_ratio(vision_aspect_ratio)  # raises ValueError on anything else
         if tokenizer is None:
@@ -184,8 +186,6 @@ class LlavaVRProcessor(ProcessorMixin):
                 "LlavaVRProcessor needs an AnyRes image processor with image_grid_pinpoints (LlavaNextImageProcessor "
                 f"or LlavaOnevisionImageProcessor), got {type(image_processor).__name__}"
             )
-        self.num_image_tokens = int(num_image_tokens)
-        self.token_grid = grid
         self.vision_aspect_ratio = vision_aspect_ratio
         self.multi_image_anyres = bool(multi_image_anyres)
         self.image_token = getattr(tokenizer, "image_token", None) or image_token
@@ -211,7 +211,36 @@ class LlavaVRProcessor(ProcessorMixin):
             **kwargs,
         )
 
-    def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs):
+    @property
+    def num_image_tokens(self) -> int:
+        """Image tokens per tile (a perfect square `g * g`); kept in `__dict__`, so `save_pretrained` writes it."""
+        return self.__dict__["num_image_tokens"]
+
+    @num_image_tokens.setter
+    def num_image_tokens(self, value: int):
+        if value is None:
+            raise ValueError(
+                "LlavaVRProcessor needs num_image_tokens, the image tokens per tile after the projector "
+                "(config.num_image_tokens_per_tile: 576 for `mlp` on CLIP-336, 144 pooled)"
+            )
+        grid = math.isqrt(max(int(value), 0))
+        if int(value) < 1 or grid * grid != int(value):
+            raise ValueError(f"num_image_tokens={value} is not the size of a square token grid (g * g)")
+        self.__dict__["num_image_tokens"] = int(value)
+
+    @property
+    def token_grid(self) -> int:
+        """Side `g` of a tile's token grid, derived from `num_image_tokens` (so a later change of it takes effect)."""
+        return math.isqrt(self.num_image_tokens)
+
+    def __call__(
+        self,
+        images: ImageInput | None = None,
+        text: TextInput | PreTokenizedInput | list[TextInput] | list[PreTokenizedInput] | None = None,
+        videos: VideoInput | None = None,
+        audio: AudioInput | None = None,
+        **kwargs: Unpack[ProcessingKwargs],
+    ) -> BatchFeature:
         r"""
         Prepares images and prompts for the model.
 

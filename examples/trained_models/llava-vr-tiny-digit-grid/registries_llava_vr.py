@@ -21,19 +21,23 @@ PROJECTORS = {
 """Projectors (`projector_type`); every one but `mlp` compresses a tile to `projector_pooled_grid_size**2` tokens."""
 
 VR_INTERACTIONS = {
-    "sela": "saliency-enhanced local attention: each token reads its own window of the multi-level features",
-    "deformable": "multi-level deformable attention around the token's cell (MoME style), no saliency",
-    "global": "plain cross-attention from every token to every feature cell of its tile, no saliency",
+    "sela": "saliency-enhanced local attention: each token reads its window of the multi-level features (paper §4.2)",
+    "deformable": "multi-level deformable attention around the token's cell (MoME style; paper Tab. 4b)",
+    "global": "plain cross-attention from every token of an image to every feature cell of that image, all tiles "
+    "(paper Tab. 4b)",
+    "global_tile": "cross-attention from every token to every feature cell of its own tile only (this package's "
+    "`global` before it followed the paper; kept so those checkpoints load unchanged)",
 }
 """Token-feature cross-attention of Vision Remember (`vision_remember_interaction`)."""
 
 SALIENCY_MODES = {
-    "auto": "`cls` when the tower has a CLS token (CLIP), else `mean_token`",
+    "auto": "resolved at construction: for `sela`, `cls` when the tower has a CLS token (CLIP), else `mean_token`; "
+    "`off` for the other interactions (the paper's saliency is part of SELA only)",
     "cls": "sigmoid(q_cls . k_p / sqrt(d)) per head, averaged over heads (paper Eq. 3)",
     "mean_token": "the same with the mean query of all tokens (towers without CLS, e.g. SigLIP)",
     "off": "no saliency weighting (all ones)",
 }
-"""Saliency weighting of SELA's values (`vision_remember_saliency`)."""
+"""Saliency weighting of the cross-attention's values (`vision_remember_saliency`)."""
 
 ProjectorType = Literal[tuple(PROJECTORS)]
 VisionRememberInteraction = Literal[tuple(VR_INTERACTIONS)]

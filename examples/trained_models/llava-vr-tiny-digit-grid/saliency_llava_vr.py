@@ -23,16 +23,25 @@ check_implemented(SALIENCY_MODES, [*SALIENCY_QUERIES, "auto", "off"], "vision_re
 
 
 class SaliencyRecorder:
-    """Records `q_proj` / `k_proj` outputs of one attention layer while `recording`; `pop()` gives `(T, N)`."""
+    """Records `q_proj` / `k_proj` outputs of one encoder layer's attention while `recording`; `pop()` gives `(T, N)`.
 
-    def __init__(self, attention: nn.Module, num_heads: int, mode: str):
+    The layer is never gradient-checkpointed (`keep_unchecked`): reentrant checkpointing runs its forward without
+    autograd, so the recorded q/k would carry no graph and the saliency no gradient to the tower."""
+
+    def __init__(self, encoder_layer: nn.Module, num_heads: int, mode: str):
         if mode not in SALIENCY_QUERIES:
             raise ValueError(f"saliency mode {mode!r} has no recorder")
+        self.encoder_layer = encoder_layer
         self.num_heads, self.mode = num_heads, mode
         self.recording = False
         self._query = self._keys = None
-        attention.q_proj.register_forward_hook(self._record_query)
-        attention.k_proj.register_forward_hook(self._record_keys)
+        encoder_layer.self_attn.q_proj.register_forward_hook(self._record_query)
+        encoder_layer.self_attn.k_proj.register_forward_hook(self._record_keys)
+
+    def keep_unchecked(self):
+        """Turns gradient checkpointing off for the recorded layer (one tower layer's activations kept)."""
+        if getattr(self.encoder_layer, "gradient_checkpointing", False):
+            self.encoder_layer.gradient_checkpointing = False
 
     def _record_query(self, module, args, output):
         if self.recording:

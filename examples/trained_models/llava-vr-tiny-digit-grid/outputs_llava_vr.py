@@ -1,0 +1,54 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""What LLaVA-VR's models return: the image features `generate()` carries to the prefill, and the model outputs."""
+
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
+
+
+@dataclass
+class LlavaVRImageFeaturesOutput(BaseModelOutputWithPooling):
+    r"""
+    Output of `get_image_features`; `generate()` hands it to the prefill instead of `pixel_values`.
+
+    pooler_output (`list[torch.Tensor]`):
+        Per image, its packed vision tokens `(tokens_i, hidden_size)`, in `<image>` order.
+    deepstack_features (`list[list[torch.Tensor]]`, *optional*):
+        What Vision Remember reads, per image, in three lists: multi-level features `(tiles_i, G*G, C_ml)`, saliency
+        `(tiles_i, G*G)` and token cells `(tokens_i, 3)` (`(tile, row, col)`, `-1` for newline tokens). Carried in
+        this field because `generate()` expands it with the pooled features for beams / `num_return_sequences`.
+    """
+
+    deepstack_features: list | None = None
+
+
+@dataclass
+class LlavaVRModelOutputWithPast(BaseModelOutputWithPast):
+    r"""
+    image_hidden_states (`torch.Tensor`, *optional*):
+        `(num_image_tokens, hidden_size)` packed projected image features scattered into the sequence.
+    """
+
+    image_hidden_states: torch.Tensor | None = None
+
+
+@dataclass
+class LlavaVRCausalLMOutputWithPast(ModelOutput):
+    r"""
+    loss (`torch.Tensor` of shape `(1,)`, *optional*): next-token loss when `labels` are given.
+    logits (`torch.Tensor` of shape `(batch_size, sequence_length, vocab_size)`).
+    past_key_values (`Cache`, *optional*): the KV cache.
+    image_hidden_states (`torch.Tensor`, *optional*): `(num_image_tokens, hidden_size)` projected image features.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.Tensor] | None = None
+    attentions: tuple[torch.Tensor] | None = None
+    image_hidden_states: torch.Tensor | None = None
+
+
+__all__ = ["LlavaVRCausalLMOutputWithPast", "LlavaVRImageFeaturesOutput", "LlavaVRModelOutputWithPast"]
