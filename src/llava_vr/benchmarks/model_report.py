@@ -50,25 +50,38 @@ def estimate_table(rows: list[dict]) -> str:
     return markdown_table(headers, body)
 
 
-def plot(rows: list[dict], path: Path, title: str):
-    """Left: TTFT over the crop count per variant; right: TTFT relative to pooling alone (a dotted line at each
-    VR-over-pooling target)."""
-    fig, (left, right) = pyplot().subplots(1, 2, figsize=(14, 5.5))
-    pool = {r["crops"]: r["ttft_ms"] for r in rows if r["variant"] == POOL and "ttft_ms" in r}
+def _colour(variant: str, families: list[str]):
+    """tab20 colour pairs: one pair per variant family (the variant with its formulation left to `auto`), the dark
+    shade for `auto` / `absorbed`, the light one for `:plain`."""
+    spec = parse_variant(variant)
+    family = spec.with_(formulation="auto").name
+    if family not in families:
+        families.append(family)
     colours = pyplot().get_cmap("tab20").colors
-    for index, variant in enumerate(dict.fromkeys(r["variant"] for r in rows)):
+    return colours[(2 * families.index(family) + (spec.formulation == "plain")) % len(colours)]
+
+
+def plot(rows: list[dict], path: Path, title: str):
+    """Left: TTFT over the crop count per variant (measured); right: TTFT relative to pooling alone, in the
+    full-depth estimate when there is one (where the targets apply: a dotted line at each VR-over-pooling target),
+    else measured."""
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(14, 5.5))
+    estimate = any(r.get("full_depth_estimate", {}).get("x_pool") for r in rows)
+    families = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
         line = VR_STYLES.get(parse_variant(variant).vr, "-")
-        kwargs = dict(linestyle=line, marker="o", color=colours[index % len(colours)], label=variant)
-        points = sorted((r["crops"], r["ttft_ms"]) for r in rows if r["variant"] == variant and "ttft_ms" in r)
-        if points:
-            left.plot(*zip(*points), **kwargs)
-        rel = [(x, y / pool[x]) for x, y in points if x in pool]
+        kwargs = dict(linestyle=line, marker="o", color=_colour(variant, families), label=variant)
+        own = [r for r in rows if r["variant"] == variant and "ttft_ms" in r]
+        if own:
+            left.plot(*zip(*sorted((r["crops"], r["ttft_ms"]) for r in own)), **kwargs)
+        rel = sorted((r["crops"], (r.get("full_depth_estimate") if estimate else r).get("x_pool")) for r in own)
+        rel = [(x, y) for x, y in rel if y is not None]
         if rel:
             right.plot(*zip(*rel), **kwargs)
-    left.set(xlabel="AnyRes crops (tower tiles = crops + 1)", ylabel="TTFT (ms, median)", title=title)
+    left.set(xlabel="AnyRes crops (tower tiles = crops + 1)", ylabel="TTFT (ms, median, as measured)", title=title)
     left.set_yscale("log")
     right.set(xlabel="AnyRes crops", ylabel="TTFT / TTFT(adaptive_avg_pool, no VR)",
-              title="relative to pooling alone (measured)")
+              title="relative to pooling alone" + (" (full-depth estimate)" if estimate else " (measured)"))
     for limit in TARGETS["max_vr_over_pool_pct"].values():
         right.axhline(1 + limit / 100, color="grey", linewidth=0.8, linestyle=":")
     for axis in (left, right):

@@ -22,8 +22,8 @@ attended features; `plain`: keys and values projected for every feature cell) x 
   number of attention / gather ops per cross-attention, and the largest intermediate tensor (nothing 576 x 576 per
   tile for SELA).
 
-A case whose formulation needs more than `--max-flop-ratio` times the other's FLOPs (the absorbed image-wide `global`
-at many tiles) is skipped and listed.
+A case whose cross-attention needs more than `--max-gflop` GFLOP in its formulation and more than in the other (the
+absorbed image-wide `global` at many tiles: seconds per call) is skipped and listed.
 Writes `<stem>.json`, `<stem>.csv` and `<stem>.png` (stem `vision_remember_<preset>_<device>` unless `--tag`) to
 `--output-dir` (default `benchmark_results/`; the plot needs matplotlib, the `bench` extra).
 
@@ -87,9 +87,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="VR widths (default: the preset's; real: 3072, the paper's, and 1024)")
     parser.add_argument("--formulations", nargs="+", choices=list(FORMULATIONS), default=None,
                         help="cross-attention formulations (default: absorbed plain)")
-    parser.add_argument("--max-flop-ratio", type=float, default=5.0,
-                        help="skip a case whose formulation needs more than this many times the FLOPs of the other "
-                             "(image-wide global absorbed at many tiles; default 5)")
+    parser.add_argument("--max-gflop", type=float, default=500.0,
+                        help="skip a case whose cross-attention needs more than this many GFLOP in its formulation "
+                             "and more than in the other (image-wide global absorbed at many tiles: seconds per call; "
+                             "default 500)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
@@ -126,7 +127,7 @@ def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
     print(f"  plan: LLM widths {args.text_hidden or preset['text_hidden']} x VR widths "
           f"{args.widths or preset['widths']} x {len(args.interactions)} interactions x formulations "
           f"{args.formulations or preset['formulations']} x tiles {args.tiles or preset['tiles']} = "
-          f"{len(_case_keys(args, preset))} cases (less those over --max-flop-ratio {args.max_flop_ratio:g}); per case "
+          f"{len(_case_keys(args, preset))} cases (less those over --max-gflop {args.max_gflop:g}); per case "
           f"one instrumented pass and {warmup} warm-up, then {repeats} timed rounds; results to {out_dir / stem}.*",
           flush=True)
     plots = plotting_available()
@@ -141,7 +142,8 @@ def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
     cases, skipped = _instrument_cases(args, preset, device, dtype, warmup)
     for case in skipped:
         print(f"  skipped d={case['width']} {case['interaction']} {case['formulation']} tiles={case['tiles']}: "
-              f"{case['flop_ratio']:.1f}x the FLOPs of {case['auto_picks']}", flush=True)
+              f"{case['formulation_gflop'][case['formulation']]:.0f} GFLOP, {case['flop_ratio']:.1f}x the FLOPs of "
+              f"{case['auto_picks']}", flush=True)
     rows = _time_cases(cases, repeats, peak["size"], device, dtype, meta)
     if not args.no_profile:
         _profile_largest(cases, device)
@@ -177,7 +179,7 @@ def _meta(args, preset, device, dtype, threads, command, repeats, warmup, peak) 
                     "its median GFLOP/s over the rounds, measured interleaved with the cases)",
         "setup": {"vision_hidden": preset["vision_hidden"], "levels": 3, "heads": preset["vision_heads"],
                   "feature_grid": preset["image_size"] // preset["patch_size"], "text_tokens": TEXT_TOKENS,
-                  "max_flop_ratio": args.max_flop_ratio},
+                  "max_gflop": args.max_gflop},
     }
 
 
@@ -190,8 +192,8 @@ def _case_keys(args, preset) -> list[tuple]:
 
 def _instrument_cases(args, preset, device, dtype, warmup: int) -> tuple[list[Case], list[dict]]:
     """Modules (one per LLM width, VR width and interaction: the formulations share its weights), inputs and the
-    instrumented pass of every case. A case whose formulation needs more than `--max-flop-ratio` times the other
-    formulation's FLOPs is skipped (listed in the second return value)."""
+    instrumented pass of every case. A case whose cross-attention needs more than `--max-gflop` GFLOP in its
+    formulation and more than in the other is skipped (listed in the second return value)."""
     cases, skipped, modules, hidden_states, built = [], [], {}, {}, {}
     keys = _case_keys(args, preset)
     progress = tqdm(keys, desc="instrumented passes", unit="case")
@@ -214,9 +216,9 @@ def _instrument_cases(args, preset, device, dtype, warmup: int) -> tuple[list[Ca
         flops = module.cross_attention.formulation_flops(inputs, int(inputs.positions.numel()))
         described.update(formulation_gflop={k: v / 1e9 for k, v in flops.items()},
                          auto_picks=min(flops, key=flops.get))
-        ratio = flops.get(formulation, 0) / min(flops.values())
-        if ratio > args.max_flop_ratio:
-            skipped.append({**described, "flop_ratio": ratio})
+        own = flops.get(formulation, 0)
+        if own > min(flops.values()) and own / 1e9 > args.max_gflop:
+            skipped.append({**described, "flop_ratio": own / min(flops.values())})
             continue
         row, output = instrument_case(config, module, tiles, hidden, inputs, device, dtype)
         row.update(described)
