@@ -115,33 +115,37 @@ def profile_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path, meta: dict):
-    """Left: one VR forward's time over the vision tokens; middle: absorbed / plain time; right: GFLOP/s as % of the
-    plain matmul's."""
-    fig, (left, middle, right) = pyplot().subplots(1, 3, figsize=(17, 5))
+    """Left: one VR forward's time over the vision tokens; middle: absorbed / plain time (log scale); right: GFLOP/s
+    as % of the plain matmul's. One tab20 colour pair per (LLM width, VR width, interaction): dark = absorbed (solid),
+    light = plain (dashed)."""
+    fig, (left, middle, right) = pyplot().subplots(1, 3, figsize=(18, 5.5))
     groups = _groups(rows)
+    colours = pyplot().get_cmap("tab20").colors
+    families = list(dict.fromkeys(key[:3] for key in groups))
     for key, group in groups.items():
         group = sorted(group, key=lambda r: r["tokens"])
         xs = [r["tokens"] for r in group]
-        line = "-" if key[3] != "plain" else "--"
-        left.plot(xs, [r["forward_ms"] for r in group], marker="o", linestyle=line, label=_label(key))
-        right.plot(xs, [r["pct_of_matmul"] for r in group], marker="o", linestyle=line, label=_label(key))
-        plain = {r["tokens"]: r["forward_ms"] for r in groups.get((*key[:3], "plain"), [])}
-        if key[3] != "plain" and plain:
-            ratio = [(r["tokens"], r["forward_ms"] / plain[r["tokens"]]) for r in group if r["tokens"] in plain]
-            if ratio:
-                middle.plot(*zip(*ratio), marker="o", label=f"D={key[0]} d={key[1]} {key[2]}")
+        plain = key[3] == "plain"
+        style = dict(marker="o", linestyle="--" if plain else "-",
+                     color=colours[(2 * families.index(key[:3]) + plain) % len(colours)])
+        left.plot(xs, [r["forward_ms"] for r in group], label=_label(key), **style)
+        right.plot(xs, [r["pct_of_matmul"] for r in group], **style)
+        twin = {r["tokens"]: r["forward_ms"] for r in groups.get((*key[:3], "plain"), [])}
+        ratio = [(r["tokens"], r["forward_ms"] / twin[r["tokens"]]) for r in group if not plain and r["tokens"] in twin]
+        if ratio:
+            middle.plot(*zip(*ratio), label=f"D={key[0]} d={key[1]} {key[2]}", **style)
     limit = meta["matmul_limit_gflops"]
     left.set(xlabel="vision tokens (144 per tile)", ylabel="one VR forward (ms, median)", xscale="log", yscale="log",
              title=f"Vision Remember, {meta['dtype']}, {meta['machine'].get('gpu', meta['machine']['cpu'])}")
-    middle.set(xlabel="vision tokens", ylabel="VR forward: absorbed / plain", xscale="log",
+    middle.set(xlabel="vision tokens", ylabel="VR forward: absorbed / plain", xscale="log", yscale="log",
                title="formulations (same weights and inputs)")
     middle.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
     right.set(xlabel="vision tokens", ylabel="achieved GFLOP/s as % of plain matmul", xscale="log",
               title=f"arithmetic efficiency (matmul = {limit:.0f} GFLOP/s)")
     for axis in (left, middle, right):
         axis.grid(True, alpha=0.3)
-    for axis in (middle, right):
-        axis.legend(fontsize=6)
+    left.legend(fontsize=6)
+    middle.legend(fontsize=6)
     save_figure(fig, path)
 
 
