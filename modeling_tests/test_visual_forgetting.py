@@ -210,3 +210,20 @@ def test_bundled_model_reads_a_sample_through_its_own_code_without_the_package(t
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["model"].startswith("transformers_modules")
     assert report["answer"] == sample["answer"]
+
+
+def test_save_best_copies_the_best_run_of_the_chosen_variant_only(tmp_path):
+    output = tmp_path / "runs"
+    visual_forgetting.run(visual_forgetting.parse_args([
+        "--preset", "smoke", "--seeds", "0", "--variants", "pool_vr_sela", "pool_vr_sela_v1", "--test-samples", "4",
+        "--output-dir", str(output),
+    ]))
+    for variant in ("pool_vr_sela_v1", "pool_vr_sela"):
+        best = tmp_path / f"best-{variant}"
+        visual_forgetting.run(visual_forgetting.parse_args([
+            "--preset", "smoke", "--output-dir", str(output), "--summarize-only", "--save-best-to", str(best),
+            "--best-of", variant,
+        ]))
+        assert json.loads((best / "experiment.json").read_text())["best"]["variant"] == variant
+        config = json.loads((best / "config.json").read_text())
+        assert config["vision_remember_self_attention"] == (variant == "pool_vr_sela")

@@ -66,7 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/visual_forgetting"))
     parser.add_argument("--summarize-only", action="store_true", help="train nothing: summarise the folder's runs")
-    parser.add_argument("--save-best-to", type=Path, help="copy the best pool_vr_* model here, with a model card")
+    parser.add_argument("--save-best-to", type=Path, help="copy the best run of --best-of here, with a model card")
+    parser.add_argument("--best-of", choices=[v for v in VARIANTS if v.startswith("pool_vr")], default="pool_vr_sela",
+                        help="the Vision Remember variant whose most accurate run --save-best-to copies (default: the "
+                        "default VR, SELA)")
     parser.add_argument("--save-samples-to", type=Path, help="with --save-best-to: write the first held-out test "
                         "images of the best model's seed here (PNG + questions.json), for the quickstart")
     parser.add_argument("--num-samples", type=int, default=3)

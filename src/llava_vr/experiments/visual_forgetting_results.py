@@ -86,11 +86,12 @@ def save_samples(folder: Path, preset: dict, seed: int, count: int) -> None:
 
 
 def save_best(results: list[dict], args, preset: dict) -> None:
-    """Copies the most accurate pool_vr_* model to `--save-best-to` and writes its model card and results."""
-    candidates = [r for r in results if r["variant"].startswith("pool_vr")
+    """Copies the most accurate run of `--best-of` (a pool_vr_* variant) to `--save-best-to` and writes its model card
+    and results."""
+    candidates = [r for r in results if r["variant"] == args.best_of
                   and (run_dir(args.output_dir, r["variant"], r["seed"]) / "model").is_dir()]
     if not candidates:
-        raise SystemExit("no trained Vision Remember model to save")
+        raise SystemExit(f"no trained {args.best_of} model in {args.output_dir} to save (--best-of)")
     best = max(candidates, key=lambda r: (r["accuracy"], r["digit_accuracy"]))
     target = args.save_best_to
     if target.exists():  # empty, or `--overwrite` (`refuse_to_overwrite` checked before anything trained)
