@@ -227,3 +227,19 @@ def test_save_best_copies_the_best_run_of_the_chosen_variant_only(tmp_path):
         assert json.loads((best / "experiment.json").read_text())["best"]["variant"] == variant
         config = json.loads((best / "config.json").read_text())
         assert config["vision_remember_self_attention"] == (variant == "pool_vr_sela")
+
+
+def test_summary_reports_mean_std_and_the_share_of_the_pooling_loss_recovered():
+    from llava_vr.experiments.visual_forgetting_results import recovered_share, summarize
+
+    def run(variant, seed, accuracy, digits):
+        return dict(variant=variant, seed=seed, accuracy=accuracy, digit_accuracy=digits, image_tokens=5,
+                    train_seconds=1.0)
+
+    results = [run("mlp", 0, 1.0, 1.0), run("mlp", 1, 0.9, 1.0), run("pool", 0, 0.1, 0.6), run("pool", 1, 0.1, 0.6),
+               run("pool_vr_sela", 0, 0.8, 0.9), run("pool_vr_sela", 1, 0.6, 0.9)]
+    assert abs(recovered_share(results, "pool_vr_sela") - (0.7 - 0.1) / (0.95 - 0.1)) < 1e-12
+    assert abs(recovered_share(results, "pool_vr_sela", "digit_accuracy") - 0.75) < 1e-12
+    table = summarize(results)
+    assert "| pool_vr_sela | 5 | 0, 1 | 0.700 ± 0.141 |" in table and "| 71 % / 75 % |" in table
+    assert recovered_share(results[2:], "pool_vr_sela") is None  # no mlp run

@@ -27,20 +27,45 @@ def collect(output_dir: Path, preset: dict) -> list[dict]:
     return sorted(rows, key=lambda r: (order.index(r["variant"]), r["seed"]))
 
 
+def _mean_std(values: list[float]) -> str:
+    """`mean ± sample std` (the std only with 2 or more values)."""
+    mean = statistics.mean(values)
+    return f"{mean:.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
+
+
+def recovered_share(results, variant: str, key: str = "accuracy") -> float | None:
+    """The share of what pooling loses against `mlp` that `variant` wins back, `(vr - pool) / (mlp - pool)` on the
+    means of `key` (paper, Tab. 5a: 85 %); `None` without `mlp` and `pool` runs or when pooling loses nothing."""
+    means = {}
+    for name in ("mlp", "pool", variant):
+        values = [r[key] for r in results if r["variant"] == name]
+        if not values:
+            return None
+        means[name] = statistics.mean(values)
+    loss = means["mlp"] - means["pool"]
+    return (means[variant] - means["pool"]) / loss if loss > 0 else None
+
+
 def summarize(results) -> str:
-    """Markdown table: one row per variant, means over seeds with the per-seed values beside them."""
+    """Markdown table: one row per variant, mean ± std over seeds with the per-seed values beside them, and for the
+    Vision Remember variants the share of the pooling loss they recover (exact match and per digit)."""
     lines = [
-        "| variant | image tokens | seeds | exact match (mean) | per seed | per-digit accuracy (mean) | per seed | "
-        "train s (mean) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | image tokens | seeds | exact match (mean ± std) | per seed | per-digit accuracy (mean ± std) | "
+        "per seed | pooling loss recovered (exact / digit) | train s (mean) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in dict.fromkeys(r["variant"] for r in results):
         rows = [r for r in results if r["variant"] == variant]
         exact, digits = [r["accuracy"] for r in rows], [r["digit_accuracy"] for r in rows]
+        shares = [recovered_share(results, variant, key) for key in ("accuracy", "digit_accuracy")]
+        recovered = "-"
+        if variant.startswith("pool_vr") and None not in shares:
+            recovered = " / ".join(f"{100 * x:.0f} %" for x in shares)
         lines.append(
             f"| {variant} | {rows[0]['image_tokens']} | {', '.join(str(r['seed']) for r in rows)} | "
-            f"{statistics.mean(exact):.3f} | {', '.join(f'{a:.3f}' for a in exact)} | {statistics.mean(digits):.3f} | "
-            f"{', '.join(f'{a:.3f}' for a in digits)} | {statistics.mean(r['train_seconds'] for r in rows):.0f} |"
+            f"{_mean_std(exact)} | {', '.join(f'{a:.3f}' for a in exact)} | {_mean_std(digits)} | "
+            f"{', '.join(f'{a:.3f}' for a in digits)} | {recovered} | "
+            f"{statistics.mean(r['train_seconds'] for r in rows):.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -108,4 +133,5 @@ def save_best(results: list[dict], args, preset: dict) -> None:
         save_samples(args.save_samples_to, preset, best["seed"], args.num_samples)
 
 
-__all__ = ["collect", "render_experiment_card", "save_best", "save_samples", "summarize", "write_summary"]
+__all__ = ["collect", "recovered_share", "render_experiment_card", "save_best", "save_samples", "summarize",
+           "write_summary"]
