@@ -2,6 +2,7 @@
 meaning; Swin-partition windows; image-wide `global`."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,10 +75,11 @@ def test_config_json_from_before_the_paper_defaults_keeps_its_meaning(tmp_path, 
     assert config.vision_remember_interaction == loaded and config.vision_remember_window_layout == "centred"
 
 
-def test_bundled_model_config_is_read_with_its_original_meaning():
-    config = LlavaVRConfig.from_pretrained("examples/trained_models/llava-vr-tiny-digit-grid")
-    assert config.vision_remember_hidden_size == config.vision_config.hidden_size
-    assert config.vision_remember_saliency == "cls" and config.vision_remember_window_layout == "centred"
+def test_bundled_model_config_json_pins_every_vision_remember_setting():
+    saved = json.loads(Path("examples/trained_models/llava-vr-tiny-digit-grid/config.json").read_text())
+    settings = {key: value for key, value in saved.items() if key.startswith("vision_remember_")}
+    assert set(RESOLVED) <= set(settings)
+    assert all(settings[key] is not None and settings[key] != "auto" for key in RESOLVED)
 
 
 def test_partition_windows_are_aligned_blocks_shared_by_the_tokens_over_them():
@@ -148,3 +150,24 @@ def test_global_reads_every_tile_of_the_tokens_image_and_no_other_image(interact
 
 def test_siglip_tiny_vision_config_has_no_cls():
     assert tiny_vision_config("siglip")["model_type"] == "siglip_vision_model"
+
+
+@pytest.mark.parametrize("interaction", ["sela", "global"])
+def test_checkpoint_saved_before_the_paper_defaults_answers_exactly_as_before(tmp_path, interaction):
+    """A model saved by the older code (its config.json with `null` / `auto` settings and no window layout) loads as
+    the model it was: same weights, same logits."""
+    from llava_vr import LlavaVRForConditionalGeneration
+
+    then = dict(vision_remember_hidden_size=32, vision_remember_saliency="cls", vision_remember_window_layout="centred",
+                vision_remember_interaction="global_tile" if interaction == "global" else "sela")
+    model = tiny_model(perturb_vr=True, **then)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved |= {"vision_remember_hidden_size": None, "vision_remember_saliency": "auto",
+              "vision_remember_interaction": interaction}
+    del saved["vision_remember_window_layout"], saved["vision_remember_formulation"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = LlavaVRForConditionalGeneration.from_pretrained(tmp_path).eval()
+    inputs, _ = image_inputs(model, [(60, 100), (120, 40)])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
