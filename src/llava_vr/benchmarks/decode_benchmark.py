@@ -37,16 +37,13 @@ from transformers.generation.streamers import BaseStreamer
 
 from .machine import (
     DTYPES,
-    available_cores,
     dtype_name,
     machine_info,
-    resolve_device,
-    resolve_dtype,
+    run_benchmark,
     synchronize,
-    torch_threads,
 )
 from .model_variants import PRESETS, VARIANTS, VR_MAIN, build_config, build_model, config_summary, make_inputs
-from .reporting import DEFAULT_OUTPUT_DIR, command_line, markdown_table, utc_timestamp, write_csv, write_json
+from .reporting import DEFAULT_OUTPUT_DIR, markdown_table, utc_timestamp, write_csv, write_json
 from .timing import median
 
 PROG = "llava-vr bench decode"
@@ -162,12 +159,7 @@ def measure(runners: dict, args) -> list[dict]:
 
 def run(argv: list[str] | None = None, prog: str = PROG) -> dict:
     """Runs the benchmark; returns the payload written to the JSON file. Restores torch's thread count."""
-    args = build_parser(prog).parse_args(argv)
-    preset = PRESETS[args.preset]
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device, preset["cpu_dtype"])
-    with torch_threads(args.threads or preset.get("threads") or available_cores()) as threads:
-        return _run(args, preset, device, dtype, threads, command_line(prog, argv))
+    return run_benchmark(build_parser(prog), PRESETS, _run, argv, prog)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:

@@ -101,3 +101,17 @@ __all__ = [
     "synchronize",
     "torch_threads",
 ]
+
+
+def run_benchmark(parser, presets: dict, body, argv: list[str] | None, prog: str):
+    """A benchmark's `run`: parses `argv`, resolves its preset, device, dtype and thread count (tiny ops gain nothing
+    from a second thread, and on a busy machine OpenMP barriers make them 100x slower), and returns
+    `body(args, preset, device, dtype, threads, command)` with torch's thread count restored afterwards."""
+    from .reporting import command_line
+
+    args = parser.parse_args(argv)
+    preset = presets[args.preset]
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device, preset["cpu_dtype"])
+    with torch_threads(args.threads or preset.get("threads") or available_cores()) as threads:
+        return body(args, preset, device, dtype, threads, command_line(prog, argv))

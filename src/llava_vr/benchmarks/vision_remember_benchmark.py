@@ -48,19 +48,15 @@ from llava_vr.vision_remember_llava_vr import VisionRememberInputs
 from .flops import matmul_peak_gflops
 from .machine import (
     DTYPES,
-    available_cores,
     dtype_name,
     loadavg,
     machine_info,
-    resolve_device,
-    resolve_dtype,
-    torch_threads,
+    run_benchmark,
 )
 from .memory import PeakMemory
 from .reporting import (
     DEFAULT_OUTPUT_DIR,
     MATPLOTLIB_MISSING,
-    command_line,
     fmt,
     plotting_available,
     utc_timestamp,
@@ -103,13 +99,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None, prog: str = PROG) -> dict:
     """Runs the benchmark; returns the payload written to the JSON file. Restores torch's thread count."""
-    args = build_parser(prog).parse_args(argv)
-    preset = PRESETS[args.preset]
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device, preset["cpu_dtype"])
-    # tiny ops gain nothing from a second thread, and on a busy machine OpenMP barriers make them 100x slower
-    with torch_threads(args.threads or preset.get("threads") or available_cores()) as threads:
-        return _run(args, preset, device, dtype, threads, command_line(prog, argv))
+    return run_benchmark(build_parser(prog), PRESETS, _run, argv, prog)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
