@@ -45,13 +45,7 @@ VR_FLAGS = ["--vision-remember-layers", "1", "4", "--vision-remember-feature-lay
 IMAGE_TOKEN = 3  # the tiny tokenizer's <image>
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's spinning costs seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def subprocess_env(**extra) -> dict:

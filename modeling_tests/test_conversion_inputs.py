@@ -32,12 +32,7 @@ NORMALISATION = {"llava_next": (HALF, HALF), "llava_onevision": ([0.45, 0.4, 0.3
 IMAGE_SIZES = [(60, 100), (120, 40), (56, 56)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
