@@ -10,9 +10,9 @@ normalised features sampled with the same weights — one `embedding_bag` — th
 import math
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 from transformers import initialization as init
-from torch import nn
 
 from .initialization_llava_vr import ZeroInitLinear
 from .token_feature_attention_llava_vr import TokenFeatureAttention
@@ -40,6 +40,8 @@ class DeformableSamplingOffsets(nn.Linear):
 class TokenFeatureDeformableAttention(TokenFeatureAttention):
     """`deformable`: `(Nv, d) -> (Nv, d)`; per-level features `C_l = C / levels` share one LayerNorm and `v_proj`."""
 
+    normalizes_per_level = True
+
     def __init__(self, hidden_size: int, feature_size: int, num_heads: int, num_levels: int, num_points: int):
         super().__init__(hidden_size, feature_size // num_levels, num_heads, with_keys=False)
         self.num_levels, self.num_points = num_levels, num_points
@@ -51,7 +53,7 @@ class TokenFeatureDeformableAttention(TokenFeatureAttention):
         levels = len(config.vision_remember_feature_layers)
         return cls(
             config.vision_remember_hidden_size,
-            config.vision_config.hidden_size * levels,
+            config.vision_remember_feature_size,
             config.vision_remember_num_heads,
             levels,
             config.vision_remember_deformable_points,
@@ -99,7 +101,7 @@ class TokenFeatureDeformableAttention(TokenFeatureAttention):
         table = inputs.normalized_features.to(tokens.device, tokens.dtype).reshape(-1, level_width)
         saliency = inputs.saliency.to(tokens.device, tokens.dtype).flatten().repeat_interleave(self.num_levels)
         rows, weights = self.samples(tokens, inputs)
-        weights = weights * saliency[rows]
+        weights = (weights * saliency[rows]).to(table.dtype)  # autocast: fp32 softmax, a bf16 / fp16 table
         aggregated = F.embedding_bag(
             rows.flatten(0, 1), table, per_sample_weights=weights.flatten(0, 1), mode="sum"
         )  # (Nv * H, C_l)

@@ -9,27 +9,75 @@ Two exact formulations of the same function, chosen per call by FLOPs (`vision_r
   `Σ a·s·(W_v LN(f) + b_v) = W_v (Σ a·s·LN(f)) + b_v Σ a·s`. The queries move to the feature width instead of every
   feature cell moving to VR's width: the projection work drops by the cells a token reads per query. LayerNorm's
   affine folds into the projections (`W diag(γ)`, bias `W β + b`); the key's bias is constant per token and head (it
-  cancels in the softmax, and is kept only so every parameter gets its gradient); the affine-free normalisation is computed once per forward for all VR layers
-  (`VisionRememberInputs.normalized_features`).
+  cancels in the softmax, and is kept only so every parameter gets its gradient); the affine-free normalisation is
+  computed once per forward for all VR layers (`VisionRememberInputs.normalized_features`).
+
+The absorbed formulation reads the parameters of `k_proj`, `v_proj` and `feature_norm` instead of calling them, so it
+runs only where that is exact (`fold_blocker`): the modules are exactly `nn.Linear` / `nn.LayerNorm` with plain,
+materialised parameters and nothing hooked on them. PEFT adapters (a wrapper), bitsandbytes and `quantize_dynamic`
+(replaced Linears), torchao (quantised tensor-subclass weights), Accelerate offload (`_hf_hook`, weights on `meta`),
+DeepSpeed ZeRO-3 (hooks) and any forward/backward hook make `auto` run the plain formulation, which calls the modules
+(same outputs and gradients as their own forward); a forced `absorbed` is refused with a `ValueError`. The check
+depends only on the modules, never on the image, so `auto` treats every image of a model alike.
 """
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .vision_remember_inputs_llava_vr import VisionRememberInputs
+from .feature_windows_llava_vr import check_window
+from .registries_llava_vr import FORMULATIONS, check_implemented
+from .vision_remember_inputs_llava_vr import FEATURE_NORM_EPS, VisionRememberInputs
+
+# `TokenFeatureAttention.uses_absorbed` runs `attend_absorbed` or `attend_plain`, forced or (`auto`) by FLOPs
+check_implemented(FORMULATIONS, ("auto", "absorbed", "plain"), "vision_remember_formulation")
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
-FORMULATIONS = ("auto", "absorbed", "plain")
+def fold_blocker(module: nn.Module) -> str | None:
+    """Why reading `module`'s parameters would not equal calling it, or `None` when it is exact: `module` must be
+    exactly `nn.Linear` or `nn.LayerNorm` (with bias and affine; a LayerNorm with `FEATURE_NORM_EPS`, the eps the
+    shared normalisation uses), not a subclass or wrapper (PEFT, bitsandbytes, `quantize_dynamic`, FSDP2's per-module
+    class), its parameters plain tensors (not torchao's quantised subclasses or DTensors) off the `meta` device
+    (Accelerate offload), with no module hooks and no instance-level `forward` (Accelerate's `_hf_hook`)."""
+    kind = type(module)
+    if kind is not nn.Linear and kind is not nn.LayerNorm:
+        return f"it is a {kind.__module__}.{kind.__qualname__}, not a plain nn.Linear / nn.LayerNorm"
+    if kind is nn.LayerNorm and module.eps != FEATURE_NORM_EPS:
+        return f"its eps is {module.eps}, not {FEATURE_NORM_EPS}"
+    if any(getattr(module, hooks) for hooks in _HOOK_DICTS):
+        return "it has forward or backward hooks"
+    if hasattr(module, "_hf_hook") or "forward" in module.__dict__:
+        return "its forward is replaced (an Accelerate hook)"
+    for name in ("weight", "bias"):
+        param = getattr(module, name, None)
+        if not isinstance(param, torch.Tensor) or type(param) not in (torch.Tensor, nn.Parameter):
+            return f"its {name} is a {type(param).__qualname__}, not a plain tensor"
+        if param.is_meta:
+            return f"its {name} is on the meta device (offloaded)"
+    return None
 
 
 class TokenFeatureAttention(nn.Module):
     """Base of the token-feature cross-attentions. Subclasses define `attend_plain`, `attend_absorbed` (both
-    `(Nv, d) -> (Nv, d)`, before `o_proj`) and `formulation_flops`."""
+    `(Nv, d) -> (Nv, d)`, before `o_proj`) and `formulation_flops`, and declare what they read of
+    `VisionRememberInputs` (`reads_windows`, `normalizes_per_level`) and their settings' checks (`check_config`)."""
+
+    reads_windows = False
+    """Whether it reads the configured windows (`VisionRememberInputs.window_index` / `window_valid`)."""
+    normalizes_per_level = False
+    """Whether its features are layer-normalised per feature level (else over the whole multi-level width)."""
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Raises `ValueError` naming a setting of `config` this interaction cannot run (before it is built)."""
 
     def __init__(self, hidden_size: int, feature_size: int, num_heads: int, with_keys: bool = True):
         super().__init__()
         self.num_heads, self.head_dim = num_heads, hidden_size // num_heads
+        self.hidden_size, self.feature_size = hidden_size, feature_size
+        self.folded_modules = ("k_proj", "v_proj", "feature_norm") if with_keys else ("v_proj", "feature_norm")
         self.query_norm = nn.LayerNorm(hidden_size)
         self.feature_norm = nn.LayerNorm(feature_size)
         if with_keys:  # dot-product attention; deformable attention predicts its weights from the query instead
@@ -43,7 +91,7 @@ class TokenFeatureAttention(nn.Module):
         """The interaction at VR's width, reading `levels x tower width` multi-level features."""
         return cls(
             config.vision_remember_hidden_size,
-            config.vision_config.hidden_size * len(config.vision_remember_feature_layers),
+            config.vision_remember_feature_size,
             config.vision_remember_num_heads,
         )
 
@@ -84,12 +132,34 @@ class TokenFeatureAttention(nn.Module):
         """FLOPs of the formulation-dependent part of one call: `{"plain": ..., "absorbed": ...}`."""
         raise NotImplementedError
 
+    def fold_blockers(self) -> dict[str, str]:
+        """`{module name: reason}` for each of `folded_modules` whose parameters the absorbed formulation may not
+        read (see `fold_blocker`); empty when the absorbed formulation is exact."""
+        reasons = {name: fold_blocker(getattr(self, name)) for name in self.folded_modules}
+        return {name: reason for name, reason in reasons.items() if reason is not None}
+
     def uses_absorbed(self, inputs: VisionRememberInputs, num_tokens: int) -> bool:
-        """The formulation this call runs: forced by `inputs.formulation`, else the one with fewer FLOPs."""
-        if inputs.formulation != "auto" or inputs.normalized_features is None:
-            if inputs.formulation == "absorbed" and inputs.normalized_features is None:
+        """The formulation this call runs: forced by `inputs.formulation`, else the one with fewer FLOPs; plain
+        whenever the absorbed one would not be exact for the modules present (a forced `absorbed` then raises)."""
+        if inputs.formulation == "plain":
+            return False
+        if inputs.normalized_features is None:
+            if inputs.formulation == "absorbed":
                 raise ValueError("the absorbed formulation needs VisionRememberInputs.normalized_features")
-            return inputs.formulation == "absorbed"
+            return False
+        blockers = self.fold_blockers()
+        if inputs.formulation == "absorbed":
+            if blockers:
+                reasons = "; ".join(f"{name}: {reason}" for name, reason in blockers.items())
+                raise ValueError(
+                    "vision_remember_formulation='absorbed' folds the parameters of "
+                    f"{', '.join(self.folded_modules)} without calling the modules, which is not exact for the "
+                    f"modules present ({reasons}). Set vision_remember_formulation='auto' (runs the plain "
+                    "formulation for wrapped, quantised, offloaded or hooked modules) or 'plain'."
+                )
+            return True
+        if blockers:
+            return False
         flops = self.formulation_flops(inputs, num_tokens)
         return flops["absorbed"] < flops["plain"]
 
@@ -101,7 +171,7 @@ class TokenFeatureAttention(nn.Module):
 
     def _feature_sizes(self, inputs: VisionRememberInputs) -> tuple[int, int, int]:
         """`(cells in the batch, feature width C, VR width d)`."""
-        return inputs.features.shape[0] * inputs.features.shape[1], self.v_proj.in_features, self.v_proj.out_features
+        return inputs.features.shape[0] * inputs.features.shape[1], self.feature_size, self.hidden_size
 
 
 def _softmax_weights(scores: torch.Tensor, valid: torch.Tensor, saliency: torch.Tensor) -> torch.Tensor:
@@ -112,6 +182,17 @@ def _softmax_weights(scores: torch.Tensor, valid: torch.Tensor, saliency: torch.
 
 class TokenFeatureLocalAttention(TokenFeatureAttention):
     """`sela`: each token attends to its window of the multi-level features, values weighted by saliency."""
+
+    reads_windows = True
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        check_window(
+            config.token_grid_size,
+            config.patch_grid_size,
+            config.vision_remember_window_size,
+            config.vision_remember_window_layout,
+        )
 
     def attend_plain(self, tokens: torch.Tensor, inputs: VisionRememberInputs) -> torch.Tensor:
         keys, values = self.keys_values(inputs, tokens)
@@ -175,9 +256,7 @@ class GroupedTokenFeatureAttention(TokenFeatureAttention):
     def attend_plain(self, tokens: torch.Tensor, inputs: VisionRememberInputs) -> torch.Tensor:
         keys, values = self.keys_values(inputs, tokens)
         split = (-1, self.num_heads, self.head_dim)
-        attended = self._grouped_attention(
-            self.queries(tokens), keys.reshape(split), values.reshape(split), inputs
-        )
+        attended = self._grouped_attention(self.queries(tokens), keys.reshape(split), values.reshape(split), inputs)
         return attended.reshape(tokens.shape)
 
     def attend_absorbed(self, tokens: torch.Tensor, inputs: VisionRememberInputs) -> torch.Tensor:
@@ -231,4 +310,5 @@ __all__ = [
     "TokenFeatureGlobalAttention",
     "TokenFeatureLocalAttention",
     "TokenFeatureTileAttention",
+    "fold_blocker",
 ]
