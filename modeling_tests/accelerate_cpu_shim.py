@@ -1,5 +1,6 @@
-"""Runs a script under `accelerate launch` with the FSDP2 or DeepSpeed configs of `examples/accelerate/` on CPU, for
-tests (no GPU here). The configs and the script are used unchanged; only accelerate's device checks are bent:
+"""Runs a script or `-m MODULE` under `accelerate launch` with the FSDP2 or DeepSpeed configs of `examples/accelerate/`
+on CPU, for tests (no GPU here). The configs and the command are used unchanged; only accelerate's device checks are
+bent:
 
 * FSDP (`ACCELERATE_USE_CPU=true`): accelerate applies its FSDP config on accelerator devices only and stays plain
   multi-CPU data parallel on CPU; here `AcceleratorState` takes the FSDP plugin the launcher built from the YAML.
@@ -7,9 +8,9 @@ tests (no GPU here). The configs and the script are used unchanged; only acceler
   alone; here the distributed backend is gloo on CPU, as DeepSpeed's CPU accelerator uses.
 
     ACCELERATE_USE_CPU=true accelerate launch --config_file examples/accelerate/fsdp.yaml --num_processes 2 \
-        --mixed_precision no modeling_tests/accelerate_cpu_shim.py examples/sft_documents.py --tiny ...
+        --mixed_precision no modeling_tests/accelerate_cpu_shim.py -m llava_vr sft --tiny ...
     DS_ACCELERATOR=cpu accelerate launch --config_file examples/accelerate/deepspeed_zero3.yaml --num_processes 2 \
-        modeling_tests/accelerate_cpu_shim.py examples/sft_documents.py --tiny ...
+        modeling_tests/accelerate_cpu_shim.py -m llava_vr sft --tiny ...
 """
 
 import os
@@ -63,5 +64,9 @@ PartialState._prepare_backend = _prepare_backend_deepspeed_on_cpu
 PartialState.set_device = _set_device_cpu
 
 if __name__ == "__main__":
-    script, sys.argv = sys.argv[1], sys.argv[1:]
-    runpy.run_path(script, run_name="__main__")
+    if sys.argv[1] == "-m":  # `-m MODULE ARGS...`, as `python -m MODULE ARGS...`
+        module, sys.argv = sys.argv[2], sys.argv[2:]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    else:
+        script, sys.argv = sys.argv[1], sys.argv[1:]
+        runpy.run_path(script, run_name="__main__")

@@ -3,8 +3,10 @@
 * `torchrun --nproc_per_node 2 fsdp_worker.py`: the tiny model under FSDP2 `fully_shard` (every `_no_split_modules`
   block, then the root): loss and gradients equal the unsharded model's, VR gets gradients, and a text-only rank
   beside an image rank does not hang.
-* `accelerate launch` with `examples/accelerate/fsdp.yaml` (and the DeepSpeed configs when deepspeed is installed)
-  runs `examples/sft_documents.py --tiny` (the `llava-vr sft` command) end to end and saves a loadable checkpoint.
+* `DS_ACCELERATOR=cpu torchrun --nproc_per_node 2 zero3_worker.py`: DeepSpeed ZeRO-3 with one text-only rank matches
+  the unsharded model.
+* `accelerate launch` with `examples/accelerate/fsdp.yaml` and the DeepSpeed ZeRO-2 / ZeRO-3 configs
+  runs `-m llava_vr sft --tiny` (the `llava-vr sft` command) end to end and saves a loadable checkpoint.
 """
 
 import json
@@ -19,6 +21,7 @@ import pytest
 import torch
 
 WORKER = Path(__file__).resolve().parent / "fsdp_worker.py"
+ZERO3_WORKER = Path(__file__).resolve().parent / "zero3_worker.py"
 TIMEOUT_S = 120
 
 
@@ -28,16 +31,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def fsdp_results(tmp_path_factory):
+def run_torchrun(worker, out, env_overrides=None, what="run"):
+    """`torchrun --nproc_per_node 2 WORKER OUT` on CPU, killed (with both workers) after TIMEOUT_S; the ranks' JSON."""
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
-    out = tmp_path_factory.mktemp("fsdp")
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()), str(WORKER), str(out),
+        "--master_port", str(free_port()), str(worker), str(out),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env_overrides or {})}
     # own session, so that on a timeout the whole group (torchrun and both workers) is killed, not just torchrun
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
@@ -47,11 +49,16 @@ def fsdp_results(tmp_path_factory):
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
-        pytest.fail(f"FSDP2 run did not finish in {TIMEOUT_S} s (a rank hangs in a collective?)\n{output[-3000:]}")
+        pytest.fail(f"{what} did not finish in {TIMEOUT_S} s (a rank hangs in a collective?)\n{output[-3000:]}")
     assert process.returncode == 0, f"torchrun failed ({process.returncode}):\n{output[-6000:]}"
     results = [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(r["finished"] for r in results)
     return results
+
+
+@pytest.fixture(scope="module")
+def fsdp_results(tmp_path_factory):
+    return run_torchrun(WORKER, tmp_path_factory.mktemp("fsdp"), what="FSDP2 run")
 
 
 def test_every_no_split_block_is_sharded(fsdp_results):
@@ -81,6 +88,33 @@ def test_text_only_rank_beside_an_image_rank_does_not_hang(fsdp_results):
     assert all(torch.isfinite(torch.tensor(r["step2_loss"])) for r in fsdp_results)
 
 
+@pytest.fixture(scope="module")
+def zero3_results(tmp_path_factory):
+    return run_torchrun(ZERO3_WORKER, tmp_path_factory.mktemp("zero3"), {"DS_ACCELERATOR": "cpu"}, "ZeRO-3 run")
+
+
+def test_zero3_step_with_a_text_only_rank_matches_the_unsharded_model(zero3_results):
+    """DeepSpeed ZeRO-3 over 2 CPU processes, rank 1 drawing a text-only batch beside rank 0's images: no hang, each
+    rank's loss is the unsharded model's on its batch, the gathered gradients are the unsharded ones averaged over
+    both batches (the text-only rank's blank-image pass adds nothing), every parameter partitioned."""
+    rank0, rank1 = zero3_results
+    assert not rank0["step1_text_only"] and rank1["step1_text_only"]
+    for result in zero3_results:
+        assert result["partitioned"] == result["parameters"] > 100
+        assert result["step1_loss"] == pytest.approx(result["step1_reference_loss"], rel=1e-5)
+        assert result["grads_compared"] == result["parameters"]
+        assert result["max_grad_diff"] < 1e-5, result["max_grad_diff_name"]
+        assert torch.isfinite(torch.tensor(result["step2_loss"]))
+
+
+def test_vision_remember_trains_under_zero3(zero3_results):
+    grads = zero3_results[0]["vr_grad_abs_sums"]
+    assert {name.split(".")[3] for name in grads} == {"1", "4"}
+    # a key bias shifts every score of a query equally, so softmax makes its gradient zero (up to rounding)
+    assert all(value > 0 for name, value in grads.items() if not name.endswith("k_proj.bias")), grads
+    assert all(r["vr_moved"] == r["vr_parameters"] > 0 for r in zero3_results)
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -92,8 +126,8 @@ def run_accelerate(config_file, script_args, env_overrides, cwd=REPO, shim=True,
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "examples/accelerate" / config_file),
         "--num_processes", "2", "--main_process_port", str(free_port()),
         *(["--mixed_precision", "no"] if config_file.startswith("fsdp") else []),
-        *([str(REPO / "modeling_tests/accelerate_cpu_shim.py")] if shim else []),
-        str(REPO / "examples/sft_documents.py"), *script_args,
+        # `-m llava_vr sft` as `python -m llava_vr sft` (= `llava-vr sft`); the shim takes the same `-m MODULE`
+        *([str(REPO / "modeling_tests/accelerate_cpu_shim.py")] if shim else []), "-m", "llava_vr", "sft", *script_args,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **env_overrides}
     process = subprocess.Popen(
@@ -129,7 +163,7 @@ def check_saved_checkpoint(out):
 
 
 def test_accelerate_fsdp2_config_trains_and_saves_a_loadable_checkpoint(tmp_path):
-    """`accelerate launch --config_file examples/accelerate/fsdp.yaml examples/sft_documents.py` on 2 CPU processes:
+    """`accelerate launch --config_file examples/accelerate/fsdp.yaml -m llava_vr sft` on 2 CPU processes:
     the transformer wrap finds every class of `_no_split_modules`, LlavaVRSFTTrainer's per-component optimizer works
     on FSDP2, gradient checkpointing runs, and the FULL_STATE_DICT save is a normal trust_remote_code checkpoint
     (not torch's `_fsdp_*` files: `LlavaVRPreTrainedModel.save_pretrained` writes its own)."""
@@ -160,8 +194,7 @@ def test_accelerate_fsdp_config_on_a_cpu_only_machine_is_refused_not_run_twice(t
 def test_accelerate_deepspeed_configs_train_with_component_learning_rates(stage, tmp_path):
     """The DeepSpeed configs on 2 CPU processes (gloo, DeepSpeed's CPU accelerator): ZeRO-3 loads a checkpoint under
     `zero.Init` and trains stage 1 with LlavaVRSFTTrainer's optimizer (no "optimizer" block in the JSON);
-    the final save gathers full weights. Skipped without deepspeed (not a requirement of this project)."""
-    pytest.importorskip("deepspeed")
+    the final save gathers full weights. deepspeed is a dev dependency: these run, never skip."""
     for config in ("deepspeed_zero2.json", "deepspeed_zero3.json"):
         assert "optimizer" not in json.loads((REPO / "examples/accelerate" / config).read_text())
     script_args = ["--max-steps", "2", "--num-samples", "4", "--per-device-train-batch-size", "1", "--save-steps",
