@@ -123,7 +123,8 @@ def run_accelerate(config_file, script_args, env_overrides, cwd=REPO, shim=True,
     `accelerate_cpu_shim.py` (which bends only accelerate's device checks; `shim=False`: as a user would launch it),
     killed after TIMEOUT_S; returns the output (stdout and stderr)."""
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "examples/accelerate" / config_file),
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / "examples/accelerate" / config_file),
         "--num_processes", "2", "--main_process_port", str(free_port()),
         *(["--mixed_precision", "no"] if config_file.startswith("fsdp") else []),
         # `-m llava_vr sft` as `python -m llava_vr sft` (= `llava-vr sft`); the shim takes the same `-m MODULE`
