@@ -139,17 +139,17 @@ class LlavaVRMultiModalProcessor(BaseMultiModalProcessor[LlavaVRProcessingInfo])
         sizes = processed["image_sizes"][: len(images)]
         layouts = [image_layout(config, size.tolist(), tiled) for size in sizes]
         pixel_values = processed["pixel_values"][: len(images)]
-        if pixel_values.dim() != 5 or any(l.num_tiles > pixel_values.shape[1] for l in layouts):
+        if pixel_values.dim() != 5 or any(layout.num_tiles > pixel_values.shape[1] for layout in layouts):
             raise ValueError(
                 f"the processor gave pixel_values of shape {tuple(pixel_values.shape)} for image layouts of "
-                f"{[l.num_tiles for l in layouts]} tiles: its image_grid_pinpoints or tile size differ from the "
-                "model config's"
+                f"{[layout.num_tiles for layout in layouts]} tiles: its image_grid_pinpoints or tile size differ from "
+                "the model config's"
             )
         return BatchFeature(
             {
-                "pixel_values": torch.cat([pv[: l.num_tiles] for pv, l in zip(pixel_values, layouts)]),
+                "pixel_values": torch.cat([pv[: lay.num_tiles] for pv, lay in zip(pixel_values, layouts, strict=True)]),
                 "image_sizes": sizes.long(),
-                "image_num_tiles": torch.tensor([l.num_tiles for l in layouts]),
+                "image_num_tiles": torch.tensor([layout.num_tiles for layout in layouts]),
             }
         )
 
