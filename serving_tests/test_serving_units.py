@@ -91,7 +91,8 @@ def checkpoint(tmp_path_factory):
 def _engine_config(checkpoint, **kwargs):
     from vllm.engine.arg_utils import EngineArgs
 
-    args = EngineArgs(model=str(checkpoint), trust_remote_code=True, dtype="float32", **{"max_model_len": 512, **kwargs})
+    kwargs = {"max_model_len": 512, **kwargs}
+    args = EngineArgs(model=str(checkpoint), trust_remote_code=True, dtype="float32", **kwargs)
     return args.create_engine_config()
 
 
