@@ -1,17 +1,24 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""What differs between the supported Transformers versions (5.19 to 5.23), done one way for all of them.
+"""What differs between the supported Transformers versions (5.19 to 5.25), done one way for all of them.
 
 - `TowerHiddenStates`: the tower's hidden states by index. `output_hidden_states=<list>` selects states by index from
   5.23 on but means something else in 5.19-5.22 (one entry per encoder layer, no embeddings entry, `None` for
   negative indices), which would shift Vision Remember's feature levels by one; `output_hidden_states=True` keeps
   every state. Hooks record only the chosen states, numbered as the tower's own `output_hidden_states=True` tuple.
 - `slice_logits_to_keep`: Transformers' helper where it exists (5.21 on), else the slicing of 5.19-5.20's models.
+- The KV cache's name: `past_key_values` up to 5.23, `cache` from 5.24 on (decoder layers, masks, `generate()`'s model
+  inputs, model outputs; the old name warns on every call). `LAYER_CACHE`, `MASK_CACHE` and `OUTPUT_CACHE` are the
+  names the installed Transformers takes, read off its signatures; `take_cache` accepts a cache under either name.
 """
 
+import inspect
 from functools import partial
 
 import torch
 from torch import nn
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
 try:  # Transformers >= 5.21: also takes 2D position / boolean tensors
     from transformers.modeling_utils import slice_logits_to_keep
@@ -22,6 +29,24 @@ except ImportError:  # Transformers 5.19-5.20
         if isinstance(logits_to_keep, int):
             logits_to_keep = slice(-logits_to_keep, None)
         return hidden_states[:, logits_to_keep, :]
+
+
+def _cache_parameter(function) -> str:
+    return "cache" if "cache" in inspect.signature(function).parameters else "past_key_values"
+
+
+LAYER_CACHE = _cache_parameter(Qwen2DecoderLayer.forward)  # the keyword a decoder layer takes its cache by
+MASK_CACHE = _cache_parameter(create_causal_mask)  # ... and `create_causal_mask` / `create_sliding_window_causal_mask`
+OUTPUT_CACHE = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"  # outputs'
+
+
+def take_cache(past_key_values, kwargs: dict):
+    """The KV cache of a forward, given as `past_key_values` or (`generate()` from 5.24 on) as `cache` in `kwargs`,
+    which loses that key. Raises `ValueError` when both name different caches."""
+    cache = kwargs.pop("cache", None)
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("pass the KV cache once: `past_key_values` and `cache` hold different caches")
+    return cache if past_key_values is None else past_key_values
 
 
 class TowerHiddenStates:
@@ -71,4 +96,4 @@ class TowerHiddenStates:
         self._keep(index, output)
 
 
-__all__ = ["TowerHiddenStates", "slice_logits_to_keep"]
+__all__ = ["LAYER_CACHE", "MASK_CACHE", "OUTPUT_CACHE", "TowerHiddenStates", "slice_logits_to_keep", "take_cache"]
