@@ -9,7 +9,7 @@ from llava_vr import LlavaVRForConditionalGeneration, LlavaVRModel
 from llava_vr.packing_llava_vr import anyres_layout, grid_pinpoints, pack_tile_tokens, packed_token_cells
 from llava_vr.registries_llava_vr import PROJECTORS, VR_INTERACTIONS
 from llava_vr.testing_utils import IMAGE_TOKEN_ID, image_inputs, left_pad, tiny_config, tiny_model
-from llava_vr.vision_remember_llava_vr import VisionRememberInputs
+from llava_vr.vision_remember_llava_vr import VisionRemember, VisionRememberFeatures
 
 INTERACTIONS = list(VR_INTERACTIONS)
 SIZES = [(60, 100), (120, 40), (56, 56), (30, 170)]
@@ -22,7 +22,7 @@ def test_projector_tokens_per_tile_and_scattered_count_match_layout(projector):
     assert model.config.token_grid_size == expected_grid
     inputs, ids = image_inputs(model, SIZES)
     features = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"])
-    for packed, size, sample in zip(features.pooler_output, SIZES, ids):
+    for packed, size, sample in zip(features.pooler_output, SIZES, ids, strict=True):
         layout = anyres_layout(size, model.config.image_grid_pinpoints, 56, expected_grid, "anyres_max_9")
         assert packed.shape == (layout.num_tokens, model.config.text_config.hidden_size)
         assert int((sample == IMAGE_TOKEN_ID).sum()) == layout.num_tokens
@@ -58,12 +58,13 @@ def test_vision_remember_changes_vision_rows_only(interaction):
     inputs, _ = image_inputs(model, SIZES[:2])
     features = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"])
     mask = inputs["input_ids"] == IMAGE_TOKEN_ID
-    vr_inputs = VisionRememberInputs.from_deepstack(mask, features.deepstack_features, model.config)
+    vr_inputs = VisionRemember.prepare_inputs(mask, features.vision_remember_features, model.config)
     hidden = torch.randn(*inputs["input_ids"].shape, model.config.text_config.hidden_size)
     out = model.model.language_model.vision_remember["1"](hidden, vr_inputs)
     changed = (out != hidden).any(-1)
     newline = torch.zeros_like(mask)
-    newline.view(-1)[mask.view(-1).nonzero().squeeze(1)[torch.cat(features.deepstack_features[2])[:, 0] < 0]] = True
+    newline_cells = torch.cat(features.vision_remember_features.token_cells)[:, 0] < 0
+    newline.view(-1)[mask.view(-1).nonzero().squeeze(1)[newline_cells]] = True
     assert not changed[~mask].any(), "text rows must pass through"
     assert not changed[newline].any(), "newline rows must pass through"
     assert changed[mask & ~newline].all(), "every vision row must be rewritten"
@@ -117,18 +118,22 @@ def test_vision_remember_runs_at_prefill_and_is_skipped_on_decode_steps():
 def test_left_padded_batch_of_different_sizes_matches_each_sample_alone(model):
     inputs, ids = image_inputs(model, SIZES)
     batch_logits = model(**inputs).logits
-    for row, (sample, size) in enumerate(zip(ids, SIZES)):
+    for row, (sample, size) in enumerate(zip(ids, SIZES[: len(ids)], strict=True)):
         tiles = model.model.image_layouts(torch.tensor([size]))[0].num_tiles
         alone = model(
-            input_ids=sample[None], pixel_values=inputs["pixel_values"][row : row + 1, :tiles],
+            input_ids=sample[None],
+            pixel_values=inputs["pixel_values"][row : row + 1, :tiles],
             image_sizes=torch.tensor([size]),
         ).logits[0]
         torch.testing.assert_close(batch_logits[row, -len(sample) :], alone, rtol=1e-4, atol=1e-5)
     batch_generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)[:, -4:]
-    for row, (sample, size) in enumerate(zip(ids, SIZES)):
+    for row, (sample, size) in enumerate(zip(ids, SIZES[: len(ids)], strict=True)):
         alone = model.generate(
-            input_ids=sample[None], pixel_values=inputs["pixel_values"][row : row + 1],
-            image_sizes=torch.tensor([size]), max_new_tokens=4, do_sample=False,
+            input_ids=sample[None],
+            pixel_values=inputs["pixel_values"][row : row + 1],
+            image_sizes=torch.tensor([size]),
+            max_new_tokens=4,
+            do_sample=False,
         )[0, -4:]
         assert torch.equal(batch_generated[row], alone)
 
@@ -136,7 +141,7 @@ def test_left_padded_batch_of_different_sizes_matches_each_sample_alone(model):
 def test_several_images_in_one_prompt_use_base_tile_and_beam_search_works(model):
     sizes = torch.tensor([[60, 100], [120, 40]])
     layouts = model.model.image_layouts(sizes, batch_num_images=[2])
-    assert [l.num_tiles for l in layouts] == [1, 1] and [l.num_tokens for l in layouts] == [5, 5]
+    assert [lay.num_tiles for lay in layouts] == [1, 1] and [lay.num_tokens for lay in layouts] == [5, 5]
     ids = torch.tensor([[1, *[IMAGE_TOKEN_ID] * 5, 2, *[IMAGE_TOKEN_ID] * 5, 3]])
     pixel_values = torch.randn(2, 1, 3, 56, 56)
     kwargs = dict(input_ids=ids, pixel_values=pixel_values, image_sizes=sizes, batch_num_images=torch.tensor([2]))
@@ -144,6 +149,34 @@ def test_several_images_in_one_prompt_use_base_tile_and_beam_search_works(model)
     greedy = model.generate(**kwargs, max_new_tokens=4, do_sample=False)
     beams = model.generate(**kwargs, max_new_tokens=4, do_sample=False, num_beams=2, num_return_sequences=2)
     assert greedy.shape == (1, ids.shape[1] + 4) and beams.shape == (2, ids.shape[1] + 4)
+
+
+def test_generate_expands_vision_remember_features_per_prompt_and_beams_score_as_each_prompt_alone(model):
+    """`generate()` expands the image output's `deepstack_features` (VR's inputs, a `VisionRememberFeatures`) per
+    prompt with the pooled features; read by name afterwards it holds each prompt's images in order, and every beam
+    of a batch scores as that prompt's beam search alone."""
+    inputs, ids = image_inputs(model, SIZES[:2])
+    output = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"])
+    before = output.vision_remember_features
+    assert isinstance(output.deepstack_features, VisionRememberFeatures)
+    _, expanded = model._expand_inputs_for_generation(
+        expand_size=2, input_ids=inputs["input_ids"], mm_encoder_outputs={"image": output}
+    )
+    after = expanded["mm_encoder_outputs"]["image"].vision_remember_features
+    for name in VisionRememberFeatures._fields:  # [A, B] -> [A, A, B, B]
+        assert [t.data_ptr() for t in getattr(after, name)] == [
+            t.data_ptr() for t in getattr(before, name) for _ in "ab"
+        ]
+    beam = dict(max_new_tokens=3, do_sample=False, num_beams=2, num_return_sequences=2)
+    batch = model.generate(**inputs, **beam, output_scores=True, return_dict_in_generate=True)
+    for row, (sample, size) in enumerate(zip(ids, SIZES[: len(ids)], strict=True)):
+        tiles = model.model.image_layouts(torch.tensor([size]))[0].num_tiles
+        alone = model.generate(
+            input_ids=sample[None], pixel_values=inputs["pixel_values"][row : row + 1, :tiles],
+            image_sizes=torch.tensor([size]), **beam, output_scores=True, return_dict_in_generate=True,
+        )  # fmt: skip
+        torch.testing.assert_close(batch.sequences_scores[2 * row : 2 * row + 2], alone.sequences_scores)
+        assert torch.equal(batch.sequences[2 * row : 2 * row + 2, -3:], alone.sequences[:, -3:])
 
 
 def test_text_only_prompt_runs_without_vision(model):
@@ -192,12 +225,12 @@ def test_deepcopy_keeps_vision_remember_and_saliency(model):
 
 def test_siglip_tower_without_cls_uses_mean_token_saliency_and_adaptive_windows():
     config = tiny_config("siglip", image_size=42, vision_remember_interaction="sela")  # 3 x 3 patches -> 2 x 2 tokens
-    assert config.saliency_mode == "mean_token" and config.token_grid_size == 2
+    assert config.vision_remember_saliency == "mean_token" and config.token_grid_size == 2
     model = tiny_model(config, perturb_vr=True)
     sizes = [(50, 90), (40, 40)]
     inputs, _ = image_inputs(model, sizes)
     features = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"])
-    multi_level, saliency, _ = features.deepstack_features
+    multi_level, saliency = features.vision_remember_features.features, features.vision_remember_features.saliency
     assert multi_level[0].shape[1:] == (9, 96) and saliency[0].shape[1:] == (9,)
     assert ((saliency[0] > 0) & (saliency[0] < 1)).all()
     assert torch.isfinite(model(**inputs).logits).all()
@@ -209,14 +242,14 @@ def test_cls_saliency_equals_sigmoid_of_cls_query_key_products_averaged_over_hea
     pixel_values = torch.randn(1, 3, 56, 56)
     tower = model.model.vision_tower
     captured = {}
-    layer = tower.encoder.layers[model.config.saliency_layer - 1]
+    layer = tower.encoder.layers[model.config.vision_remember_saliency_layer - 1]
     layer.register_forward_pre_hook(lambda m, a: captured.update(x=a[0]))
     features = model.model.get_image_features(pixel_values, torch.tensor([[56, 56]]), batch_num_images=[2])  # base tile
     normed = layer.layer_norm1(captured["x"])
     q = layer.self_attn.q_proj(normed)[:, :1].view(1, 1, 4, 8).transpose(1, 2)
     k = layer.self_attn.k_proj(normed).view(1, -1, 4, 8).transpose(1, 2)
     expected = torch.sigmoid(q @ k.transpose(-1, -2) / 8**0.5).mean(1)[0, 0, 1:]
-    torch.testing.assert_close(features.deepstack_features[1][0][0], expected)
+    torch.testing.assert_close(features.vision_remember_features.saliency[0][0], expected)
 
 
 def test_packed_token_cells_locate_every_packed_token():
@@ -249,7 +282,11 @@ def test_image_cut_by_truncation_raises(model):
     inputs, _ = image_inputs(model, SIZES[:1])
     cut = inputs["input_ids"].shape[1] - 6
     with pytest.raises(ValueError, match="Image features and image tokens do not match.*truncation"):
-        model(input_ids=inputs["input_ids"][:, :cut], pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"])
+        model(
+            input_ids=inputs["input_ids"][:, :cut],
+            pixel_values=inputs["pixel_values"],
+            image_sizes=inputs["image_sizes"],
+        )
 
 
 def test_chunked_prefill_through_an_image_is_refused(model):
@@ -301,6 +338,6 @@ def test_text_only_batch_under_data_parallel_runs_vision_with_zero_contribution(
 def test_pad_aspect_ratio_encodes_the_base_tile_only(model):
     model.config.vision_aspect_ratio = "pad"
     layouts = model.model.image_layouts(torch.tensor(SIZES))
-    assert all(l.num_tiles == 1 and l.num_tokens == model.config.num_image_tokens_per_tile + 1 for l in layouts)
+    assert all(lay.num_tiles == 1 and lay.num_tokens == model.config.num_image_tokens_per_tile + 1 for lay in layouts)
     inputs, _ = image_inputs(model, SIZES)
     assert inputs["pixel_values"].shape[1] == 1 and torch.isfinite(model(**inputs).logits).all()

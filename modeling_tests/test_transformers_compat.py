@@ -60,7 +60,7 @@ def test_vr_multi_level_features_are_the_towers_hidden_states_at_the_configured_
         output = model.model.get_image_features(tiles, torch.tensor(SIZES))
     cells = model.config.patch_grid_size**2
     expected = torch.cat([reference[i][:, -cells:] for i in feature_layers], dim=-1)
-    torch.testing.assert_close(torch.cat(output.deepstack_features[0]), expected, rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat(output.vision_remember_features.features), expected, rtol=0, atol=0)
     chosen = set(feature_layers) | set(projector_layer if isinstance(projector_layer, list) else [projector_layer])
     chosen = {i % len(reference) for i in chosen}
     for i, state in enumerate(output.hidden_states):

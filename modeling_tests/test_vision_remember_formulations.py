@@ -7,7 +7,7 @@ import torch
 
 from llava_vr.registries_llava_vr import VR_INTERACTIONS
 from llava_vr.testing_utils import image_inputs, tiny_config, tiny_model
-from llava_vr.vision_remember_inputs_llava_vr import VisionRememberInputs
+from llava_vr.vision_remember_inputs_llava_vr import VisionRememberFeatures, VisionRememberInputs
 from llava_vr.vision_remember_llava_vr import VisionRemember
 
 SIZES = [(60, 100), (120, 40), (56, 170)]
@@ -33,10 +33,11 @@ def vr_outputs_and_gradients(interaction: str, saliency: str, grid: str, formula
     model = tiny_model(config, perturb_vr=True)
     inputs, _ = image_inputs(model, SIZES)
     with torch.no_grad():
-        deepstack = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"]).deepstack_features
-    features = [f.clone().requires_grad_() for f in deepstack[0]]
+        image_features = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"])
+    image_features = image_features.vision_remember_features
+    features = [f.clone().requires_grad_() for f in image_features.features]
     vision_mask = inputs["input_ids"] == config.image_token_id
-    vr_inputs = VisionRememberInputs.from_deepstack(vision_mask, [features, deepstack[1], deepstack[2]], config)
+    vr_inputs = VisionRemember.prepare_inputs(vision_mask, image_features._replace(features=features), config)
     module: VisionRemember = model.model.language_model.vision_remember["1"].train()
     generator = torch.Generator().manual_seed(1)
     hidden = torch.randn(*vision_mask.shape, config.text_config.hidden_size, generator=generator).requires_grad_()
@@ -83,7 +84,8 @@ def real_size_inputs(interaction: str, tiles: int = 5) -> tuple[VisionRemember, 
     cells = torch.stack((tile, row, col), -1).reshape(-1, 3)
     mask = torch.zeros(1, cells.shape[0] + 20, dtype=torch.bool)
     mask[0, 10 : 10 + cells.shape[0]] = True
-    build = VisionRememberInputs.build(mask, [torch.randn(tiles, grid * grid, 9)], [torch.ones(tiles, grid * grid)], [cells], config)
+    image_features = VisionRememberFeatures([torch.randn(tiles, grid * grid, 9)], [torch.ones(tiles, grid * grid)], [cells])
+    build = VisionRemember.prepare_inputs(mask, image_features, config)
     build.features, build.normalized_features = features, features
     return attention, build
 

@@ -18,9 +18,9 @@ def vision_remember_steps(monkeypatch):
 
     steps, build = [], VisionRememberInputs.build
 
-    def counting_build(vision_mask, features, *args, **kwargs):
-        steps.append(len(features))
-        return build(vision_mask, features, *args, **kwargs)
+    def counting_build(vision_mask, image_features, *args, **kwargs):
+        steps.append(len(image_features.features))
+        return build(vision_mask, image_features, *args, **kwargs)
 
     monkeypatch.setattr(VisionRememberInputs, "build", staticmethod(counting_build))
     return steps

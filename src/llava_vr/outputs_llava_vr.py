@@ -7,6 +7,8 @@ import torch
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
 
+from .vision_remember_inputs_llava_vr import VisionRememberFeatures
+
 
 @dataclass
 class LlavaVRImageFeaturesOutput(BaseModelOutputWithPooling):
@@ -15,13 +17,19 @@ class LlavaVRImageFeaturesOutput(BaseModelOutputWithPooling):
 
     pooler_output (`list[torch.Tensor]`):
         Per image, its packed vision tokens `(tokens_i, hidden_size)`, in `<image>` order.
-    deepstack_features (`list[list[torch.Tensor]]`, *optional*):
-        What Vision Remember reads, per image, in three lists: multi-level features `(tiles_i, G*G, C_ml)`, saliency
-        `(tiles_i, G*G)` and token cells `(tokens_i, 3)` (`(tile, row, col)`, `-1` for newline tokens). Carried in
-        this field because `generate()` expands it with the pooled features for beams / `num_return_sequences`.
+    deepstack_features (`VisionRememberFeatures`, *optional*):
+        What Vision Remember reads of the images (per image: multi-level features, saliency, token cells); read it as
+        `vision_remember_features`. `None` for a model without VR. Not Qwen3-VL's per-layer features: VR's inputs
+        travel in this field because it is the one `generate()` keeps and expands, per image, with the pooled
+        features for beams / `num_return_sequences` (a field of another name is dropped or mis-expanded there).
     """
 
-    deepstack_features: list | None = None
+    deepstack_features: VisionRememberFeatures | None = None
+
+    @property
+    def vision_remember_features(self) -> VisionRememberFeatures | None:
+        """`deepstack_features` by name, also after `generate()` has expanded it (into a plain 3-list)."""
+        return None if self.deepstack_features is None else VisionRememberFeatures(*self.deepstack_features)
 
 
 @dataclass

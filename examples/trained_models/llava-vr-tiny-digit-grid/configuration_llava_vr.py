@@ -8,10 +8,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig
 
-from .feature_windows_llava_vr import check_window
 from .packing_llava_vr import grid_pinpoints
-from .registries_llava_vr import ProjectorType, SaliencyMode, VisionRememberInteraction
-
+from .registries_llava_vr import Formulation, ProjectorType, SaliencyMode, VisionRememberInteraction, WindowLayout
 
 # Default tower: CLIP-ViT-L/14 at 336 px (LLaVA-NeXT / LLaVA-OneVision-SI's).
 CLIP_VIT_L_336 = {
@@ -80,17 +78,19 @@ class LlavaVRConfig(PreTrainedConfig):
         vision_remember_feature_layers (`list[int]`, *optional*, defaults to `[13, 18, 23]`):
             Tower hidden states (index 0 = embeddings) concatenated on channels into the multi-level features.
         vision_remember_interaction (`str`, *optional*, defaults to `"sela"`):
-            Token-feature cross-attention: `sela` (saliency-enhanced local attention over each token's feature
-            window), `deformable` (multi-level deformable attention around the token's cell), `global` (every token
-            of an image attends to every feature cell of that image, all tiles: the paper's Tab. 4b) or
-            `global_tile` (every cell of the token's own tile only).
+            Token-feature cross-attention, one of `registries_llava_vr.VR_INTERACTIONS`: `sela` (saliency-enhanced
+            local attention over each token's feature window), `deformable` (multi-level deformable attention around
+            the token's cell), `global` (every token of an image attends to every feature cell of that image, all
+            tiles: the paper's Tab. 4b) or `global_tile` (ablation: every cell of the token's own tile only). Each
+            interaction's own settings are checked by its class when the model is built (e.g. `sela`'s window).
         vision_remember_window_size (`int`, *optional*):
             Side `s` of the feature window a token reads with `sela`. `None`: the token's own cell region
             (`patch_grid / token_grid`, 2 for 24 -> 12; adaptive, like adaptive pooling, when it does not divide).
         vision_remember_window_layout (`str`, *optional*, defaults to `"partition"`):
-            How windows larger than a token's region are laid out: `partition` (the paper, Swin-style: aligned,
-            non-overlapping `s x s` windows, each shared by the `(s/2) x (s/2)` tokens over it) or `centred` (every
-            token its own overlapping window centred on its region, clipped at the tile border).
+            How `sela` windows larger than a token's region are laid out, one of
+            `registries_llava_vr.WINDOW_LAYOUTS`: `partition` (the paper, Swin-style: aligned, non-overlapping
+            `s x s` windows, each shared by the `(s/2) x (s/2)` tokens over it) or `centred` (every token its own
+            overlapping window centred on its region, clipped at the tile border).
         vision_remember_saliency (`str`, *optional*, defaults to `"auto"`):
             Saliency weighting of the values: `cls` = `sigmoid(q_cls . k_p / sqrt(d))` per head, averaged over heads,
             computed from the saliency layer's own q/k projections; `mean_token` = the same with the mean query of all
@@ -102,8 +102,8 @@ class LlavaVRConfig(PreTrainedConfig):
             Tower hidden state whose producing encoder layer's attention gives the saliency (hidden state `i` is
             produced by encoder layer `i - 1`). Resolved to the last of `vision_remember_feature_layers`.
         vision_remember_hidden_size (`int`, *optional*):
-            Width `d` of VR's attention. Resolved to the multi-level feature width, `len(feature_layers) x tower
-            width` (3072 for CLIP-L with 3 levels; paper §4.2: the token is expanded "to match the vision features
+            Width `d` of VR's attention. Resolved to the multi-level feature width `vision_remember_feature_size`
+            (3072 for CLIP-L with 3 levels; paper §4.2: the token is expanded "to match the vision features
             dimension").
         vision_remember_num_heads (`int`, *optional*):
             Heads of VR's attentions. Resolved to the tower's number of heads.
@@ -113,12 +113,12 @@ class LlavaVRConfig(PreTrainedConfig):
             Token bidirectional self-attention among one image's vision tokens after the cross-attention (paper v2;
             `False` is the paper's v1, the model of all its tables).
         vision_remember_formulation (`str`, *optional*, defaults to `"auto"`):
-            How the cross-attention is computed, with equal results: `plain` (keys and values projected for every
-            feature cell), `absorbed` (the projections moved onto the queries and the attended features, see
-            `token_feature_attention_llava_vr.py`) or `auto` (whichever costs fewer FLOPs for each call).
+            How the cross-attention is computed, with equal results, one of `registries_llava_vr.FORMULATIONS`:
+            `plain` (keys and values projected for every feature cell), `absorbed` (the projections moved onto the
+            queries and the attended features, see `token_feature_attention_llava_vr.py`) or `auto` (whichever costs
+            fewer FLOPs for each call).
 
-    Every resolved Vision Remember setting is stored explicitly, so `config.json` pins the model. A `config.json`
-    written before the window layout existed is read with that time's meanings (`LlavaVRConfig.from_dict`).
+    Every resolved Vision Remember setting is stored explicitly, so `config.json` pins the model.
     """
 
     model_type = "llava_vr"
@@ -144,14 +144,14 @@ class LlavaVRConfig(PreTrainedConfig):
     vision_remember_feature_layers: list[int] | None = None
     vision_remember_interaction: VisionRememberInteraction = "sela"
     vision_remember_window_size: int | None = None
-    vision_remember_window_layout: Literal["partition", "centred"] = "partition"
+    vision_remember_window_layout: WindowLayout = "partition"
     vision_remember_saliency: SaliencyMode = "auto"
     vision_remember_saliency_layer: int | None = None
     vision_remember_hidden_size: int | None = None
     vision_remember_num_heads: int | None = None
     vision_remember_deformable_points: int = 4
     vision_remember_self_attention: bool = True
-    vision_remember_formulation: Literal["auto", "absorbed", "plain"] = "auto"
+    vision_remember_formulation: Formulation = "auto"
 
     def __post_init__(self, **kwargs):
         self.vision_config = _sub_config(self.vision_config, "clip_vision_model", CLIP_VIT_L_336)
@@ -173,7 +173,7 @@ class LlavaVRConfig(PreTrainedConfig):
         """Stores the value every `None` / `auto` Vision Remember setting stands for (see the class docstring)."""
         vision = self.vision_config
         if self.vision_remember_hidden_size is None:
-            self.vision_remember_hidden_size = vision.hidden_size * len(self.vision_remember_feature_layers)
+            self.vision_remember_hidden_size = self.vision_remember_feature_size
         if self.vision_remember_num_heads is None:
             self.vision_remember_num_heads = vision.num_attention_heads
         if self.vision_remember_saliency_layer is None and self.vision_remember_feature_layers:
@@ -181,17 +181,10 @@ class LlavaVRConfig(PreTrainedConfig):
         if self.vision_remember_saliency == "auto":
             self.vision_remember_saliency = _auto_saliency(vision, self.vision_remember_interaction)
 
-    @classmethod
-    def from_dict(cls, config_dict: dict, **kwargs):
-        """As `PreTrainedConfig.from_dict`; a `config.json` written before `vision_remember_window_layout` existed
-        (every setting left `None` / `auto` then) gets that time's meanings: VR as wide as the tower, `auto` saliency
-        on for every interaction, `global` per tile, centred windows. It loads and answers exactly as it did."""
-        if "vision_remember_window_layout" not in config_dict:
-            config_dict = legacy_vision_remember_settings(config_dict)
-        return super().from_dict(config_dict, **kwargs)
-
     def validate_architecture(self):
-        """Runs at construction (`@strict`): raises `ValueError` naming the first inconsistent setting."""
+        """Runs at construction (`@strict`): raises `ValueError` naming the first inconsistent setting. The settings
+        of one interaction (`sela`'s window) are checked by its class when the model is built (`check_config` of
+        `vision_remember_llava_vr.CROSS_ATTENTION_CLASSES`), which keeps this file free of the modeling code."""
         super().validate_architecture()
         if not (self.vision_aspect_ratio in ("anyres", "pad") or self.vision_aspect_ratio.startswith("anyres_max_")):
             raise ValueError(
@@ -205,22 +198,19 @@ class LlavaVRConfig(PreTrainedConfig):
             raise ValueError(f"vision_remember_layers {self.vision_remember_layers} has duplicates")
         num_vision_layers = self.vision_config.num_hidden_layers
         if self.vision_remember_layers:
-            layers = list(self.vision_remember_feature_layers) + [self.saliency_layer]
+            layers = list(self.vision_remember_feature_layers) + [self.vision_remember_saliency_layer]
             bad = [i for i in layers if not -num_vision_layers <= i <= num_vision_layers]
             if bad or not self.vision_remember_feature_layers:
                 raise ValueError(
-                    f"vision_remember_feature_layers {self.vision_remember_feature_layers} must be non-empty hidden-state"
-                    f" indices of the tower's {num_vision_layers} layers (0 = embeddings .. {num_vision_layers})"
+                    f"vision_remember_feature_layers {self.vision_remember_feature_layers} must be non-empty "
+                    f"hidden-state indices of the tower's {num_vision_layers} layers (0 = embeddings .. "
+                    f"{num_vision_layers})"
                 )
         grid = self.patch_grid_size
         if self.projector_type == "pixel_shuffle" and self.token_grid_size != math.ceil(grid / 2):
             raise ValueError("projector_type='pixel_shuffle' needs projector_pooled_grid_size == ceil(patch_grid / 2)")
         if self.vision_remember_hidden_size % self.vision_remember_num_heads:
             raise ValueError("vision_remember_hidden_size must be divisible by vision_remember_num_heads")
-        if self.vision_remember_layers and self.vision_remember_interaction == "sela":
-            check_window(
-                self.token_grid_size, grid, self.vision_remember_window_size, self.vision_remember_window_layout
-            )
 
     # ---- derived quantities (not serialised) -------------------------------------------------------------------
     @property
@@ -240,20 +230,10 @@ class LlavaVRConfig(PreTrainedConfig):
         return self.token_grid_size**2
 
     @property
-    def saliency_layer(self) -> int:
-        return self.vision_remember_saliency_layer
-
-    @property
-    def saliency_mode(self) -> str:
-        return self.vision_remember_saliency
-
-    @property
-    def vision_remember_hidden_size_resolved(self) -> int:
-        return self.vision_remember_hidden_size
-
-    @property
-    def vision_remember_num_heads_resolved(self) -> int:
-        return self.vision_remember_num_heads
+    def vision_remember_feature_size(self) -> int:
+        """Channels `C_ml` of the multi-level features VR reads: the tower hidden states of
+        `vision_remember_feature_layers` concatenated, `levels x tower width` (3072 for CLIP-L with 3 levels)."""
+        return len(self.vision_remember_feature_layers) * self.vision_config.hidden_size
 
 
 def _auto_saliency(vision_config, interaction: str) -> str:
@@ -261,22 +241,6 @@ def _auto_saliency(vision_config, interaction: str) -> str:
     if interaction != "sela":
         return "off"
     return "cls" if vision_config.model_type == "clip_vision_model" else "mean_token"
-
-
-def legacy_vision_remember_settings(config_dict: dict) -> dict:
-    """A copy of a `config.json` dict written before the paper-faithful defaults, with every VR setting it left to
-    a default made explicit as it was then: VR width = tower width, `auto` saliency = CLS / mean-token for every
-    interaction, `global` = per tile, windows centred."""
-    legacy = dict(config_dict)
-    vision = _sub_config(legacy.get("vision_config"), "clip_vision_model", CLIP_VIT_L_336)
-    if legacy.get("vision_remember_hidden_size") is None:
-        legacy["vision_remember_hidden_size"] = vision.hidden_size
-    if legacy.get("vision_remember_saliency", "auto") == "auto":
-        legacy["vision_remember_saliency"] = "cls" if vision.model_type == "clip_vision_model" else "mean_token"
-    if legacy.get("vision_remember_interaction") == "global":
-        legacy["vision_remember_interaction"] = "global_tile"
-    legacy["vision_remember_window_layout"] = "centred"
-    return legacy
 
 
 __all__ = ["LlavaVRConfig"]

@@ -40,7 +40,7 @@ from .initialization_llava_vr import init_llava_vr_leaf
 from .outputs_llava_vr import LlavaVRCausalLMOutputWithPast, LlavaVRImageFeaturesOutput, LlavaVRModelOutputWithPast
 from .projectors_llava_vr import build_projector
 from .saliency_llava_vr import SaliencyRecorder, tower_encoder_layers
-from .vision_remember_llava_vr import VisionRemember, VisionRememberInputs
+from .vision_remember_llava_vr import VisionRemember, VisionRememberFeatures, VisionRememberInputs
 
 
 # Written into config.json's `auto_map` on save (register_for_auto_class alone records only the saved class).
@@ -159,20 +159,22 @@ class LlavaVRTextModel(Qwen2PreTrainedModel):
     """Qwen2 decoder (same key names as `Qwen2Model`) plus a `VisionRemember` module before each layer of
     `vision_remember_layers`. Holds VR, so its `_init_weights` runs VR's leaf inits (a fresh VR is the identity)."""
 
-    def __init__(self, config, vision_remember_config: LlavaVRConfig | None = None):
-        super().__init__(config)
-        self.padding_idx = config.pad_token_id
-        self.vocab_size = config.vocab_size
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+    def __init__(self, config: LlavaVRConfig):
+        """`config`: the whole `LlavaVRConfig`; the decoder is built from its `text_config` (this model's `config`, as
+        for any Transformers text model), the VR modules from the rest."""
+        text_config = config.text_config
+        super().__init__(text_config)
+        self.padding_idx = text_config.pad_token_id
+        self.vocab_size = text_config.vocab_size
+        self.embed_tokens = nn.Embedding(text_config.vocab_size, text_config.hidden_size, self.padding_idx)
         self.layers = nn.ModuleList(
-            [Qwen2DecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
+            [Qwen2DecoderLayer(text_config, layer_idx) for layer_idx in range(text_config.num_hidden_layers)]
         )
-        self.norm = Qwen2RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.rotary_emb = Qwen2RotaryEmbedding(config=config)
+        self.norm = Qwen2RMSNorm(text_config.hidden_size, eps=text_config.rms_norm_eps)
+        self.rotary_emb = Qwen2RotaryEmbedding(config=text_config)
         self.gradient_checkpointing = False
-        self.has_sliding_layers = "sliding_attention" in self.config.layer_types
-        layers = vision_remember_config.vision_remember_layers if vision_remember_config is not None else []
-        self.vision_remember = nn.ModuleDict({str(i): VisionRemember(vision_remember_config) for i in layers})
+        self.has_sliding_layers = "sliding_attention" in text_config.layer_types
+        self.vision_remember = nn.ModuleDict({str(i): VisionRemember(config) for i in config.vision_remember_layers})
         self.post_init()
 
     @torch.no_grad()
@@ -254,16 +256,16 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         embed_std = 1 / math.sqrt(config.text_config.hidden_size)
         self.image_newline = nn.Parameter(torch.randn(config.text_config.hidden_size, dtype=self.dtype) * embed_std)
         self.vocab_size = config.text_config.vocab_size
-        self.language_model = LlavaVRTextModel(config.text_config, config)
+        self.language_model = LlavaVRTextModel(config)
         self._saliency_recorder = None
         layers = tower_encoder_layers(self.vision_tower)
         self._tower_hidden_states = TowerHiddenStates(layers)
-        if config.vision_remember_layers and config.saliency_mode != "off":
-            producing_layer = config.saliency_layer % (len(layers) + 1) - 1
+        if config.vision_remember_layers and config.vision_remember_saliency != "off":
+            producing_layer = config.vision_remember_saliency_layer % (len(layers) + 1) - 1
             if producing_layer < 0:
                 raise ValueError("vision_remember_saliency_layer must be a hidden state after an encoder layer (>= 1)")
             self._saliency_recorder = SaliencyRecorder(
-                layers[producing_layer], config.vision_config.num_attention_heads, config.saliency_mode
+                layers[producing_layer], config.vision_config.num_attention_heads, config.vision_remember_saliency
             )
         self.post_init()
 
@@ -346,11 +348,11 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
             else:
                 saliency = multi_level.new_ones(multi_level.shape[:2])
             device = multi_level.device
-            deepstack = [
-                list(multi_level.split(tiles_per_image)),
-                list(saliency.split(tiles_per_image)),
-                [packed_token_cells(layout, device) for layout in layouts],
-            ]
+            deepstack = VisionRememberFeatures(
+                features=list(multi_level.split(tiles_per_image)),
+                saliency=list(saliency.split(tiles_per_image)),
+                token_cells=[packed_token_cells(layout, device) for layout in layouts],
+            )
         return LlavaVRImageFeaturesOutput(
             last_hidden_state=tower_out.last_hidden_state,
             pooler_output=packed,
@@ -391,11 +393,10 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         inputs_embeds = inputs_embeds + 0.0 * torch.cat(image_output.pooler_output).sum().to(inputs_embeds.dtype)
         vision_remember_inputs = None
         if self.config.vision_remember_layers:
-            features, saliency, cells = image_output.deepstack_features
+            image_features = image_output.vision_remember_features
             no_tokens = torch.zeros(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
-            vision_remember_inputs = VisionRememberInputs.from_deepstack(
-                no_tokens, [features, saliency, [cells[0][:0]]], self.config
-            )
+            no_cells = image_features._replace(token_cells=[image_features.token_cells[0][:0]])
+            vision_remember_inputs = VisionRemember.prepare_inputs(no_tokens, no_cells, self.config)
         return inputs_embeds, vision_remember_inputs
 
     @merge_with_config_defaults
@@ -447,10 +448,10 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
             image_mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
             inputs_embeds = inputs_embeds.masked_scatter(image_mask[..., None], image_features)
             if self.config.vision_remember_layers:
-                if image_output.deepstack_features is None:
+                if image_output.vision_remember_features is None:
                     raise ValueError("the image features carry no Vision Remember inputs (deepstack_features)")
-                vision_remember_inputs = VisionRememberInputs.from_deepstack(
-                    image_mask, image_output.deepstack_features, self.config
+                vision_remember_inputs = VisionRemember.prepare_inputs(
+                    image_mask, image_output.vision_remember_features, self.config
                 )
         elif (
             not is_torchdynamo_compiling()  # a compiled decode step (static cache) never holds images

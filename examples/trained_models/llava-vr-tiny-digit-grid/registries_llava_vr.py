@@ -2,14 +2,22 @@
 """The axes of variation of LLaVA-VR, one registry each: name -> one-line description.
 
 The config's `Literal` fields, the command-line choices, the tests' parametrisations, the benchmark variants and the
-model-card text all read these dictionaries. Adding a projector (interaction, saliency mode) means adding its class
-in its own file (`projectors_llava_vr.py`, `vision_remember_llava_vr.py`, `saliency_llava_vr.py`) and one line here;
-the implementation files check at import that they implement exactly the names registered here.
+model-card text all read these dictionaries. Adding a projector (interaction, saliency mode, ...) means adding its
+class in its own file and one line here; the implementation files check at import that they implement exactly the
+names registered here (`check_implemented`):
+
+| registry | config field | implemented in |
+|---|---|---|
+| `PROJECTORS` | `projector_type` | `projectors_llava_vr.py` (`PROJECTOR_CLASSES`) |
+| `VR_INTERACTIONS` | `vision_remember_interaction` | `vision_remember_llava_vr.py` (`CROSS_ATTENTION_CLASSES`) |
+| `SALIENCY_MODES` | `vision_remember_saliency` | `saliency_llava_vr.py` |
+| `FORMULATIONS` | `vision_remember_formulation` | `token_feature_attention_llava_vr.py` |
+| `WINDOW_LAYOUTS` | `vision_remember_window_layout` | `feature_windows_llava_vr.py` |
+
 Torch-free, so the config (and `--help`) can import it cheaply.
 """
 
 from typing import Literal
-
 
 PROJECTORS = {
     "mlp": "LLaVA-NeXT's two-layer GELU MLP, no compression",
@@ -25,8 +33,9 @@ VR_INTERACTIONS = {
     "deformable": "multi-level deformable attention around the token's cell (MoME style; paper Tab. 4b)",
     "global": "plain cross-attention from every token of an image to every feature cell of that image, all tiles "
     "(paper Tab. 4b)",
-    "global_tile": "cross-attention from every token to every feature cell of its own tile only (this package's "
-    "`global` before it followed the paper; kept so those checkpoints load unchanged)",
+    "global_tile": "ablation: cross-attention from every token to every feature cell of its own tile only (dense "
+    "like `global`, local like `sela` at tile scale: separates locality from density; cost linear in the tiles where "
+    "`global`'s is quadratic)",
 }
 """Token-feature cross-attention of Vision Remember (`vision_remember_interaction`)."""
 
@@ -39,9 +48,27 @@ SALIENCY_MODES = {
 }
 """Saliency weighting of the cross-attention's values (`vision_remember_saliency`)."""
 
+FORMULATIONS = {
+    "auto": "whichever of `absorbed` and `plain` costs fewer FLOPs, chosen for each call",
+    "absorbed": "the key and value projections moved onto the queries and the attended features (LayerNorm affine "
+    "folded); fewer FLOPs when a token reads many feature cells",
+    "plain": "keys and values projected for every feature cell, then attention",
+}
+"""How the token-feature cross-attention is computed (`vision_remember_formulation`); all give equal results."""
+
+WINDOW_LAYOUTS = {
+    "partition": "the paper (§4.2, Swin-style): aligned, non-overlapping `s x s` windows, each shared by the tokens "
+    "over it; needs the feature grid divisible by the token grid and `s` a multiple of a token's region",
+    "centred": "ablation, and the layout for windows `partition` refuses (odd sizes, adaptive SigLIP-384 regions): "
+    "every token its own `s x s` window centred on its region, overlapping its neighbours', clipped at the tile border",
+}
+"""How `sela` windows wider than a token's region are laid out (`vision_remember_window_layout`)."""
+
 ProjectorType = Literal[tuple(PROJECTORS)]
 VisionRememberInteraction = Literal[tuple(VR_INTERACTIONS)]
 SaliencyMode = Literal[tuple(SALIENCY_MODES)]
+Formulation = Literal[tuple(FORMULATIONS)]
+WindowLayout = Literal[tuple(WINDOW_LAYOUTS)]
 
 
 def check_implemented(registry: dict, implemented, axis: str) -> None:
@@ -51,11 +78,15 @@ def check_implemented(registry: dict, implemented, axis: str) -> None:
 
 
 __all__ = [
+    "FORMULATIONS",
+    "Formulation",
     "PROJECTORS",
     "ProjectorType",
     "SALIENCY_MODES",
     "SaliencyMode",
     "VR_INTERACTIONS",
     "VisionRememberInteraction",
+    "WINDOW_LAYOUTS",
+    "WindowLayout",
     "check_implemented",
 ]

@@ -1,21 +1,23 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""What every Vision Remember layer of one forward reads, computed once per forward.
+"""What Vision Remember reads: per image as the image encoder gives it (`VisionRememberFeatures`), and per forward as
+every VR layer reads it (`VisionRememberInputs`, computed once per forward).
 
 Token positions, tiles, windows and per-image / per-tile groupings are index tables built here with tensor ops (no
 Python loop over images, tiles or tokens); the multi-level features are layer-normalised (without affine) once here
 for every VR layer: each layer folds its own LayerNorm's affine into its projections (see
-`token_feature_attention_llava_vr.py`).
+`token_feature_attention_llava_vr.py`). What depends on the interaction (windows, per-level normalisation) is
+declared by its cross-attention class (`reads_windows`, `normalizes_per_level`), which `build` is given.
 """
 
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
 
 from .feature_windows_llava_vr import feature_window_index
-
 
 FEATURE_NORM_EPS = 1e-5  # `nn.LayerNorm`'s default, the eps of every VR feature norm
 
@@ -41,6 +43,22 @@ def normalize_features(features: torch.Tensor, groups: int) -> torch.Tensor:
     return F.layer_norm(chunks, chunks.shape[-1:], eps=FEATURE_NORM_EPS).flatten(-2)
 
 
+class VisionRememberFeatures(NamedTuple):
+    """What Vision Remember reads of a batch's images, per image in `<image>` order (`G*G` feature cells per tile).
+
+    The image-feature output carries it in its `deepstack_features` field, the one `generate()` expands for beams /
+    `num_return_sequences` (it rebuilds the field as a plain 3-list: read it through
+    `LlavaVRImageFeaturesOutput.vision_remember_features`, which names it again).
+    """
+
+    features: list[torch.Tensor]
+    """Per image `(tiles_i, G*G, C_ml)` multi-level tower features (`C_ml = config.vision_remember_feature_size`)."""
+    saliency: list[torch.Tensor]
+    """Per image `(tiles_i, G*G)` saliency of every feature cell (ones when saliency is off)."""
+    token_cells: list[torch.Tensor]
+    """Per image `(tokens_i, 3)` `(tile, row, col)` of each packed vision token, `-1` rows for newline tokens."""
+
+
 @dataclass
 class VisionRememberInputs:
     """What every VR layer of one forward reads. `Nv` = vision tokens VR rewrites (newline tokens excluded),
@@ -49,16 +67,17 @@ class VisionRememberInputs:
     Attributes:
         positions: `(Nv,)` rows of the flattened `(batch * seq, D)` hidden states.
         features: `(T, G*G, C_ml)` multi-level tower features of every tile in the batch.
-        normalized_features: `(T, G*G, C_ml)` the same, layer-normalised without affine over `norm_groups` equal
-            channel chunks (1, or one per feature level for `deformable`); `None` when only the plain formulation runs.
+        normalized_features: `(T, G*G, C_ml)` the same, layer-normalised without affine over the whole width, or
+            per feature level for an interaction that `normalizes_per_level` (`deformable`); `None` when only the
+            plain formulation runs.
         saliency: `(T, G*G)` saliency of every feature cell (ones when saliency is off).
         token_tile: `(Nv,)` tile (row of `features`) of each token.
         token_cell: `(Nv,)` cell `row * g + col` of each token in its tile's `g x g` token grid.
         image_index, image_slot: `(Nv,)` image of each token and its position among that image's tokens.
         tile_slot: `(Nv,)` position of each token among its tile's tokens.
         cell_image, cell_image_slot: `(T*G*G,)` image of each feature cell and its position among that image's cells.
-        window_index, window_valid: `(Nv, L)` SELA windows as rows of `features.flatten(0, 1)`, and their mask (the
-            token's own region for the other interactions, which do not read them).
+        window_index, window_valid: `(Nv, L)` windows as rows of `features.flatten(0, 1)`, and their mask: the
+            configured windows for an interaction that `reads_windows` (`sela`), else the token's own region (unread).
     """
 
     positions: torch.Tensor
@@ -98,29 +117,19 @@ class VisionRememberInputs:
         return dataclasses.replace(self, features=features, saliency=saliency, normalized_features=normalized)
 
     @classmethod
-    def from_deepstack(cls, vision_mask: torch.Tensor, deepstack_features: list, config) -> "VisionRememberInputs":
-        """`build` from an image-feature output's `deepstack_features`: the per-image lists
-        `[features, saliency, token_cells]`, in that order (a plain list, so that `generate()` can expand it)."""
-        features, saliency, token_cells = deepstack_features
-        return cls.build(vision_mask, features, saliency, token_cells, config)
-
-    @classmethod
     def build(
-        cls,
-        vision_mask: torch.Tensor,
-        features: list[torch.Tensor],
-        saliency: list[torch.Tensor],
-        token_cells: list[torch.Tensor],
-        config,
+        cls, vision_mask: torch.Tensor, image_features: VisionRememberFeatures, config, interaction: type
     ) -> "VisionRememberInputs":
         """
         Args:
             vision_mask: `(batch, seq)` bool, the `<image>` positions (packed image tokens in order).
-            features: per image `(tiles_i, G*G, C_ml)`.
-            saliency: per image `(tiles_i, G*G)`.
-            token_cells: per image `(tokens_i, 3)` `(tile, row, col)`, `-1` rows for newlines.
-            config: the `LlavaVRConfig` (token grid, window size and layout, interaction, formulation).
+            image_features: the batch's `VisionRememberFeatures` (or the same three lists in that order).
+            config: the `LlavaVRConfig` (token grid, window size and layout, feature levels, formulation).
+            interaction: the cross-attention class of `config.vision_remember_interaction`; its `reads_windows` and
+                `normalizes_per_level` say which windows and which normalisation to prepare. Callers that hold only
+                the config use `VisionRemember.prepare_inputs`, which looks the class up.
         """
+        features, saliency, token_cells = image_features
         device = vision_mask.device
         all_positions = vision_mask.flatten().nonzero().squeeze(1)
         cells = torch.cat(token_cells).to(device)
@@ -144,8 +153,7 @@ class VisionRememberInputs:
         features_cat = features[0] if num_images == 1 else torch.cat(features)
         num_tiles, cells_per_tile = features_cat.shape[:2]
         feature_grid = math.isqrt(cells_per_tile)
-        sela = config.vision_remember_interaction == "sela"  # the only interaction that reads windows
-        window_size = config.vision_remember_window_size if sela else None
+        window_size = config.vision_remember_window_size if interaction.reads_windows else None
         index, window_valid = feature_window_index(
             token_grid, feature_grid, window_size, device, config.vision_remember_window_layout
         )
@@ -156,7 +164,7 @@ class VisionRememberInputs:
         cell_image_slot, max_image_cells = group_slots(cell_image, num_images)
         normalized = None
         if config.vision_remember_formulation != "plain":
-            groups = len(config.vision_remember_feature_layers) if config.vision_remember_interaction == "deformable" else 1
+            groups = len(config.vision_remember_feature_layers) if interaction.normalizes_per_level else 1
             normalized = normalize_features(features_cat, groups)
         return cls(
             positions=all_positions[valid],
@@ -182,4 +190,4 @@ class VisionRememberInputs:
         )
 
 
-__all__ = ["FEATURE_NORM_EPS", "VisionRememberInputs", "group_slots", "normalize_features"]
+__all__ = ["FEATURE_NORM_EPS", "VisionRememberFeatures", "VisionRememberInputs", "group_slots", "normalize_features"]

@@ -9,8 +9,12 @@ off reproduces v1) -> LayerNorm -> `d -> D` output projection, added back to `x`
 zero, so a fresh module is the identity.
 
 Everything per batch (token positions, tiles, windows, groups, normalised features) is computed once per forward in
-`VisionRememberInputs` and shared by every VR layer; each layer then runs batched gathers and one attention call per
-attention, with no Python loop over images, tiles, windows or tokens.
+`VisionRememberInputs` (`VisionRemember.prepare_inputs`) and shared by every VR layer; each layer then runs batched
+gathers and one attention call per attention, with no Python loop over images, tiles, windows or tokens.
+
+Adding an interaction: its cross-attention class (a `TokenFeatureAttention` declaring what it reads of
+`VisionRememberInputs` and checking its settings in `check_config`), one line in `CROSS_ATTENTION_CLASSES` and one in
+`registries_llava_vr.VR_INTERACTIONS`.
 """
 
 import torch
@@ -27,8 +31,7 @@ from .token_feature_attention_llava_vr import (
     TokenFeatureLocalAttention,
     TokenFeatureTileAttention,
 )
-from .vision_remember_inputs_llava_vr import VisionRememberInputs, group_slots
-
+from .vision_remember_inputs_llava_vr import VisionRememberFeatures, VisionRememberInputs, group_slots
 
 CROSS_ATTENTION_CLASSES = {
     "sela": TokenFeatureLocalAttention,
@@ -73,12 +76,23 @@ class VisionRemember(GradientCheckpointingLayer):
         self.expand_in = nn.Linear(text_size, hidden)
         self.act = nn.GELU()
         self.expand_out = nn.Linear(hidden, hidden)
-        self.cross_attention = CROSS_ATTENTION_CLASSES[config.vision_remember_interaction].from_config(config)
+        cross_attention_class = CROSS_ATTENTION_CLASSES[config.vision_remember_interaction]
+        cross_attention_class.check_config(config)
+        self.cross_attention = cross_attention_class.from_config(config)
         self.self_attention = (
             TokenBidirectionalSelfAttention(hidden, heads) if config.vision_remember_self_attention else None
         )
         self.output_norm = nn.LayerNorm(hidden)
         self.output_proj = ZeroInitLinear(hidden, text_size)  # a fresh module adds nothing
+
+    @staticmethod
+    def prepare_inputs(
+        vision_mask: torch.Tensor, image_features: VisionRememberFeatures, config
+    ) -> VisionRememberInputs:
+        """What every VR layer of one forward reads (`VisionRememberInputs.build`), as the configured interaction's
+        class declares it. `vision_mask`: `(batch, seq)` bool, the `<image>` positions."""
+        interaction = CROSS_ATTENTION_CLASSES[config.vision_remember_interaction]
+        return VisionRememberInputs.build(vision_mask, image_features, config, interaction)
 
     def forward(
         self, hidden_states: torch.Tensor, vision_remember_inputs: VisionRememberInputs, *input_tensors: torch.Tensor
@@ -101,6 +115,7 @@ __all__ = [
     "CROSS_ATTENTION_CLASSES",
     "TokenBidirectionalSelfAttention",
     "VisionRemember",
+    "VisionRememberFeatures",
     "VisionRememberInputs",
     "group_slots",
 ]

@@ -295,8 +295,8 @@ def config_summary(config: LlavaVRConfig) -> dict:
                                             "num_attention_heads", "num_key_value_heads", "vocab_size")},
         "vision_remember_layers_when_on": list(VR_LAYERS),
         "vision_remember_feature_layers": list(config.vision_remember_feature_layers),
-        "vision_remember_hidden_size": config.vision_remember_hidden_size_resolved,
-        "vision_remember_num_heads": config.vision_remember_num_heads_resolved,
+        "vision_remember_hidden_size": config.vision_remember_hidden_size,
+        "vision_remember_num_heads": config.vision_remember_num_heads,
         "vision_aspect_ratio": config.vision_aspect_ratio,
         "image_token_index": config.image_token_index,
     }

@@ -42,8 +42,8 @@ import torch
 from tqdm.auto import tqdm
 
 from llava_vr.registries_llava_vr import VR_INTERACTIONS
-from llava_vr.token_feature_attention_llava_vr import FORMULATIONS
-from llava_vr.vision_remember_llava_vr import VisionRememberInputs
+from llava_vr.registries_llava_vr import FORMULATIONS
+from llava_vr.vision_remember_llava_vr import VisionRemember
 
 from .flops import matmul_peak_gflops
 from .machine import (
@@ -199,7 +199,7 @@ def _instrument_cases(args, preset, device, dtype, warmup: int) -> tuple[list[Ca
         build_args = (*build_args[:-1], config)
         if (text_hidden, interaction, formulation, tiles) not in built:
             with torch.inference_mode():
-                built[text_hidden, interaction, formulation, tiles] = VisionRememberInputs.build(*build_args)
+                built[text_hidden, interaction, formulation, tiles] = VisionRemember.prepare_inputs(*build_args)
         inputs = built[text_hidden, interaction, formulation, tiles]
         described = dict(text_hidden=text_hidden, width=config.vision_remember_hidden_size, interaction=interaction,
                          formulation=formulation, tiles=tiles)
@@ -253,7 +253,7 @@ def _time_cases(cases: list[Case], repeats: int, n: int, device, dtype, meta: di
                 with span_marks(case.module, Marks(device)) as marks:
                     forward_s[i].append(timed(lambda: case.module(case.hidden, case.inputs), device))
                 spans[i].append(marks.totals_ms())
-                build_s[i].append(timed(lambda: VisionRememberInputs.build(*case.build_args), device))
+                build_s[i].append(timed(lambda: VisionRemember.prepare_inputs(*case.build_args), device))
             bar.update()
     limit = median(matmul_gflops)
     meta["matmul_limit_gflops"] = limit

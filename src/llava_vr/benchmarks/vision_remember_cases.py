@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from llava_vr import LlavaVRConfig
-from llava_vr.vision_remember_llava_vr import VisionRemember, VisionRememberInputs
+from llava_vr.vision_remember_llava_vr import VisionRemember, VisionRememberFeatures, VisionRememberInputs
 
 PRESETS = {
     "tiny": dict(vision_hidden=32, vision_heads=4, image_size=56, patch_size=14, text_hidden=[64], widths=[96, 32],
@@ -56,7 +56,7 @@ def build_module(config, device, dtype, seed=0) -> VisionRemember:
 
 def synthetic_inputs(config, tiles: int, device, dtype, seed=0):
     """Hidden states `(1, S, D)` with `tiles * g*g` vision tokens after `TEXT_TOKENS // 2` text tokens, and the
-    arguments of `VisionRememberInputs.build` over `(tiles, G*G, 3C)` features (the same for every config with the
+    arguments of `VisionRemember.prepare_inputs` over `(tiles, G*G, 3C)` features (the same for every config with the
     same shapes and `seed`)."""
     generator = torch.Generator().manual_seed(seed)
     g, grid = config.token_grid_size, config.patch_grid_size
@@ -65,12 +65,14 @@ def synthetic_inputs(config, tiles: int, device, dtype, seed=0):
     hidden = torch.randn(1, seq, config.text_config.hidden_size, generator=generator).to(device, dtype)
     mask = torch.zeros(1, seq, dtype=torch.bool)
     mask[0, TEXT_TOKENS // 2 : TEXT_TOKENS // 2 + tokens] = True
-    levels = len(config.vision_remember_feature_layers)
-    features = torch.randn(tiles, grid * grid, levels * config.vision_config.hidden_size, generator=generator)
+    features = torch.randn(tiles, grid * grid, config.vision_remember_feature_size, generator=generator)
     saliency = torch.rand(tiles, grid * grid, generator=generator)
     tile, row, col = torch.meshgrid(torch.arange(tiles), torch.arange(g), torch.arange(g), indexing="ij")
     cells = torch.stack((tile, row, col), -1).reshape(-1, 3)
-    args = (mask.to(device), [features.to(device, dtype)], [saliency.to(device, dtype)], [cells.to(device)], config)
+    image_features = VisionRememberFeatures(
+        [features.to(device, dtype)], [saliency.to(device, dtype)], [cells.to(device)]
+    )
+    args = (mask.to(device), image_features, config)
     return hidden, args
 
 

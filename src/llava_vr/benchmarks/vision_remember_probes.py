@@ -137,7 +137,7 @@ def instrument_case(config, module, tiles, hidden, inputs, device, dtype) -> tup
         "gflop_by_part": gflop_by_part,
         "gflop_feature_kv": gflop_kv,
         "dispatched_ops": sum(recorder.ops.values()),
-        **_cross_attention_report(cross, cells, tiles, config.vision_remember_num_heads_resolved),
+        **_cross_attention_report(cross, cells, tiles, config.vision_remember_num_heads),
         "largest_intermediates": [{"op": n, "shape": list(s), "mib": b / 2**20} for b, n, s in recorder.largest[:5]],
     }, output
 

@@ -74,7 +74,7 @@ def architecture_kwargs(config) -> dict:
         vr_layers=list(config.vision_remember_layers),
         vr_feature_layers=list(config.vision_remember_feature_layers),
         vr_interaction=config.vision_remember_interaction,
-        vr_saliency=config.saliency_mode,
+        vr_saliency=config.vision_remember_saliency,
         vr_self_attention=config.vision_remember_self_attention,
     )
 

@@ -61,11 +61,12 @@ def encode_images(
             image_sizes[chosen],
             vision_aspect_ratio=aspect_ratio,
         )
-        if output.deepstack_features is None:
+        vision_remember = output.vision_remember_features
+        if vision_remember is None:
             cells = [encoder_cells(encoder, image_sizes[i], num_tiles[i]) for i in chosen]
             features = saliency = [None] * len(chosen)
         else:
-            features, saliency, cells = output.deepstack_features
+            features, saliency, cells = vision_remember.features, vision_remember.saliency, vision_remember.token_cells
         for j, i in enumerate(chosen):
             rows[i] = encode_image_rows(output.pooler_output[j], cells[j], features[j], saliency[j])
     return rows

@@ -27,7 +27,7 @@ from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, _
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.sequence import IntermediateTensors
 
-from ..vision_remember_llava_vr import VisionRememberInputs
+from ..vision_remember_llava_vr import VisionRemember, VisionRememberFeatures, VisionRememberInputs
 from .image_encoder import build_image_encoder, encode_images
 from .image_rows import decode_image_rows, describe_rows
 from .vllm_processing import LlavaVRDummyInputsBuilder, LlavaVRMultiModalProcessor, LlavaVRProcessingInfo
@@ -89,7 +89,7 @@ class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal):
         self.config = config
         self.hidden_size = config.text_config.hidden_size
         self.cells_per_tile = config.patch_grid_size**2
-        self.feature_channels = config.vision_config.hidden_size * len(config.vision_remember_feature_layers)
+        self.feature_channels = config.vision_remember_feature_size
         with self._mark_tower_model(vllm_config, "image"):
             self.image_encoder, self.vision_remember = build_image_encoder(
                 config, vllm_config.device_config.device, vllm_config.model_config.dtype
@@ -154,13 +154,10 @@ class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal):
                 "disable_chunked_mm_input=True and a scheduler that never ends a prefix-cache hit inside an image; "
                 "something overrode them"
             )
-        vr_inputs = VisionRememberInputs.build(
-            is_multimodal.to(slices[0].device)[None],
-            [d[2] for d in decoded],
-            [d[3] for d in decoded],
-            [d[1] for d in decoded],
-            self.config,
+        image_features = VisionRememberFeatures(
+            features=[d[2] for d in decoded], saliency=[d[3] for d in decoded], token_cells=[d[1] for d in decoded]
         )
+        vr_inputs = VisionRemember.prepare_inputs(is_multimodal.to(slices[0].device)[None], image_features, self.config)
         return embeddings, vr_inputs
 
     def forward(
