@@ -4,7 +4,8 @@
 
     python conversion/convert_to_llava_vr.py --source SRC --output DIR [options]   (= `llava-vr convert`)
 
-The implementation and the options are in `llava_vr.conversion.convert` (see conversion/README.md).
+The implementation and the options are in `llava_vr.conversion.convert` (see conversion/README.md);
+`modeling_tests/test_conversion.py` runs this script.
 """
 
 from llava_vr.conversion.convert import main

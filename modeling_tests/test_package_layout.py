@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from llava_vr import LlavaVRConfig
-from llava_vr.cli import SUBCOMMANDS
 from llava_vr.projectors_llava_vr import PROJECTOR_CLASSES
 from llava_vr.registries_llava_vr import PROJECTORS, SALIENCY_MODES, VR_INTERACTIONS
 from llava_vr.saliency_llava_vr import SALIENCY_QUERIES
 from llava_vr.testing_utils import tiny_config
 from llava_vr.vision_remember_llava_vr import CROSS_ATTENTION_CLASSES
+from llava_vr_cli import HELP_PARSERS, SUBCOMMANDS, main
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "llava_vr"
@@ -56,7 +56,7 @@ print(status, sorted(name for name in ("torch", "transformers", "llava_vr") if n
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["frobnicate"]])
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["frobnicate"], ["convert", "--help"], ["push", "--help"]])
 def test_llava_vr_help_version_and_usage_errors_do_not_import_torch(argv, tmp_path):
     result = subprocess.run([sys.executable, "-c", CONSOLE_SCRIPT, *argv], cwd=tmp_path, capture_output=True,
                             text=True, timeout=300)
@@ -65,6 +65,46 @@ def test_llava_vr_help_version_and_usage_errors_do_not_import_torch(argv, tmp_pa
     assert status == ("2" if argv == ["frobnicate"] else "0")
     if argv == ["--help"]:
         assert all(name in result.stdout for name in SUBCOMMANDS)
+    if argv[1:] == ["--help"]:
+        assert result.stdout.startswith(f"usage: llava-vr {argv[0]} ")
+
+
+@pytest.mark.parametrize("command", sorted(HELP_PARSERS))
+def test_a_fast_help_is_the_commands_own_help(command, capsys):
+    """In-process (torch already imported) `--help` goes through the command's own parsing: the same text."""
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    module_name, function_name = HELP_PARSERS[command].split(":")
+    parser = getattr(__import__(module_name, fromlist=[function_name]), function_name)()
+    assert capsys.readouterr().out == parser.format_help()
+
+
+def refusal_cases(tmp_path: Path) -> dict:
+    """Per command: arguments it refuses before doing any work, and a phrase of the refusal."""
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    missing = tmp_path / "no-such-folder"
+    return {
+        "convert": (["--source", str(missing), "--output", str(tmp_path / "out")], "no such folder"),
+        "push": ([str(missing), "--repo-id", "me/x", "--dry-run"], "does not exist"),
+        "sft": (["--model", str(missing), "--output_dir", str(tmp_path / "sft")], "no such folder"),
+        "experiment": (["--preset", "smoke", "--output-dir", str(tmp_path / "runs"), "--save-best-to", str(occupied)],
+                       "is not empty"),
+    }
+
+
+@pytest.mark.parametrize("command", ["convert", "push", "sft", "experiment"])
+def test_every_command_refuses_with_one_error_line_and_status_2(command, tmp_path, capsys, monkeypatch):
+    if command == "sft":
+        pytest.importorskip("trl")
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # the launcher sets sys.argv for the subcommand's parser
+    argv, phrase = refusal_cases(tmp_path)[command]
+    capsys.readouterr()
+    status = main([command, *argv])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert status == 2 and len(errors) == 1 and phrase in errors[0], (status, errors)
 
 
 def test_unknown_subcommand_exits_with_usage_error(tmp_path):
@@ -83,7 +123,8 @@ def test_config_literal_fields_and_implementations_follow_the_registries():
 
 
 @pytest.mark.parametrize(
-    "field, value", [("projector_type", "avg_pool"), ("vision_remember_interaction", "local"), ("vision_remember_saliency", "max")]
+    "field, value",
+    [("projector_type", "avg_pool"), ("vision_remember_interaction", "local"), ("vision_remember_saliency", "max")],
 )
 def test_config_refuses_a_variant_that_is_not_registered(field, value):
     with pytest.raises(Exception, match=field):

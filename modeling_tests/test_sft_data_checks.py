@@ -10,7 +10,8 @@ from PIL import Image
 pytest.importorskip("trl")
 
 from llava_vr.data import jsonl_documents  # noqa: E402
-from llava_vr.data.jsonl_documents import JsonlDataError, check_image, read_jsonl_documents  # noqa: E402
+from llava_vr.data.jsonl_documents import check_image, read_jsonl_documents  # noqa: E402
+from llava_vr.hub.refusals import LlavaVRRefusal  # noqa: E402
 from llava_vr.training import sft_cli  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def test_every_bad_line_is_reported_at_once_with_file_line_and_reason(bad_data):
     path, root = bad_data
     with pytest.raises(ValueError) as raised:
         read_jsonl_documents(str(path), str(root))
-    assert isinstance(raised.value, JsonlDataError)
+    assert isinstance(raised.value, LlavaVRRefusal)
     message = str(raised.value)
     assert message.splitlines()[0] == f"{path}: 6 of 8 lines cannot be used; fix or remove them (nothing was trained):"
     listed = dict(re.findall(rf"^  {re.escape(str(path))}:(\d+): (.*)$", message, flags=re.M))
@@ -74,7 +75,7 @@ def test_a_truncated_png_in_the_first_line_is_named_by_the_dataset_loader(tmp_pa
     noise_png(tmp_path / "ok.png")
     path = write_jsonl(tmp_path / "d.jsonl", [{"image": "cut.png", "question": "Q", "answer": "A"},
                                               {"image": "ok.png", "question": "Q", "answer": "A"}])
-    with pytest.raises(JsonlDataError, match=rf"(?m)^  {re.escape(str(path))}:1: unreadable image .*cut\.png"):
+    with pytest.raises(LlavaVRRefusal, match=rf"(?m)^  {re.escape(str(path))}:1: unreadable image .*cut\.png"):
         jsonl_dataset(str(path), str(tmp_path))
 
 
@@ -97,7 +98,7 @@ def test_a_wrong_image_root_says_so_and_a_long_listing_goes_to_a_file(tmp_path, 
     monkeypatch.setattr(jsonl_documents, "MAX_LISTED", 3)
     lines = [{"image": f"{i}.png", "question": "Q", "answer": "A"} for i in range(5)]
     path = write_jsonl(tmp_path / "d.jsonl", lines)
-    with pytest.raises(JsonlDataError) as raised:
+    with pytest.raises(LlavaVRRefusal) as raised:
         read_jsonl_documents(str(path), str(tmp_path / "wrong"))
     message = str(raised.value)
     assert f"none of the images exists under --image_root {tmp_path / 'wrong'}" in message

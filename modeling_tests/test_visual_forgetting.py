@@ -20,6 +20,7 @@ from llava_vr.experiments.visual_forgetting_task import (
     build_tokenizer,
     held_out_samples,
 )
+from llava_vr.hub.refusals import LlavaVRRefusal
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "examples" / "trained_models" / "llava-vr-tiny-digit-grid"
@@ -57,7 +58,7 @@ def test_experiment_smoke_preset_in_two_processes_writes_results_best_model_card
     # saving again into the same (now non-empty) folders takes --overwrite
     again = ["--preset", "smoke", "--output-dir", str(output), "--summarize-only", "--save-best-to", str(best),
              "--save-samples-to", str(samples), "--num-samples", "1"]
-    with pytest.raises(SystemExit, match="--overwrite"):
+    with pytest.raises(LlavaVRRefusal, match="--overwrite"):
         visual_forgetting.run(visual_forgetting.parse_args(again))
     visual_forgetting.run(visual_forgetting.parse_args([*again, "--overwrite"]))
     assert len(json.loads((samples / "questions.json").read_text())["samples"]) == 1
@@ -76,7 +77,7 @@ def test_experiment_refuses_to_replace_a_model_folder_without_overwrite(tmp_path
     (bundled / "config.json").write_text("{}")
     args = visual_forgetting.parse_args(["--preset", "smoke", "--seeds", "0", "--variants", "pool_vr_sela",
                                          "--output-dir", str(tmp_path / "runs"), "--save-best-to", str(bundled)])
-    with pytest.raises(SystemExit) as stopped:
+    with pytest.raises(LlavaVRRefusal) as stopped:
         visual_forgetting.run(args)
     message = str(stopped.value)
     assert str(bundled) in message and "--overwrite" in message and "config.json" in message
@@ -90,7 +91,7 @@ def test_experiment_refuses_to_train_a_finished_run_again_without_overwrite(tmp_
     (finished / "result.json").write_text("{}")
     args = visual_forgetting.parse_args(["--preset", "smoke", "--seeds", "0", "1", "--variants", "pool_vr_sela",
                                          "--output-dir", str(tmp_path / "runs")])
-    with pytest.raises(SystemExit, match=r"pool_vr_sela-seed0\. Pass --overwrite"):
+    with pytest.raises(LlavaVRRefusal, match=r"pool_vr_sela-seed0\. Pass --overwrite"):
         visual_forgetting.run(args)
 
 

@@ -1,5 +1,5 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""The `llava-vr` command: one entry point for the project's tools, like `trl sft`.
+"""The `llava-vr` command: one entry point for the project's tools, like `trl sft` (`python -m llava_vr` is the same).
 
     llava-vr convert --source SRC --output DIR [...]      convert a LLaVA-NeXT / OneVision checkpoint
     llava-vr push DIR --repo-id OWNER/NAME [--dry-run]    publish a LLaVA-VR folder to the Hub
@@ -10,12 +10,13 @@
 This module lives beside the `llava_vr` package, not in it: importing `llava_vr` registers the model with
 Transformers' Auto classes, which imports torch and Transformers (seconds), and `llava-vr --help`, `--version` and a
 mistyped command should not wait for that. A subcommand's module is imported only when it runs, and parses the rest
-of the command line itself: `llava-vr sft --help` shows TRL's and the project's options. `llava_vr.cli` is this
-module under the package's name (`python -m llava_vr` runs it too).
+of the command line itself: `llava-vr sft --help` shows TRL's and the project's options. A subcommand whose parser
+is torch-free (`HELP_PARSERS`) answers `--help` from that parser alone, without the package's `__init__`s.
 """
 
 import argparse
 import importlib
+import importlib.machinery
 import sys
 
 # subcommand -> ("module:function", one-line help); the function takes the remaining arguments
@@ -26,6 +27,11 @@ SUBCOMMANDS = {
     "bench": ("llava_vr.benchmarks.cli:main", "benchmarks: whole model (TTFT, decode, memory, FLOPs), VR alone, "
                                               "serving"),
     "experiment": ("llava_vr.experiments.visual_forgetting:main", "the visual-forgetting experiment"),
+}
+# subcommand -> "module:function" building its argparse parser from torch-free modules, for a fast `--help`
+HELP_PARSERS = {
+    "convert": "llava_vr.conversion.options:build_parser",
+    "push": "llava_vr.hub.push_options:build_parser",
 }
 
 
@@ -41,6 +47,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class PackagesWithoutInit:
+    """Imports `llava_vr` and its subpackages as bare namespaces (their `__init__.py` not run), so that one torch-free
+    module of the package imports without the Auto-class registration that pulls in torch. Modules import normally.
+    A meta path finder and the loader of the packages it finds."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] != "llava_vr":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.submodule_search_locations is None:
+            return None
+        bare = importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        bare.submodule_search_locations = spec.submodule_search_locations
+        return bare
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        pass
+
+
+def print_help_without_torch(command: str, argv: list[str]) -> None:
+    """Parses `argv` with `command`'s torch-free parser (`--help` prints it and exits). Returns, the bare packages
+    removed from `sys.modules` again, where that parser does not import so (the caller then imports the command as
+    usual). Used only where `llava_vr` is not imported yet."""
+    module_name, function_name = HELP_PARSERS[command].split(":")
+    finder = PackagesWithoutInit()
+    sys.meta_path.insert(0, finder)
+    try:
+        parser = getattr(importlib.import_module(module_name), function_name)()
+    except ImportError:  # the parser's module needs a package's __init__ after all: the slow path answers
+        return
+    finally:
+        sys.meta_path.remove(finder)
+        for name in [n for n in sys.modules if n.split(".")[0] == "llava_vr"]:
+            del sys.modules[name]
+    parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -53,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         parser.print_help()
         return 0 if not argv else 2
-    target, _ = SUBCOMMANDS[argv[0]]
-    module_name, function_name = target.split(":")
-    sys.argv = [f"llava-vr {argv[0]}", *argv[1:]]  # subcommand parsers (TrlParser too) print this program name
+    command = argv[0]
+    if command in HELP_PARSERS and {"-h", "--help"} & set(argv[1:]) and "llava_vr" not in sys.modules:
+        print_help_without_torch(command, argv[1:])  # exits: usage, or a usage error as the full parse would give
+    module_name, function_name = SUBCOMMANDS[command][0].split(":")
+    sys.argv = [f"llava-vr {command}", *argv[1:]]  # subcommand parsers (TrlParser too) print this program name
     result = getattr(importlib.import_module(module_name), function_name)(argv[1:])
     return result if isinstance(result, int) else 0
 

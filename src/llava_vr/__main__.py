@@ -1,6 +1,5 @@
-"""`python -m llava_vr ...` = the `llava-vr` command."""
+"""`python -m llava_vr ...` = the `llava-vr` command (`llava_vr_cli`, beside the package)."""
 
-from .cli import main
-
+from llava_vr_cli import main
 
 raise SystemExit(main())

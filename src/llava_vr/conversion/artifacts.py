@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from transformers import AutoImageProcessor, AutoTokenizer, GenerationConfig
-from transformers.utils.constants import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.utils.constants import (
+    IMAGENET_STANDARD_MEAN,
+    IMAGENET_STANDARD_STD,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+)
 
 from ..configuration_llava_vr import LlavaVRConfig
 from ..data.image_processors import anyres_image_processor
+from ..hub.refusals import LlavaVRRefusal, one_line
 from ..processing_llava_vr import LlavaVRProcessor
-from .errors import ConversionError, one_line
 from .plan import TOWER_NAMES, Plan
-
-if TYPE_CHECKING:
-    from .sources import Source
+from .sources import Source
 
 # lmms-lab checkpoints carry no image processor: LLaVA-NeXT-style for CLIP, OneVision-style (mean/std 0.5) for SigLIP.
 TOWER_IMAGE_PROCESSORS = {
@@ -33,7 +35,7 @@ def load_tokenizer(path: Path, add_image_token: bool = False):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     except Exception as error:
-        raise ConversionError(f"no usable tokenizer in {path} ({one_line(error)}); pass --tokenizer PATH") from None
+        raise LlavaVRRefusal(f"no usable tokenizer in {path} ({one_line(error)}); pass --tokenizer PATH") from None
     if add_image_token and tokenizer.convert_tokens_to_ids("<image>") in (None, tokenizer.unk_token_id):
         tokenizer.add_tokens(["<image>"], special_tokens=True)
     return tokenizer
@@ -64,7 +66,7 @@ def stored_image_processor(path: Path) -> dict | None:
             try:
                 data = json.loads(file.read_text())
             except json.JSONDecodeError as error:
-                raise ConversionError(f"{file} is not valid JSON ({error})") from None
+                raise LlavaVRRefusal(f"{file} is not valid JSON ({error})") from None
             data = data.get(key) if key else data
             if isinstance(data, dict) and data:
                 return data
@@ -76,10 +78,10 @@ def load_image_processor(path: Path, stored: dict):
     try:
         image_processor = AutoImageProcessor.from_pretrained(path)
     except Exception as error:
-        raise ConversionError(f"cannot load the source's image processor from {path} ({one_line(error)})") from None
+        raise LlavaVRRefusal(f"cannot load the source's image processor from {path} ({one_line(error)})") from None
     for name in ("image_mean", "image_std"):
         if name in stored and list(getattr(image_processor, name)) != list(stored[name]):
-            raise ConversionError(
+            raise LlavaVRRefusal(
                 f"the source's image processor was loaded with {name} {list(getattr(image_processor, name))}, but "
                 f"{path} stores {stored[name]}; pass --image-mean/--image-std explicitly"
             )
@@ -104,7 +106,7 @@ def source_image_processor(src: Source, plan: Plan, config: LlavaVRConfig, args)
             image_processor.image_mean, image_processor.image_std = list(args.image_mean), list(args.image_std)
         return image_processor
     if src.kind != "lmms_lab" and not (explicit or args.assume_clip_normalisation):
-        raise ConversionError(
+        raise LlavaVRRefusal(
             f"{src.path} has no image processor (no preprocessor_config.json, no image_processor entry in "
             "processor_config.json), so the pixel normalisation the model was trained with is unknown: copy the "
             "source model's processor files into it, or pass --image-mean R G B --image-std R G B (0.5 0.5 0.5 for "
@@ -120,7 +122,7 @@ def build_processor(image_processor, tokenizer, config: LlavaVRConfig) -> LlavaV
     if image_token_id is None:
         image_token_id = tokenizer.convert_tokens_to_ids(getattr(processor, "image_token", "<image>"))
     if image_token_id != config.image_token_index:
-        raise ConversionError(
+        raise LlavaVRRefusal(
             f"the tokenizer's image token has id {image_token_id} but the model's image_token_index is "
             f"{config.image_token_index}"
         )

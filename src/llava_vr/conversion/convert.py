@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -31,24 +30,26 @@ from transformers.utils import logging as hf_logging
 
 from ..configuration_llava_vr import LlavaVRConfig
 from ..hub.card import render_model_card, source_card_metadata
+from ..hub.push import push_folder
+from ..hub.refusals import LlavaVRRefusal, log, run_command
 from .artifacts import build_generation_config, build_processor, load_tokenizer, source_image_processor
-from .errors import ConversionError, log, one_line
+from .detect import load_source
 from .lmms_lab import lmms_lab_plan, place_image_token
 from .options import parse_args
 from .plan import Plan, build_config, transformers_plan
-from .sources import Source, load_source, read_state_dict
+from .sources import Source, read_state_dict
 from .weights import WeightReport, build_model, grow_embeddings, plan_weights, source_dtype
 
 
 def check_output(output: Path, source: Path | None, overwrite: bool) -> None:
     """Refuses an output that is a file, a non-empty folder (without `overwrite`) or overlaps the source."""
     if output.exists() and not output.is_dir():
-        raise ConversionError(f"--output {output} exists and is not a folder")
+        raise LlavaVRRefusal(f"--output {output} exists and is not a folder")
     if output.exists() and any(output.iterdir()) and not overwrite:
-        raise ConversionError(f"--output {output} exists and is not empty (pass --overwrite to replace it)")
+        raise LlavaVRRefusal(f"--output {output} exists and is not empty (pass --overwrite to replace it)")
     resolved = output.resolve()
     if source is not None and (resolved == source or source in resolved.parents or resolved in source.parents):
-        raise ConversionError(f"--output {output} overlaps the source folder {source}")
+        raise LlavaVRRefusal(f"--output {output} overlaps the source folder {source}")
 
 
 def move_into_place(tmp: Path, output: Path) -> None:
@@ -174,29 +175,13 @@ def convert_and_push(args: argparse.Namespace) -> None:
     finally:
         hf_logging.set_verbosity(verbosity)
     if args.push_to_hub:
-        from ..hub.push import push_folder  # here: llava_vr.hub.push imports llava_vr.conversion.errors
-
+        message = args.commit_message or f"Add LLaVA-VR conversion of {args.base_model or args.source}"
         push_folder(output, args.push_to_hub, private=args.private, dry_run=args.dry_run, base_model=args.base_model,
-                    commit_message=args.commit_message or f"Add LLaVA-VR conversion of {args.base_model or args.source}")
+                    commit_message=message)
 
 
 def main(argv: list[str] | None = None) -> int:
     """`llava-vr convert`: 0 when done, 2 on a refusal, 1 on an unexpected error, 130 when interrupted (one line on
     stderr each; `--debug` raises instead)."""
     args = parse_args(argv)
-    try:
-        convert_and_push(args)
-    except ConversionError as error:
-        if args.debug:
-            raise
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # a bug or an unexpected file: still one line, --debug for the traceback
-        if args.debug:
-            raise
-        print(f"error: {type(error).__name__}: {one_line(error)} (run with --debug for the traceback)", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(lambda: convert_and_push(args), debug=args.debug, catch_errors=True)

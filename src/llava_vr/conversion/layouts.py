@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import ConversionError
+from ..hub.refusals import LlavaVRRefusal
 
 # (pattern, replacement); replacement None drops the tensor. First match wins; unmatched keys are refused.
 DROP_ALWAYS = [(r"\.position_ids$", None), (r"rotary_emb\.inv_freq$", None)]
@@ -51,7 +51,7 @@ def rename_key(key: str, layout: str) -> str | None:
     for pattern, replacement in KEY_MAPS[layout]:
         if re.search(pattern, key):
             return None if replacement is None else re.sub(pattern, replacement, key, count=1)
-    raise ConversionError(f"unrecognised tensor {key!r} in a {layout}-layout checkpoint")
+    raise LlavaVRRefusal(f"unrecognised tensor {key!r} in a {layout}-layout checkpoint")
 
 
 def renamed_shapes(shapes: dict[str, tuple], layout: str) -> dict[str, tuple]:

@@ -14,17 +14,15 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from transformers import Qwen2Config
 
+from ..hub.ids import is_hub_id
+from ..hub.refusals import LlavaVRRefusal
 from ..packing_llava_vr import grid_pinpoints
-from .errors import HUB_ID, ConversionError
 from .layouts import renamed_shapes
 from .plan import TOWER_NAMES, Plan, check_llm
-
-if TYPE_CHECKING:
-    from .sources import Source
+from .sources import Source
 
 # Towers the LLaVA-NeXT repo names in `mm_vision_tower`: (hidden size, heads).
 KNOWN_TOWER_HEADS = {
@@ -54,12 +52,12 @@ def detect_lmms_lab(src: Source) -> bool:
     what = ", ".join(architectures) or f"model_type={model_type!r}"
     llm = (lmms_arch or model_type).removeprefix("Llava").removesuffix("ForCausalLM").removeprefix("llava_")
     if llm.lower() != "qwen":
-        raise ConversionError(
+        raise LlavaVRRefusal(
             f"{src.path} is an LLaVA-NeXT-repo checkpoint with a {llm or 'non-Qwen'} LLM ({what}); "
             "LLaVA-VR's decoder is Qwen2 (LlavaQwenForCausalLM only)"
         )
     if "mm_vision_tower" not in config or not any(".mm_projector." in k for k in keys):
-        raise ConversionError(f"{src.path} ({what}) has no mm_vision_tower / mm_projector: not a LLaVA checkpoint")
+        raise LlavaVRRefusal(f"{src.path} ({what}) has no mm_vision_tower / mm_projector: not a LLaVA checkpoint")
     src.kind, src.layout = "lmms_lab", "lmms-lab"
     src.description = (
         f"LLaVA-NeXT-repo (lmms-lab) {lmms_arch or model_type} checkpoint "
@@ -76,13 +74,13 @@ def lmms_lab_text_config(raw: dict, shapes: dict) -> dict:
     text["model_type"] = "qwen2"
     embed = shapes.get("model.language_model.embed_tokens.weight")
     if embed is None:
-        raise ConversionError("lmms-lab checkpoint without model.embed_tokens.weight")
+        raise LlavaVRRefusal("lmms-lab checkpoint without model.embed_tokens.weight")
     text["vocab_size"] = embed[0]  # the weights are the truth (configs sometimes lag a resize)
     if "hidden_size" in text and text["hidden_size"] != embed[1]:
-        raise ConversionError(f"config hidden_size {text['hidden_size']} != embed_tokens width {embed[1]}")
+        raise LlavaVRRefusal(f"config hidden_size {text['hidden_size']} != embed_tokens width {embed[1]}")
     layers = {int(m.group(1)) for k in shapes if (m := re.match(r"model\.language_model\.layers\.(\d+)\.", k))}
     if layers and text.get("num_hidden_layers", len(layers)) != len(layers):
-        raise ConversionError(f"config num_hidden_layers {text['num_hidden_layers']} but the weights hold {len(layers)}")
+        raise LlavaVRRefusal(f"config num_hidden_layers {text['num_hidden_layers']} but the weights hold {len(layers)}")
     text.pop("layer_types", None)
     return text
 
@@ -97,9 +95,9 @@ def parse_pinpoints(pinpoints, tile: int) -> list[list[int]]:
         try:
             pinpoints = json.loads(pinpoints.replace("(", "[").replace(")", "]"))
         except json.JSONDecodeError:
-            raise ConversionError(f"cannot parse image_grid_pinpoints {pinpoints!r}") from None
+            raise LlavaVRRefusal(f"cannot parse image_grid_pinpoints {pinpoints!r}") from None
     if not pinpoints:
-        raise ConversionError("the checkpoint has no image_grid_pinpoints")
+        raise LlavaVRRefusal("the checkpoint has no image_grid_pinpoints")
     return [[int(a), int(b)] for a, b in pinpoints]
 
 
@@ -109,19 +107,21 @@ def infer_vision_config(shapes: dict, tower_name: str | None, num_heads: int | N
     patch = shapes.get(TOWER + "embeddings.patch_embedding.weight")
     positions = shapes.get(TOWER + "embeddings.position_embedding.weight")
     if patch is None or positions is None:
-        raise ConversionError("cannot infer the vision tower: no embeddings.patch_embedding / position_embedding weights")
+        raise LlavaVRRefusal(
+            "cannot infer the vision tower: no embeddings.patch_embedding / position_embedding weights"
+        )
     hidden, _, patch_size, _ = patch
     has_cls = TOWER + "embeddings.class_embedding" in shapes
     kind = "clip" if has_cls or TOWER + "pre_layrnorm.weight" in shapes else "siglip"
     grid = math.isqrt(positions[0] - int(has_cls))
     if grid * grid != positions[0] - int(has_cls):
-        raise ConversionError(f"position embeddings of {positions[0]} rows are not a square patch grid")
+        raise LlavaVRRefusal(f"position embeddings of {positions[0]} rows are not a square patch grid")
     layers = {int(m.group(1)) for k in shapes if (m := re.match(re.escape(TOWER) + r"encoder\.layers\.(\d+)\.", k))}
     if not layers or sorted(layers) != list(range(len(layers))):
-        raise ConversionError("cannot infer the vision tower's depth from encoder.layers.N weights")
+        raise LlavaVRRefusal("cannot infer the vision tower's depth from encoder.layers.N weights")
     heads, how = vision_heads(tower_name, hidden, num_heads)
     if hidden % heads:
-        raise ConversionError(f"vision hidden size {hidden} is not divisible by {heads} heads ({how})")
+        raise LlavaVRRefusal(f"vision hidden size {hidden} is not divisible by {heads} heads ({how})")
     config = dict(
         model_type=f"{kind}_vision_model",
         hidden_size=hidden,
@@ -175,7 +175,7 @@ def local_tower_config(name: str) -> dict | None:
     if not name:
         return None
     candidates = [Path(name).expanduser() / "config.json"]
-    if HUB_ID.match(name):
+    if is_hub_id(name):
         try:
             from huggingface_hub import try_to_load_from_cache
 
@@ -194,22 +194,22 @@ def local_tower_config(name: str) -> dict | None:
 def check_lmms_lab_config(raw: dict, keys: list[str]) -> tuple[str, str]:
     """Refuses what LLaVA-VR does not implement; returns (image_aspect_ratio, mm_vision_select_feature)."""
     if raw.get("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
-        raise ConversionError(f"mm_projector_type {raw['mm_projector_type']!r} is not supported (mlp2x_gelu only)")
+        raise LlavaVRRefusal(f"mm_projector_type {raw['mm_projector_type']!r} is not supported (mlp2x_gelu only)")
     if any(k.startswith("model.mm_projector.") and not k.startswith(("model.mm_projector.0.", "model.mm_projector.2."))
            for k in keys):
-        raise ConversionError("the mm_projector has more than two linear layers (mlp2x_gelu only)")
+        raise LlavaVRRefusal("the mm_projector has more than two linear layers (mlp2x_gelu only)")
     resampler = raw.get("mm_resampler_type")
     if resampler:
-        raise ConversionError(f"mm_resampler_type {resampler!r} is not supported")
+        raise LlavaVRRefusal(f"mm_resampler_type {resampler!r} is not supported")
     aspect = raw.get("image_aspect_ratio") or "square"
     if not (aspect == "anyres" or re.fullmatch(r"anyres_max_\d+", aspect)):
-        raise ConversionError(f"image_aspect_ratio {aspect!r} is not AnyRes ('anyres' or 'anyres_max_N' only)")
+        raise LlavaVRRefusal(f"image_aspect_ratio {aspect!r} is not AnyRes ('anyres' or 'anyres_max_N' only)")
     merge = raw.get("mm_patch_merge_type", "flat")
     if not merge.startswith("spatial_unpad"):
-        raise ConversionError(f"mm_patch_merge_type {merge!r} is not supported (spatial_unpad, with image_newline)")
+        raise LlavaVRRefusal(f"mm_patch_merge_type {merge!r} is not supported (spatial_unpad, with image_newline)")
     feature = raw.get("mm_vision_select_feature", "patch")
     if feature not in ("patch", "cls_patch"):
-        raise ConversionError(f"mm_vision_select_feature {feature!r} is not supported (patch or cls_patch)")
+        raise LlavaVRRefusal(f"mm_vision_select_feature {feature!r} is not supported (patch or cls_patch)")
     return aspect, feature
 
 
@@ -224,7 +224,7 @@ def lmms_lab_plan(src: Source, args) -> Plan:
     tower = vision["model_type"].split("_")[0]
     mm_hidden = raw.get("mm_hidden_size")
     if mm_hidden and mm_hidden != vision["hidden_size"]:
-        raise ConversionError(f"mm_hidden_size {mm_hidden} != the vision tower's hidden size {vision['hidden_size']}")
+        raise LlavaVRRefusal(f"mm_hidden_size {mm_hidden} != the vision tower's hidden size {vision['hidden_size']}")
     text = lmms_lab_text_config(raw, shapes)
     check_llm(text["model_type"])
     values = dict(

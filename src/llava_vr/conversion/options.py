@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..hub.ids import is_hub_id
 from ..registries_llava_vr import PROJECTORS, SALIENCY_MODES, VR_INTERACTIONS
-from .errors import HUB_ID
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -51,7 +51,8 @@ def add_image_processor_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llava-vr convert",
-        description="Convert a LLaVA-NeXT / LLaVA-OneVision (Qwen2) checkpoint into a LLaVA-VR trust_remote_code folder.",
+        description="Convert a LLaVA-NeXT / LLaVA-OneVision (Qwen2) checkpoint into a LLaVA-VR trust_remote_code "
+                    "folder.",
     )
     parser.add_argument("--source", required=True, help="checkpoint folder, or a Hub id when no such folder exists")
     parser.add_argument("--output", required=True, help="output folder (written atomically)")
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--datasets", nargs="+", help="datasets for the model card (default: the source card's)")
     parser.add_argument("--push-to-hub", metavar="OWNER/NAME", help="upload the converted folder to this repo")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
-    parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list what would upload, upload nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --push-to-hub: list what would upload, upload nothing")
     parser.add_argument("--commit-message", default=None, help="with --push-to-hub")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -82,7 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if (args.private or args.dry_run) and not args.push_to_hub:
         parser.error("--private / --dry-run need --push-to-hub")
     for flag, value in (("--push-to-hub", args.push_to_hub), ("--base-model", args.base_model)):
-        if value and not HUB_ID.match(value):
+        if value and not is_hub_id(value):
             parser.error(f"{flag} {value!r}: expected a Hub id OWNER/NAME")
     if (args.image_mean is None) != (args.image_std is None):
         parser.error("--image-mean and --image-std go together")

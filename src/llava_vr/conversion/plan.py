@@ -8,15 +8,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from transformers import AutoConfig
 
 from ..configuration_llava_vr import LlavaVRConfig
-from .errors import ConversionError, one_line
-
-if TYPE_CHECKING:
-    from .sources import Source
+from ..hub.refusals import LlavaVRRefusal, one_line
+from .sources import Source
 
 TOWER_NAMES = {"clip": "CLIP", "siglip": "SigLIP"}
 
@@ -34,7 +31,7 @@ class Plan:
 def check_llm(model_type: str, architectures=None) -> None:
     """Refuses a non-Qwen2 LLM."""
     if model_type != "qwen2":
-        raise ConversionError(
+        raise LlavaVRRefusal(
             f"the source's LLM is {model_type!r}" + (f" ({', '.join(architectures)})" if architectures else "")
             + "; LLaVA-VR's decoder is Qwen2, only Qwen2-based checkpoints convert"
         )
@@ -43,7 +40,7 @@ def check_llm(model_type: str, architectures=None) -> None:
 def check_tower(model_type: str) -> str:
     """`clip_vision_model` -> `clip`, `siglip_vision_model` -> `siglip`; refuses other towers."""
     if model_type not in ("clip_vision_model", "siglip_vision_model"):
-        raise ConversionError(f"vision tower {model_type!r} is not supported (CLIP or SigLIP vision models only)")
+        raise LlavaVRRefusal(f"vision tower {model_type!r} is not supported (CLIP or SigLIP vision models only)")
     return model_type.split("_")[0]
 
 
@@ -52,7 +49,9 @@ def transformers_plan(src: Source) -> Plan:
     try:
         source_config = AutoConfig.from_pretrained(src.path)
     except Exception as error:
-        raise ConversionError(f"cannot read {src.path}/config.json as a Transformers config ({one_line(error)})") from None
+        raise LlavaVRRefusal(
+            f"cannot read {src.path}/config.json as a Transformers config ({one_line(error)})"
+        ) from None
     text, vision = source_config.text_config, source_config.vision_config
     check_llm(text.model_type, getattr(text, "architectures", None))
     tower = check_tower(vision.model_type)
@@ -100,7 +99,7 @@ def check_feature_layers(values: dict, vr: dict) -> None:
         feature_layers = LlavaVRConfig(**values, vision_remember_layers=[]).vision_remember_feature_layers
     bad = [i for i in feature_layers if not -vision_layers <= i <= vision_layers]
     if bad:
-        raise ConversionError(
+        raise LlavaVRRefusal(
             f"--vision-remember-feature-layers {list(feature_layers)} are beyond the vision tower's depth "
             f"({vision_layers} layers: hidden states 0..{vision_layers}); pass --vision-remember-feature-layers with "
             "indices in that range"
@@ -115,7 +114,7 @@ def build_config(plan: Plan, args) -> LlavaVRConfig:
     try:
         check_feature_layers(values, vr)
         return LlavaVRConfig(**values, **vr)
-    except ConversionError:
+    except LlavaVRRefusal:
         raise
     except Exception as error:
-        raise ConversionError(f"invalid LLaVA-VR config: {one_line(error)}") from None
+        raise LlavaVRRefusal(f"invalid LLaVA-VR config: {one_line(error)}") from None

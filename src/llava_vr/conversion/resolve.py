@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import HUB_ID, ConversionError, log, one_line
+from ..hub.ids import is_hub_id
+from ..hub.refusals import LlavaVRRefusal, log, one_line
 
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "README.md"]
 
@@ -20,24 +21,11 @@ def resolve_source(source: str) -> tuple[Path, str | None]:
     path = Path(source).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ConversionError(f"--source {source} is a file; expected a checkpoint folder")
+            raise LlavaVRRefusal(f"--source {source} is a file; expected a checkpoint folder")
         return path.resolve(), hub_id_of_local_path(path.resolve())
-    if not looks_like_hub_id(source):
-        raise ConversionError(f"--source {source}: no such folder ({path.absolute()} does not exist)")
+    if not is_hub_id(source):
+        raise LlavaVRRefusal(f"--source {source}: no such folder ({path.absolute()} does not exist)")
     return fetch_from_hub(source), source
-
-
-def looks_like_hub_id(text: str) -> bool:
-    """`OWNER/NAME` as the Hub accepts it (`validate_repo_id`), and not written as a path (`./x`, `/x`, `~/x`)."""
-    if text.startswith((".", "/", "~")) or not HUB_ID.match(text):
-        return False
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(text)
-    except HFValidationError:
-        return False
-    return True
 
 
 def hub_id_of_local_path(path: Path) -> str | None:
@@ -92,7 +80,7 @@ def fetch_from_hub(repo_id: str) -> Path:
     if constants.HF_HUB_OFFLINE:
         cached = cached_snapshot(repo_id)
         if cached is None:
-            raise ConversionError(
+            raise LlavaVRRefusal(
                 f"{missing}, and HF_HUB_OFFLINE is set while {repo_id} is not in the Hub cache "
                 f"({constants.HF_HUB_CACHE}): unset HF_HUB_OFFLINE to download it, or pass a local checkpoint folder"
             )
@@ -103,11 +91,11 @@ def fetch_from_hub(repo_id: str) -> Path:
         kind, message = problem
         cached = cached_snapshot(repo_id) if kind == "unreachable" else None
         if cached is None:
-            raise ConversionError(f"{missing}, and {message}")
+            raise LlavaVRRefusal(f"{missing}, and {message}")
         log(f"The Hub cannot be reached; using {repo_id} from the Hub cache: {cached}")
         return cached
     log(f"Downloading {repo_id} from the Hub ...")
     try:
         return Path(snapshot_download(repo_id, allow_patterns=DOWNLOAD_PATTERNS))
     except Exception as error:
-        raise ConversionError(f"--source {repo_id}: the download failed ({one_line(error)})") from None
+        raise LlavaVRRefusal(f"--source {repo_id}: the download failed ({one_line(error)})") from None

@@ -11,8 +11,8 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from ..configuration_llava_vr import LlavaVRConfig
+from ..hub.refusals import LlavaVRRefusal
 from ..modeling_llava_vr import LlavaVRForConditionalGeneration
-from .errors import ConversionError
 
 COMPONENTS = [
     ("model.vision_tower.", "vision tower"),
@@ -59,12 +59,12 @@ def drop_misfits(state_dict, expected: dict[str, tuple]) -> list[str]:
             continue
         if key not in expected:
             if not key.startswith("model.vision_tower.head."):
-                raise ConversionError(f"source tensor {key!r} has no place in LLaVA-VR")
+                raise LlavaVRRefusal(f"source tensor {key!r} has no place in LLaVA-VR")
             dropped.append(key)
             del state_dict[key]
         elif tuple(state_dict[key].shape) != expected[key]:
             if not key.startswith("model.multi_modal_projector."):
-                raise ConversionError(
+                raise LlavaVRRefusal(
                     f"source tensor {key} has shape {tuple(state_dict[key].shape)}, LLaVA-VR expects {expected[key]}"
                 )
             module = key.rsplit(".", 1)[0] + "."
@@ -90,7 +90,7 @@ def plan_weights(config: LlavaVRConfig, state_dict) -> WeightReport:
             new.setdefault(new_module_of(key), []).append(key)
     missing_essential = [k for k in ESSENTIAL if k not in state_dict]
     if missing_essential or not any(k.startswith("model.vision_tower.") for k in state_dict):
-        raise ConversionError(f"the source lacks essential weights: {missing_essential or ['model.vision_tower.*']}")
+        raise LlavaVRRefusal(f"the source lacks essential weights: {missing_essential or ['model.vision_tower.*']}")
     numel = {k: math.prod(shape) for k, shape in expected.items()}
     parameters_new = sum(numel[k] for keys in new.values() for k in keys)
     parameters_total = sum(p.numel() for p in skeleton.parameters())
@@ -130,5 +130,5 @@ def build_model(config: LlavaVRConfig, state_dict, dtype: torch.dtype) -> LlavaV
     finally:
         hf_logging.set_verbosity(verbosity)
     if info["unexpected_keys"] or info["mismatched_keys"] or info["error_msgs"]:
-        raise ConversionError(f"weights did not load cleanly: {info}")
+        raise LlavaVRRefusal(f"weights did not load cleanly: {info}")
     return model.eval()

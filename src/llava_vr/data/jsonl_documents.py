@@ -5,8 +5,8 @@
 
 Every line is parsed and every image opened and decoded completely (`verify()`, then `load()` on a fresh handle:
 truncated PNGs and JPEGs included) before the rows are returned; all bad lines are reported at once, with file, line
-and reason, in one `JsonlDataError` (a `ValueError`). Images are checked in threads with a progress bar (`datasets`'
-tqdm, so `datasets.disable_progress_bars()` silences it).
+and reason, in one `LlavaVRRefusal` (a `ValueError`; `llava-vr sft` prints it and exits with status 2). Images are
+checked in threads with a progress bar (`datasets`' tqdm, so `datasets.disable_progress_bars()` silences it).
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
+from ..hub.refusals import LlavaVRRefusal
+
 FIELDS = ("image", "question", "answer")
 MAX_LISTED = 100  # bad lines shown in the error message; the full list goes to a file beyond that
-
-
-class JsonlDataError(ValueError):
-    """The JSONL data cannot be trained on; the message lists every bad line (`FILE:LINE: reason`)."""
 
 
 def check_image(path: str) -> str | None:
@@ -85,13 +83,13 @@ def check_images(paths: list[str], num_threads: int | None = None, desc: str = "
 
 def read_jsonl_documents(path: str, image_root: str | None = None, num_threads: int | None = None):
     """`[(line number, image path, question, answer)]` for the non-blank lines of `path` (image paths joined to
-    `image_root`); raises `JsonlDataError` listing every bad line when any line or image is unusable."""
+    `image_root`); raises `LlavaVRRefusal` listing every bad line when any line or image is unusable."""
     rows, problems, total = [], [], 0
     try:
         with open(path, encoding="utf-8") as handle:
             lines = list(enumerate(handle, start=1))
     except (OSError, UnicodeDecodeError) as error:
-        raise JsonlDataError(f"cannot read {path}: {error}") from None
+        raise LlavaVRRefusal(f"cannot read {path}: {error}") from None
     for number, line in lines:
         if not line.strip():
             continue
@@ -103,12 +101,12 @@ def read_jsonl_documents(path: str, image_root: str | None = None, num_threads: 
         image = os.path.join(image_root, record["image"]) if image_root else record["image"]
         rows.append((number, image, str(record["question"]), str(record["answer"])))
     if not total:
-        raise JsonlDataError(f"{path} has no data lines (one {{image, question, answer}} object per line)")
+        raise LlavaVRRefusal(f"{path} has no data lines (one {{image, question, answer}} object per line)")
     reasons = check_images([image for _, image, _, _ in rows], num_threads, desc=f"Checking {os.path.basename(path)}")
-    problems += [(row[0], reason) for row, reason in zip(rows, reasons) if reason]
+    problems += [(row[0], reason) for row, reason in zip(rows, reasons, strict=True) if reason]
     if problems:
-        raise JsonlDataError(report(path, sorted(problems), total, image_root))
+        raise LlavaVRRefusal(report(path, sorted(problems), total, image_root))
     return rows
 
 
-__all__ = ["FIELDS", "JsonlDataError", "check_image", "check_images", "read_jsonl_documents"]
+__all__ = ["FIELDS", "check_image", "check_images", "read_jsonl_documents"]

@@ -33,7 +33,6 @@ same variant and seed in `--output-dir`, stops the command before anything train
     llava-vr experiment --seeds 0 1 --jobs 2                        # default CPU preset (about an hour)
     llava-vr experiment --preset smoke --output-dir runs/smoke      # seconds: does it run here?
     llava-vr experiment --summarize-only --save-best-to DIR         # table + best model
-(`python examples/visual_forgetting/run_experiment.py ...` is the same command.)
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from ..hub.refusals import LlavaVRRefusal, run_command
 from .visual_forgetting_results import collect, save_best, write_summary
 from .visual_forgetting_runs import run_dir, run_one
 from .visual_forgetting_task import PRESETS, RUN_SECONDS, VARIANTS, build_tokenizer, datasets_for
@@ -91,24 +91,24 @@ def preset_of(args) -> dict:
 
 
 def refuse_to_overwrite(args) -> None:
-    """Stops (`SystemExit`, before anything trains) when the command would replace something without `--overwrite`:
-    a non-empty `--save-best-to` / `--save-samples-to` folder, or a finished run it is about to train again."""
+    """Refuses (`LlavaVRRefusal`, before anything trains) when the command would replace something without
+    `--overwrite`: a non-empty `--save-best-to` / `--save-samples-to` folder, or a finished run it would train again."""
     if args.overwrite:
         return
     for option, folder in (("--save-best-to", args.save_best_to), ("--save-samples-to", args.save_samples_to)):
         if folder is not None and folder.is_dir() and any(folder.iterdir()):
             names = sorted(p.name for p in folder.iterdir())
             listing = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
-            raise SystemExit(f"{option} {folder} is not empty ({listing}): the experiment would replace it. Pass "
-                             "--overwrite to replace it, or name a new folder.")
+            raise LlavaVRRefusal(f"{option} {folder} is not empty ({listing}): the experiment would replace it. "
+                                 "Pass --overwrite to replace it, or name a new folder.")
     if args.summarize_only:
         return
     finished = [run_dir(args.output_dir, v, seed) for seed in args.seeds for v in args.variants]
     finished = [folder for folder in finished if (folder / "result.json").is_file()]
     if finished:
-        raise SystemExit(f"{args.output_dir} already holds finished runs that this command would train again: "
-                         f"{', '.join(f.name for f in finished)}. Pass --overwrite to replace them, --output-dir for a "
-                         "new folder, or --summarize-only to summarise what is there.")
+        raise LlavaVRRefusal(f"{args.output_dir} already holds finished runs that this command would train again: "
+                             f"{', '.join(f.name for f in finished)}. Pass --overwrite to replace them, --output-dir "
+                             "for a new folder, or --summarize-only to summarise what is there.")
 
 
 def print_plan(args, preset: dict) -> None:
@@ -184,7 +184,7 @@ def run(args) -> list[dict]:
         run_seeds(args, args.seeds, args.variants)
     results = collect(args.output_dir, preset)
     if not results:
-        raise SystemExit(f"no finished run of preset {args.preset!r} in {args.output_dir}")
+        raise LlavaVRRefusal(f"no finished run of preset {args.preset!r} in {args.output_dir}")
     print(write_summary(args.output_dir, preset, results))
     if args.save_best_to:
         save_best(results, args, preset)
@@ -192,9 +192,10 @@ def run(args) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`llava-vr experiment ...`: exit status 0 (failures exit through `SystemExit` with their message)."""
-    run(parse_args(argv))
-    return 0
+    """`llava-vr experiment ...`: exit status 0; 2 on a refusal (one `error:` line on stderr, nothing trained); failed
+    runs exit through `SystemExit` with their message (status 1)."""
+    args = parse_args(argv)
+    return run_command(lambda: run(args))
 
 
 __all__ = ["main", "parse_args", "print_plan", "refuse_to_overwrite", "run", "run_in_processes"]

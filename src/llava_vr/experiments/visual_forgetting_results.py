@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 from llava_vr import LlavaVRConfig, LlavaVRForConditionalGeneration
-from llava_vr.hub import card_data, render_card
+from llava_vr.hub import LlavaVRRefusal, card_data, render_card
 
 from .visual_forgetting_runs import run_dir
 from .visual_forgetting_task import PATCH, VARIANTS, held_out_samples
@@ -116,7 +116,7 @@ def save_best(results: list[dict], args, preset: dict) -> None:
     candidates = [r for r in results if r["variant"] == args.best_of
                   and (run_dir(args.output_dir, r["variant"], r["seed"]) / "model").is_dir()]
     if not candidates:
-        raise SystemExit(f"no trained {args.best_of} model in {args.output_dir} to save (--best-of)")
+        raise LlavaVRRefusal(f"no trained {args.best_of} model in {args.output_dir} to save (--best-of)")
     best = max(candidates, key=lambda r: (r["accuracy"], r["digit_accuracy"]))
     target = args.save_best_to
     if target.exists():  # empty, or `--overwrite` (`refuse_to_overwrite` checked before anything trained)

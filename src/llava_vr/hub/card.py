@@ -16,10 +16,10 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 
 from ..registries_llava_vr import PROJECTORS
+from .ids import REPO_PLACEHOLDER, is_hub_id
+from .refusals import LlavaVRRefusal, one_line
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-REPO_PLACEHOLDER = "OWNER/NAME"
-"""The usage code's repo id in a card rendered before the repo is known (`complete_card` replaces it)."""
 CONVERTED_TEMPLATE = "llava_vr_converted.md"
 TAGS = ["llava-vr", "vision-remember", "llava", "llava-next", "image-text-to-text", "multimodal", "custom_code"]
 TOKENPACKER_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj", "query_norm", "region_norm")
@@ -50,7 +50,8 @@ def card_data(base_model: str | None = None, license: str | None = "apache-2.0",
 def architecture_kwargs(config) -> dict:
     """The template values that describe a LlavaVRConfig (tower, LLM, projector, tokens per tile, Vision Remember)."""
     vision, text = config.vision_config, config.text_config
-    tower_kind = {"clip_vision_model": "CLIP", "siglip_vision_model": "SigLIP"}.get(vision.model_type, vision.model_type)
+    tower_names = {"clip_vision_model": "CLIP", "siglip_vision_model": "SigLIP"}
+    tower_kind = tower_names.get(vision.model_type, vision.model_type)
     return dict(
         projector_type=config.projector_type,
         projector_description=PROJECTORS.get(config.projector_type, config.projector_type),
@@ -86,14 +87,27 @@ def render_card(config, template: str, data: ModelCardData, **values) -> ModelCa
                                    **{**architecture_kwargs(config), **values})
 
 
-def source_card_metadata(path: Path) -> dict:
-    """license / datasets / language from the source's README.md metadata, when it has one."""
-    readme = Path(path) / "README.md"
+def card_metadata(folder, *, strict: bool = False) -> dict:
+    """The YAML metadata of `folder`'s README.md as a dict (`{}` without a README). Invalid YAML gives `{}`, or with
+    `strict` (the card a push would upload) a refusal naming the fix."""
+    readme = Path(folder) / "README.md"
     if not readme.is_file():
         return {}
     try:
-        data = ModelCard.load(readme).data.to_dict()
-    except Exception:
+        return ModelCard.load(readme, ignore_metadata_errors=False).data.to_dict()
+    except Exception as error:
+        if not strict:
+            return {}
+        raise LlavaVRRefusal(
+            f"{readme}'s YAML metadata is invalid ({one_line(error)}): fix it, or move README.md away to upload a "
+            "generated card"
+        ) from None
+
+
+def source_card_metadata(path: Path) -> dict:
+    """license / datasets / language from the source's README.md metadata, when it has one."""
+    data = card_metadata(path)
+    if not data:
         return {}
     datasets = data.get("datasets")
     return {
@@ -211,8 +225,6 @@ def complete_card(text: str, repo_id: str, base_model: str | None) -> tuple[str,
     """One of our cards made ready for `repo_id`: the `OWNER/NAME` placeholder replaced by the repo id, the metadata's
     `base_model` set to `base_model` (a Hub id) or, when that is None, a local-path `base_model` removed. Returns the
     text and what changed."""
-    from ..conversion.errors import HUB_ID  # here: llava_vr.conversion imports this module
-
     changes = []
     if f'"{REPO_PLACEHOLDER}"' in text:
         text = text.replace(f'"{REPO_PLACEHOLDER}"', f'"{repo_id}"')
@@ -222,7 +234,7 @@ def complete_card(text: str, repo_id: str, base_model: str | None) -> tuple[str,
     if base_model and current != base_model:
         card.data.base_model = base_model
         changes.append(f"base_model {current or '(none)'} -> {base_model}")
-    elif current and not all(HUB_ID.match(str(b)) for b in (current if isinstance(current, list) else [current])):
+    elif current and not all(is_hub_id(b) for b in (current if isinstance(current, list) else [current])):
         card.data.base_model = None
         changes.append(f"base_model {current} removed (a local path, not a Hub id)")
     else:

@@ -11,16 +11,16 @@ is never modified.
 
 `--dry-run` prints the exact files (with sizes) and the card, validates the card's YAML locally, and contacts
 nothing. Otherwise `create_repo(exist_ok=True)` + one `create_commit`. Refusals exit with status 2 and one line on
-stderr.
+stderr. The command line is in `push_options.py`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from ..conversion.errors import HUB_ID, ConversionError, one_line
+from .ids import is_hub_id
+from .push_options import parse_args
+from .refusals import LlavaVRRefusal, one_line, run_command
 from .selection import select_upload
 from .upload_card import card_for_upload
 from .validation import check_model_folder, validate_folder
@@ -60,7 +60,7 @@ def upload(folder: Path, repo_id: str, files: list[tuple[str, int]], card: str, 
               flush=True)
         info = create_commit(repo_id, operations, commit_message=commit_message, repo_type="model")
     except Exception as error:
-        raise ConversionError(f"upload to {repo_id} failed: {one_line(error)}") from None
+        raise LlavaVRRefusal(f"upload to {repo_id} failed: {one_line(error)}") from None
     return info.commit_url
 
 
@@ -70,8 +70,8 @@ def push_folder(folder, repo_id: str, *, private: bool = False, dry_run: bool = 
     upload). Returns the commit URL."""
     folder = Path(folder).expanduser().resolve()
     for flag, value in (("--repo-id", repo_id), ("--base-model", base_model)):
-        if value is not None and not HUB_ID.match(value):
-            raise ConversionError(f"{flag} {value!r}: expected a Hub id OWNER/NAME")
+        if value is not None and not is_hub_id(value):
+            raise LlavaVRRefusal(f"{flag} {value!r}: expected a Hub id OWNER/NAME")
     check_model_folder(folder)
     selection = select_upload(folder)
     validate_folder(folder, selection)
@@ -88,33 +88,10 @@ def push_folder(folder, repo_id: str, *, private: bool = False, dry_run: bool = 
     return url
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Publish a LLaVA-VR folder to the Hugging Face Hub.")
-    parser.add_argument("folder", help="a converted or fine-tuned LLaVA-VR folder")
-    parser.add_argument("--repo-id", required=True, help="OWNER/NAME")
-    parser.add_argument("--base-model", metavar="OWNER/NAME",
-                        help="the Hub model this one comes from, for the card (default: found in the folder's card)")
-    parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument("--dry-run", action="store_true", help="list the files and print the card; upload nothing")
-    parser.add_argument("--commit-message", default=None)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """`llava-vr push`: 0 when done, 2 on a refusal, 1 on an unexpected error (one line on stderr each)."""
+    """`llava-vr push`: 0 when done, 2 on a refusal, 1 on an unexpected error, 130 when interrupted (one line on
+    stderr each; `--debug` raises instead)."""
     args = parse_args(argv)
-    try:
-        push_folder(args.folder, args.repo_id, private=args.private, dry_run=args.dry_run,
-                    commit_message=args.commit_message, base_model=args.base_model)
-    except ConversionError as error:
-        if args.debug:
-            raise
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
-    except Exception as error:
-        if args.debug:
-            raise
-        print(f"error: {type(error).__name__}: {one_line(error)} (run with --debug for the traceback)", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(lambda: push_folder(args.folder, args.repo_id, private=args.private, dry_run=args.dry_run,
+                                           commit_message=args.commit_message, base_model=args.base_model),
+                       debug=args.debug, catch_errors=True)

@@ -17,7 +17,10 @@ from pathlib import Path
 from huggingface_hub.utils import filter_repo_objects
 from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
 
-from ..conversion.errors import PICKLE_SUFFIXES, ConversionError
+from .refusals import LlavaVRRefusal
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
+"""Weight formats a published folder must not hold (safetensors only)."""
 
 MODEL_FILES = [
     "*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json", "processor_config.json",
@@ -64,7 +67,7 @@ def select_upload(folder: Path) -> Selection:
         else:
             selection.skipped.setdefault("not a model file", []).append(name)
     if pickles:
-        raise ConversionError(
+        raise LlavaVRRefusal(
             f"{folder} holds pickle-format files (only safetensors are published): {', '.join(pickles)}; re-save the "
             "model with save_pretrained (safetensors) or delete them"
         )

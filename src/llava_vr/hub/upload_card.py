@@ -16,34 +16,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from huggingface_hub import ModelCard
-
 from ..configuration_llava_vr import LlavaVRConfig
-from ..conversion.errors import ConversionError, one_line
-from ..conversion.resolve import looks_like_hub_id
-from .card import complete_card, is_llava_vr_card, render_generic_card, source_card_metadata
+from .card import card_metadata, complete_card, is_llava_vr_card, render_generic_card, source_card_metadata
+from .ids import is_hub_id
 
 MAX_HOPS = 4
-
-
-def card_metadata(folder: Path) -> dict:
-    """README.md's YAML metadata ({} without a README); refuses invalid YAML, naming the fix."""
-    readme = folder / "README.md"
-    if not readme.is_file():
-        return {}
-    try:
-        return ModelCard(readme.read_text(encoding="utf-8"), ignore_metadata_errors=False).data.to_dict()
-    except Exception as error:
-        raise ConversionError(
-            f"{readme}'s YAML metadata is invalid ({one_line(error)}): fix it, or move README.md away to upload a "
-            "generated card"
-        ) from None
 
 
 def base_model_candidates(folder: Path) -> list[tuple[str, str]]:
     """(value, where) from the folder's card `base_model` and config.json `_name_or_path`."""
     candidates = []
-    base = card_metadata(folder).get("base_model")
+    base = card_metadata(folder, strict=True).get("base_model")
     for value in base if isinstance(base, list) else [base]:
         if value:
             candidates.append((str(value), f"{folder}/README.md"))
@@ -76,7 +59,7 @@ def resolve_base_model(folder: Path, explicit: str | None = None) -> tuple[str |
             path = local_folder(value, current)
             if path is not None:
                 following = following or (path if path not in seen else None)
-            elif looks_like_hub_id(value):
+            elif is_hub_id(value):
                 return value, where
         if following is None:
             return None, ""
@@ -88,7 +71,7 @@ def resolve_base_model(folder: Path, explicit: str | None = None) -> tuple[str |
 def card_for_upload(folder: Path, repo_id: str, base_model: str | None = None) -> tuple[str, list[str]]:
     """(README.md text to upload, messages saying where the card and its base model came from)."""
     base, where = resolve_base_model(folder, base_model)
-    data = card_metadata(folder)
+    data = card_metadata(folder, strict=True)
     messages = []
     if data and is_llava_vr_card(data):
         text, changes = complete_card((folder / "README.md").read_text(encoding="utf-8"), repo_id, base)

@@ -14,7 +14,7 @@ from pathlib import Path
 from safetensors import safe_open
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from ..conversion.errors import ConversionError, one_line
+from .refusals import LlavaVRRefusal, one_line
 from .selection import Selection, select_upload
 
 REQUIRED_AUTO_MAP = ("AutoConfig", "AutoModel", "AutoModelForImageTextToText")
@@ -25,7 +25,7 @@ def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise ConversionError(f"cannot read {path.name} ({one_line(error)})") from None
+        raise LlavaVRRefusal(f"cannot read {path.name} ({one_line(error)})") from None
 
 
 def module_file(reference: str) -> str:
@@ -41,7 +41,7 @@ def code_files(folder: Path, roots: set[str]) -> set[str]:
             needed |= {root, *(Path(f).name for f in get_relative_import_files(folder / root))}
         except FileNotFoundError as error:
             name = Path(error.filename).name
-            raise ConversionError(f"{folder} lacks the code file {name} that trust_remote_code loading needs") from None
+            raise LlavaVRRefusal(f"{folder} lacks the code file {name} that trust_remote_code loading needs") from None
     return needed
 
 
@@ -51,7 +51,7 @@ def check_safetensors(path: Path) -> None:
         with safe_open(path, framework="pt"):
             pass
     except Exception as error:
-        raise ConversionError(f"{path.name} is not a readable safetensors file ({one_line(error)})") from None
+        raise LlavaVRRefusal(f"{path.name} is not a readable safetensors file ({one_line(error)})") from None
 
 
 def code_roots(folder: Path, config: dict) -> set[str]:
@@ -59,7 +59,7 @@ def code_roots(folder: Path, config: dict) -> set[str]:
     auto_map = config.get("auto_map") or {}
     missing = [name for name in REQUIRED_AUTO_MAP if name not in auto_map]
     if missing:
-        raise ConversionError(
+        raise LlavaVRRefusal(
             f"{folder}/config.json's auto_map lacks {', '.join(missing)} (save with LLaVA-VR's save_pretrained)"
         )
     processor_map = next(
@@ -68,21 +68,24 @@ def code_roots(folder: Path, config: dict) -> set[str]:
         None,
     )
     if processor_map is None:
-        raise ConversionError(f"{folder} has no processor with an AutoProcessor auto_map (save the LlavaVRProcessor too)")
+        raise LlavaVRRefusal(
+            f"{folder} has no processor with an AutoProcessor auto_map (save the LlavaVRProcessor too)"
+        )
     return {module_file(auto_map[name]) for name in REQUIRED_AUTO_MAP} | {module_file(processor_map["AutoProcessor"])}
 
 
 def check_model_folder(folder: Path) -> None:
     """Refuses what is not a model folder, naming what it is instead (missing, a LoRA adapter, no config.json)."""
     if not folder.is_dir():
-        raise ConversionError(f"{folder} is not a folder" if folder.exists() else f"{folder} does not exist")
+        raise LlavaVRRefusal(f"{folder} is not a folder" if folder.exists() else f"{folder} does not exist")
     if not (folder / "config.json").is_file():
         if (folder / "adapter_config.json").is_file():
             merged = folder / "merged"
             hint = (f"publish {merged} instead" if (merged / "config.json").is_file() else
-                    "merge it first (`llava-vr sft --merge_adapter ADAPTER --model BASE --output_dir DIR`) and publish DIR")
-            raise ConversionError(f"{folder} holds a LoRA adapter, not a full LLaVA-VR model: {hint}")
-        raise ConversionError(f"{folder} has no config.json (not a saved model folder)")
+                    "merge it first (`llava-vr sft --merge_adapter ADAPTER --model BASE --output_dir DIR`) and "
+                    "publish DIR")
+            raise LlavaVRRefusal(f"{folder} holds a LoRA adapter, not a full LLaVA-VR model: {hint}")
+        raise LlavaVRRefusal(f"{folder} has no config.json (not a saved model folder)")
 
 
 def validate_folder(folder: Path, selection: Selection | None = None) -> dict:
@@ -94,7 +97,7 @@ def validate_folder(folder: Path, selection: Selection | None = None) -> dict:
     files = [name for name, _ in selection.files]
     config = read_json(folder / "config.json")
     if config.get("model_type") != "llava_vr":
-        raise ConversionError(
+        raise LlavaVRRefusal(
             f"{folder}/config.json has model_type {config.get('model_type')!r}, not 'llava_vr'"
             + (": convert it first (`llava-vr convert --source ... --output ...`)"
                if config.get("model_type") in ("llava_next", "llava_onevision") else "")
@@ -106,9 +109,9 @@ def validate_folder(folder: Path, selection: Selection | None = None) -> dict:
     else:
         shards = [name for name in files if name.endswith(".safetensors")]
     if not shards:
-        raise ConversionError(f"{folder} has no safetensors weights")
+        raise LlavaVRRefusal(f"{folder} has no safetensors weights")
     for shard in shards:
         if not (folder / shard).is_file():
-            raise ConversionError(f"{folder} lacks the weight shard {shard}")
+            raise LlavaVRRefusal(f"{folder} lacks the weight shard {shard}")
         check_safetensors(folder / shard)
     return config

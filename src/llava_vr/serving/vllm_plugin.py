@@ -29,7 +29,7 @@ def register() -> None:
         ModelRegistry.register_model(ARCHITECTURE, MODEL_CLASS)
     MODELS_CONFIG_MAP[ARCHITECTURE] = LlavaVRConfigHook
     report_decompression_bombs_as_bad_requests()
-    refuse_image_tokens_without_images()
+    refuse_image_tokens_without_images(ARCHITECTURE)
     if current_platform.is_cpu():
         from .vllm_cpu_lora import zero_lora_rows_of_tokens_without_adapter
 

@@ -10,10 +10,10 @@ wrapped once to refuse it for LLaVA-VR models; other models are untouched.
 
 from functools import wraps
 
-from .vllm_plugin import ARCHITECTURE
 
-
-def refuse_image_tokens_without_images() -> None:
+def refuse_image_tokens_without_images(architecture: str) -> None:
+    """Wraps vLLM's input validation once: a text-only prompt of an `architecture` model holding image tokens is
+    refused."""
     from vllm.exceptions import VLLMValidationError
     from vllm.v1.engine.input_processor import InputProcessor
 
@@ -24,7 +24,7 @@ def refuse_image_tokens_without_images() -> None:
     @wraps(original)
     def _validate_model_input(self, prompt_input, prompt_type):
         original(self, prompt_input, prompt_type)
-        if prompt_input["type"] != "token" or self.model_config.architecture != ARCHITECTURE:
+        if prompt_input["type"] != "token" or self.model_config.architecture != architecture:
             return
         image_token_id = getattr(self.model_config.hf_config, "image_token_id", None)
         found = sum(1 for token in prompt_input["prompt_token_ids"] if token == image_token_id)

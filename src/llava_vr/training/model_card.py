@@ -12,79 +12,20 @@ until the folder is published (`llava-vr push --repo-id` fills it in).
 from __future__ import annotations
 
 import os
-import re
 from importlib.metadata import PackageNotFoundError, version
 
 from huggingface_hub import ModelCard
 
-REPO_PLACEHOLDER = "OWNER/NAME"  # the placeholder `llava_vr.hub` replaces with the repo id on push
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+from ..hub.card import card_data, card_metadata, template_path
+from ..hub.ids import REPO_PLACEHOLDER, is_hub_id
+
+SFT_TEMPLATE = "llava_vr_sft.md"  # in llava_vr/hub/templates/
 FRAMEWORKS = ("llava-vr", "trl", "transformers", "torch", "datasets", "peft")
 
-TEMPLATE = """---
-{{ card_data }}
----
 
-# {{ model_name }}
-
-A LLaVA-VR model (Vision Remember, Feng et al.) fine-tuned from {{ origin }}
-on {% if dataset_name %}[{{ dataset_name }}](https://huggingface.co/datasets/{{ dataset_name }}){% else %}{{ data }}
-{%- endif %}
-with TRL's `SFTTrainer` (`llava-vr sft`).
-
-## Usage
-
-The modelling code ships with the checkpoint: load it with `trust_remote_code=True`.
-
-```python
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
-model_id = "{{ model_id }}"
-model = AutoModelForImageTextToText.from_pretrained(model_id, trust_remote_code=True, dtype="auto")
-processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
-
-messages = [{"role": "user", "content": [
-    {"type": "image", "url": "https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/bee.jpg"},
-    {"type": "text", "text": "Describe this image."},
-]}]
-inputs = processor.apply_chat_template(
-    messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-).to(model.device)
-output = model.generate(**inputs, max_new_tokens=64)
-print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
-```
-
-## Training
-
-| | |
-|---|---|
-| method | {{ method }} |
-| learning rates | {{ learning_rates }} |
-| steps | {{ steps }} ({{ epochs }} epochs), {{ batch }} |
-| precision | {{ precision }} |
-| sequence length | up to {{ max_length }} tokens; loss on the assistant replies only |
-{% if final_loss is not none %}| last training loss | {{ final_loss }} |
-{% endif %}
-### Framework versions
-
-{% for name, value in frameworks %}- {{ name }}: {{ value }}
-{% endfor %}
-## Citation
-
-```bibtex
-@misc{feng_vision_remember,
-  title  = {Vision Remember: Recovering Visual Information in Efficient LVLM with Vision Feature Resampling},
-  author = {Feng, Ze and Liu, Jiang-Jiang and Yang, Sen and Xiao, Lingyu and Quan, Zhibin and Feng, Zhenhua and
-            Yang, Wankou and Wang, Jingdong},
-  note   = {arXiv preprint}
-}
-```
-"""
-
-
-def is_hub_id(name) -> bool:
-    """`OWNER/NAME` that is not an existing local path."""
-    return bool(name) and bool(HUB_ID.match(str(name))) and not os.path.exists(str(name))
+def names_hub_model(name) -> bool:
+    """A Hub id (`llava_vr.hub.ids.is_hub_id`) that is not also an existing local path."""
+    return bool(name) and is_hub_id(name) and not os.path.exists(str(name))
 
 
 def source_metadata(model_name_or_path: str | None) -> dict:
@@ -92,18 +33,15 @@ def source_metadata(model_name_or_path: str | None) -> dict:
     folder gives what its own card declares (a converted checkpoint's card names its source); `{}` when unknown."""
     if not model_name_or_path:
         return {}
-    if is_hub_id(model_name_or_path):
+    if names_hub_model(model_name_or_path):
         return {"base_model": model_name_or_path}
-    readme = os.path.join(model_name_or_path, "README.md")
-    if not os.path.isfile(readme):
+    data = card_metadata(model_name_or_path) if os.path.isdir(model_name_or_path) else {}
+    if not data:  # no README, or one without (valid) metadata
         return {}
-    try:
-        data = ModelCard.load(readme).data
-    except Exception:  # a README without (valid) metadata
-        return {}
-    base = data.base_model
+    base = data.get("base_model")
     base = base[0] if isinstance(base, list) and len(base) == 1 else base
-    return {"base_model": base if isinstance(base, str) and is_hub_id(base) else None, "license": data.license}
+    return {"base_model": base if isinstance(base, str) and names_hub_model(base) else None,
+            "license": data.get("license")}
 
 
 def framework_versions() -> list[tuple[str, str]]:
@@ -157,14 +95,12 @@ def render_sft_card(trainer, *, model_name: str, base_model: str | None = None, 
     """The card of a fine-tuned folder: `base_model` (a Hub id) in the metadata and the text, `source` (the
     `--model` given, when it is not that Hub id) in the text, or `origin` (words, e.g. for a random model);
     `dataset_name` (a Hub dataset) or `data` (words); `license` (the base model's, when known)."""
-    from llava_vr.hub.card import card_data
-
-    base_model = base_model if is_hub_id(base_model) else None
+    base_model = base_model if names_hub_model(base_model) else None
     card = card_data(base_model, license=license, datasets=[dataset_name] if dataset_name else None,
                      extra_tags=("sft",))
     return ModelCard.from_template(
         card,
-        template_str=TEMPLATE,
+        template_path=str(template_path(SFT_TEMPLATE)),
         model_name=model_name,
         model_id=trainer.args.hub_model_id or REPO_PLACEHOLDER,
         origin=origin or origin_text(base_model, source),
@@ -175,4 +111,4 @@ def render_sft_card(trainer, *, model_name: str, base_model: str | None = None, 
     )
 
 
-__all__ = ["REPO_PLACEHOLDER", "is_hub_id", "render_sft_card", "source_metadata", "training_summary"]
+__all__ = ["names_hub_model", "render_sft_card", "source_metadata", "training_summary"]

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 
+from ..hub.refusals import LlavaVRRefusal
+
 LLAVA_VR_MODEL_TYPE = "llava_vr"
 
-
-class SFTRefusal(ValueError):
-    """The run cannot start as asked; the message names the problem and the fix."""
+SFTRefusal = LlavaVRRefusal
+"""The run cannot start as asked: the package's one refusal type (`llava_vr.hub.refusals`), under this module's name."""
 
 
 def accelerator_available() -> bool:

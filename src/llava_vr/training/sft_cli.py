@@ -23,20 +23,20 @@ Examples:
   llava-vr sft --tiny --output_dir runs/sft-tiny
   llava-vr sft --model ckpt/llava-vr-qwen2-0.5b --stage stage2 --bf16 --activation_checkpointing \
       --max_steps -1 --num_train_epochs 1 --num_samples 20000 --output_dir runs/sft-docs
-  accelerate launch --config_file examples/accelerate/fsdp.yaml examples/sft_documents.py \
+  accelerate launch --config_file examples/accelerate/fsdp.yaml -m llava_vr sft \
       --model ckpt/llava-vr-qwen2-0.5b --stage stage2 --bf16 --max_steps -1 --output_dir runs/sft-docs
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
+from ..hub.refusals import run_command
 from .components import component_learning_rates, set_trainable, trained_components
 from .image_settings import restore_image_settings, set_base_tile_only
 from .lora import check_lora_trainable, lora_config_for, merge_and_save
-from .model_card import is_hub_id, source_metadata
-from .preflight import SFTRefusal, accelerator_available, check_checkpoint, check_launch, check_sharding
+from .model_card import names_hub_model, source_metadata
+from .preflight import accelerator_available, check_checkpoint, check_launch, check_sharding
 from .sft_data import load_documents, load_eval_documents
 from .sft_options import parse_args
 from .trainer import LlavaVRSFTTrainer
@@ -150,7 +150,7 @@ def card_details(model_args, options) -> dict:
         data = f"`{os.path.basename(options.jsonl)}` (image, question, answer lines)"
     else:
         data = "offline synthetic documents (`llava_vr.data.synthetic_documents`)"
-    dataset_name = options.dataset if is_hub_id(options.dataset) else None
+    dataset_name = options.dataset if names_hub_model(options.dataset) else None
     return dict(base_model=options.base_model or metadata.get("base_model"), source=source, data=data,
                 dataset_name=dataset_name, license=metadata.get("license"),
                 origin="a tiny random LLaVA-VR (a smoke run)" if options.tiny else None)
@@ -201,7 +201,7 @@ def save_merged(trainer, model_args, training_args, processor) -> None:
 
 
 def load_datasets(training_args, options):
-    """(train, eval or None), checked before any model loads (a JSONL's every line and image: `JsonlDataError`)."""
+    """(train, eval or None), checked before any model loads (a JSONL's every line and image: `LlavaVRRefusal`)."""
     num_threads = training_args.dataset_num_proc
     train = load_documents(options, training_args.seed, num_threads)
     evaluate = training_args.eval_strategy != "no"
@@ -211,7 +211,7 @@ def load_datasets(training_args, options):
 def run(training_args, model_args, options) -> LlavaVRSFTTrainer | None:
     """Checks the launch, the checkpoint and the data, trains, and saves weights (or adapter) + config + code files +
     processor + model card at the top of `--output_dir` (pushed with `--push_to_hub`); returns the trainer (`None`
-    for `--merge_adapter`). Refusals raise `SFTRefusal` / `JsonlDataError` before anything is loaded or written."""
+    for `--merge_adapter`). Refusals raise `LlavaVRRefusal` before anything is loaded or written."""
     if model_args.model_name_or_path:
         check_checkpoint(model_args.model_name_or_path, model_args.model_revision)
     if options.merge_adapter:
@@ -241,15 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     """`llava-vr sft ...`: 0 when trained; 2 for bad options (from the parser) and for a run refused before it
     starts (bad data, an unconverted checkpoint, a launch that cannot shard), with the reason on stderr."""
     args = parse_args(argv, description=__doc__)
-    from llava_vr.data.jsonl_documents import JsonlDataError
-
-    try:
-        run(*args)
-    except (SFTRefusal, JsonlDataError) as error:
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
-    return 0
+    return run_command(lambda: run(*args))
 
 
 __all__ = ["default_max_length", "load_model_and_processor", "main", "run", "tiny_model_and_processor"]

@@ -13,7 +13,7 @@ import os
 
 def jsonl_dataset(path, image_root, num_threads=None):
     """`{image, question, answer}` lines -> a `datasets.Dataset` with `messages` and lazily decoded `images`; every
-    line and image is checked first (`read_jsonl_documents`: a `JsonlDataError` lists all bad lines)."""
+    line and image is checked first (`read_jsonl_documents`: a `LlavaVRRefusal` lists all bad lines)."""
     from datasets import Dataset, Image, List
 
     from llava_vr.data.jsonl_documents import read_jsonl_documents
