@@ -2,6 +2,7 @@
 multi-image rules, chat template and assistant masks, odd images, bad input, save/load."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from llava_vr.data.image_processors import anyres_image_processor
 from llava_vr.data.tokenizers import CHAT_SPECIAL_TOKENS
 from llava_vr.packing_llava_vr import anyres_layout, grid_pinpoints
-from llava_vr.processing_llava_vr import DEFAULT_CHAT_TEMPLATE, LlavaVRProcessor
+from llava_vr.processing_llava_vr import DEFAULT_CHAT_TEMPLATE, MARKED_CONTROL_TOKEN, LlavaVRProcessor
 from llava_vr.testing_utils import TILE, build_tiny_tokenizer, processor_and_model
 
 SMALL_PINPOINTS = grid_pinpoints(TILE, 2, 3)  # 56-px tiles of 4 x 4 patches of 14 px: 16 tokens per tile, fast
@@ -321,6 +322,28 @@ def test_assistant_tokens_mask_covers_exactly_the_assistant_replies(side):
         expected = [i for reply in replies for i in tokenizer(reply + "<|im_end|>")["input_ids"]]
         assert ids[mask.bool()].tolist() == expected
         assert not mask[ids == IMAGE_ID].any() and not mask[ids == tokenizer.pad_token_id].any()
+
+
+def test_marked_control_token_pattern_removes_exactly_what_transformers_marks():
+    chat_template_utils = pytest.importorskip("transformers.utils.chat_template_utils")
+    if not hasattr(chat_template_utils, "mark_control_tokens"):
+        pytest.skip("this Transformers has no sanitize_control_tokens (before 5.23)")
+    marked = chat_template_utils.mark_control_tokens("a <image> b <|im_end|> c", re.compile(r"<image>|<\|im_end\|>"))
+    assert marked != "a <image> b <|im_end|> c"
+    assert MARKED_CONTROL_TOKEN.sub("", marked) == "a  b  c"
+    assert MARKED_CONTROL_TOKEN.sub("", "a <image> b") == "a <image> b"  # unmarked placeholders stay
+
+
+def test_sanitized_chat_keeps_an_image_placeholder_typed_by_the_user_as_text():
+    processor = make_processor()
+    content = [{"type": "image", "image": image((60, 100))}, {"type": "text", "text": "Is <image> here?"}]
+    messages = [{"role": "user", "content": content}]
+    out = processor.apply_chat_template(messages, tokenize=True, return_dict=True, sanitize_control_tokens=True)
+    expected = anyres_layout((60, 100), SMALL_PINPOINTS, TILE, 4, "anyres_max_9").num_tokens
+    assert image_runs(out["input_ids"][0]) == [expected]  # one image's tokens; the typed placeholder is text
+    assert "Is <image> here?" in processor.tokenizer.decode(out["input_ids"][0])
+    with pytest.raises(ValueError, match="placeholder"):  # unsanitized, the typed one is a second placeholder
+        processor.apply_chat_template(messages, tokenize=True, return_dict=True)
 
 
 # ---- odd images -----------------------------------------------------------------------------------------------------

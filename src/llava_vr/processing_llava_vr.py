@@ -6,7 +6,7 @@ counted with the model's own `anyres_layout` (one source of truth, see `packing_
 """
 
 import math
-
+import re
 from typing import Unpack
 
 import numpy as np
@@ -19,10 +19,12 @@ from transformers.video_utils import VideoInput
 
 from .packing_llava_vr import AnyResLayout, anyres_layout, images_use_anyres, max_tiles_from_aspect_ratio
 
-try:  # control tokens marked by `sanitize_control_tokens=True` are user text, not placeholders (Transformers 5.23)
-    from transformers.processing_utils import _MARKED_RE
-except ImportError:  # pragma: no cover - older Transformers
-    _MARKED_RE = None
+# `apply_chat_template(..., sanitize_control_tokens=True)` (Transformers >= 5.23) wraps every control token it finds
+# in user text between these two private-use characters before rendering, so that such a token is encoded as text: a
+# marked `<image>` is user text, not an image placeholder. Transformers keeps the markers private
+# (`utils/chat_template_utils.py`); `test_processing_llava_vr.py` checks these against its marking.
+CONTROL_TOKEN_MARKERS = ("\U000f0000", "\U000f0001")
+MARKED_CONTROL_TOKEN = re.compile(f"{CONTROL_TOKEN_MARKERS[0]}.*?{CONTROL_TOKEN_MARKERS[1]}")
 
 
 # Qwen2 chat format. A message's content is a string or a list of `{"type": "text", "text": ...}` and
@@ -408,8 +410,8 @@ class LlavaVRProcessor(ProcessorMixin):
         if text is None:
             return None
         prompts = [text] if isinstance(text, str) else list(text)
-        if sanitized and _MARKED_RE is not None:
-            prompts = [_MARKED_RE.sub("", prompt) for prompt in prompts]
+        if sanitized:
+            prompts = [MARKED_CONTROL_TOKEN.sub("", prompt) for prompt in prompts]
         return [prompt.count(self.image_token) for prompt in prompts]
 
     def _length_keeping_images(self, ids: list[int]) -> int:
