@@ -17,7 +17,7 @@ from .modeling_llava_vr import (
 )
 from .packing_llava_vr import AnyResLayout, anyres_layout
 from .processing_llava_vr import DEFAULT_CHAT_TEMPLATE, LlavaVRProcessor
-from .vision_remember_llava_vr import VisionRemember, VisionRememberInputs
+from .vision_remember_llava_vr import VisionRemember, VisionRememberFeatures, VisionRememberInputs
 
 AutoConfig.register("llava_vr", LlavaVRConfig, exist_ok=True)
 AutoModel.register(LlavaVRConfig, LlavaVRModel, exist_ok=True)
@@ -36,6 +36,7 @@ __all__ = [
     "LlavaVRPreTrainedModel",
     "LlavaVRTextModel",
     "VisionRemember",
+    "VisionRememberFeatures",
     "VisionRememberInputs",
     "anyres_layout",
 ]
