@@ -1,18 +1,21 @@
 """The benchmarks run end to end on their smallest preset and write their files (no timing assertions); the
-`llava-vr bench` command and the scripts in benchmarks/ reach them with the same options."""
+`llava-vr bench` command reaches each with its options, every documented command parses, and the report code still
+reads the reference results in benchmarks/reference_results/."""
 
 import csv
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from llava_vr.benchmarks import cli, model_benchmark, model_report, serving, vision_remember_benchmark
-from llava_vr.benchmarks.model_targets import TARGETS, comparison_table, counterpart_pairs, target_checks
+from llava_vr.benchmarks import cli, decode_benchmark, model_benchmark, serving_benchmark, vision_remember_benchmark
+from llava_vr.benchmarks.model_benchmark import TARGETS, comparison_table, counterpart_pairs, target_checks
 from llava_vr.benchmarks.model_variants import (
     PRESETS,
     VARIANTS,
@@ -28,6 +31,9 @@ from llava_vr.registries_llava_vr import VR_INTERACTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
+REFERENCE = BENCHMARKS / "reference_results" / "cpu"
+MODULES = {"model": model_benchmark, "vision-remember": vision_remember_benchmark, "decode": decode_benchmark,
+           "serving": serving_benchmark}
 
 
 def read_outputs(directory: Path, stem: str):
@@ -106,17 +112,16 @@ def test_bench_command_runs_a_benchmark_and_records_the_command(tmp_path):
     assert payload["meta"]["command"] == "llava-vr bench vision-remember " + " ".join(argv)
 
 
-@pytest.mark.parametrize(
-    "script, module",
-    [("benchmark_llava_vr.py", model_benchmark), ("benchmark_vision_remember.py", vision_remember_benchmark)],
-)
-def test_benchmark_script_takes_the_options_of_its_bench_subcommand(script, module, tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+@pytest.mark.parametrize("name", list(cli.BENCHMARKS))
+def test_bench_command_help_lists_every_option_of_the_benchmark(name):
+    assert MODULES[name].__name__ == cli.BENCHMARKS[name][0]
+    result = subprocess.run([sys.executable, "-m", "llava_vr", "bench", name, "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    options = {o for action in module.build_parser()._actions for o in action.option_strings}
-    assert options and all(option in result.stdout for option in options)
+    assert result.stdout.startswith(f"usage: llava-vr bench {name} ")
+    options = {o for action in MODULES[name].build_parser()._actions for o in action.option_strings}
+    shared = {"--preset", "--dtype", "--repeats", "--threads", "--output-dir", "--tag"}  # `benchmark_parser`'s
+    assert shared <= options and all(option in result.stdout for option in options)
 
 
 def documented_benchmark_commands() -> list[str]:
@@ -125,9 +130,29 @@ def documented_benchmark_commands() -> list[str]:
     for readme in (REPO / "README.md", BENCHMARKS / "README.md"):
         for block in re.findall(r"```bash\n(.*?)```", readme.read_text(), re.S):
             for line in block.replace("\\\n", " ").splitlines():
-                if "benchmarks/benchmark_" in line or "llava-vr bench " in line:
+                assert "benchmarks/benchmark_" not in line, f"{readme.name}: a removed script: {line}"
+                if "llava-vr bench " in line:
                     commands.append(line.split("#")[0].strip())
     return commands
+
+
+def test_every_documented_bench_command_parses():
+    """Each `llava-vr bench NAME ...` line of the READMEs' bash blocks names a benchmark and takes only its options."""
+    commands = documented_benchmark_commands()
+    assert {shlex.split(command)[2] for command in commands} == set(cli.BENCHMARKS)
+    for command in commands:
+        words = shlex.split(command)
+        assert words[:2] == ["llava-vr", "bench"], command
+        MODULES[words[2]].build_parser().parse_args(words[3:])  # a usage error exits
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_device_without_cuda_is_a_usage_error_not_a_traceback(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        model_benchmark.run(["--device", "cuda", "--output-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--device cuda: this machine has no CUDA device" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_benchmarks_write_outside_tracked_files_unless_told(tmp_path):
@@ -135,9 +160,7 @@ def test_benchmarks_write_outside_tracked_files_unless_told(tmp_path):
     documented commands never rewrites the reference results (that takes an explicit --output-dir)."""
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
-    defaults = {model_benchmark.build_parser().parse_args([]).output_dir,
-                vision_remember_benchmark.build_parser().parse_args([]).output_dir,
-                serving.parse_args([]).output_dir}
+    defaults = {module.build_parser().parse_args([]).output_dir for module in MODULES.values()}
     assert defaults == {DEFAULT_OUTPUT_DIR}
     commands = documented_benchmark_commands()
     assert len(commands) >= 5
@@ -269,9 +292,9 @@ def test_efficiency_targets_are_printed_only_for_presets_at_real_widths(capsys):
     rows = target_rows()
     for row in rows:
         row.update(tower_tiles=2, image_tokens=5, peak_extra_mib=1.0, breakdown_ms={"vision": 1.0})
-    model_report.print_report(rows, {"vision": 24, "text": 24}, targets=False)
+    model_benchmark.print_report(rows, {"vision": 24, "text": 24}, targets=False)
     assert "target" not in capsys.readouterr().out.lower()
-    model_report.print_report(rows, {"vision": 24, "text": 24}, targets=True)
+    model_benchmark.print_report(rows, {"vision": 24, "text": 24}, targets=True)
     printed = capsys.readouterr().out
     assert f"{VR_MAIN} crops=1: VR over pooling +9.0% (target <= +10%: met); " in printed
     assert "VR time share / FLOP share 1.00 (target <= 1.15: met)" in printed
@@ -306,3 +329,26 @@ def test_benchmark_prints_no_profiler_trace_lines(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Checks:" in result.stdout
     assert "profiler_start" not in result.stdout + result.stderr and "USDT" not in result.stderr
+
+
+def test_reference_results_still_read_by_the_report_and_plot_code(tmp_path, capsys):
+    """The tracked reference JSONs (written by earlier versions) go through today's tables, checks and plots."""
+    model = json.loads((REFERENCE / "llava_vr_cpu-small_cpu.json").read_text())
+    model_benchmark.print_report(model["results"], model["meta"]["reference_depth"], targets=True)
+    model_benchmark.plot(model["results"], tmp_path / "model.png", "reference")
+    flops = json.loads((REFERENCE / "llava_vr_qwen2-1.5b-flops_cpu.json").read_text())
+    model_benchmark.print_report(flops["results"], flops["meta"]["reference_depth"], targets=True)
+    remember = json.loads((REFERENCE / "vision_remember_real_cpu.json").read_text())
+    assert vision_remember_benchmark.structural_checks(remember["results"]) == remember["checks"]
+    vision_remember_benchmark.print_report(remember["results"], remember["checks"], remember["skipped"])
+    vision_remember_benchmark.plot(remember["results"], tmp_path / "remember.png", remember["meta"])
+    serving = json.loads((REFERENCE / "serving_cpu-small_cpu.json").read_text())
+    assert serving_benchmark.add_ratios(serving["rows"]) == serving["ratios"]
+    assert serving_benchmark.tables(serving["rows"], serving["ratios"]) + "\n" == (
+        REFERENCE / "serving_cpu-small_cpu.md").read_text()
+    serving_benchmark.plot(serving["rows"], tmp_path / "serving.png")
+    printed = capsys.readouterr().out
+    for table in ("| variant | crops (tiles) |", "| variant | crops | est. TTFT ms |", "| D | d | interaction |",
+                  "Targets (full-depth estimate;", "Checks:"):
+        assert table in printed
+    assert all((tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG" for name in ("model", "remember", "serving"))

@@ -1,5 +1,5 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""Decode speed of a LLaVA-VR model with and without `torch.compile`, side by side in one run.
+"""`llava-vr bench decode`: decode speed of a LLaVA-VR model with and without `torch.compile`, side by side.
 
 A decode step is a plain Qwen2 step (Vision Remember and the tower run at the prefill only), so Transformers' static
 cache and compiled decode step work as for the stock model. Measured through `generate()` as a user runs it, on one
@@ -26,48 +26,29 @@ Examples:
     llava-vr bench decode --preset cpu-small --decode-tokens 32
 """
 
-import argparse
-import random
 import time
-from pathlib import Path
 
 import torch
 from transformers import CompileConfig
-from transformers.generation.streamers import BaseStreamer
 
-from .machine import (
-    DTYPES,
-    dtype_name,
-    machine_info,
-    run_benchmark,
-    synchronize,
-)
+from .cli import benchmark_parser, run_benchmark
+from .machine import dtype_name, synchronize
 from .model_variants import PRESETS, VARIANTS, VR_MAIN, build_config, build_model, config_summary, make_inputs
-from .reporting import DEFAULT_OUTPUT_DIR, markdown_table, utc_timestamp, write_csv, write_json
-from .timing import median
+from .reporting import markdown_table, result_meta, write_results
+from .timing import StepClock, interleaved_rounds, median
 
 PROG = "llava-vr bench decode"
 MODES = ("dynamic", "static", "static+compile")
 
 
-def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+def build_parser(prog: str = PROG):
+    parser = benchmark_parser(prog, __doc__, PRESETS, "llava_vr_decode_<preset>_<device>", repeats_default=3,
+                              repeats_help="rounds, each running every mode once (default 3)")
     parser.add_argument("--variant", choices=list(VARIANTS), default=VR_MAIN, help=f"default: {VR_MAIN}")
-    parser.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (cuda when available)")
-    parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
-                        help="auto: bfloat16 on CUDA, the preset's CPU dtype on CPU")
     parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
     parser.add_argument("--crops", type=int, default=1, help="AnyRes crops of the image")
     parser.add_argument("--text-tokens", type=int, default=32, help="text tokens around the image")
     parser.add_argument("--decode-tokens", type=int, default=32, help="decode steps timed per generate() call")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: available cores; 1 for tiny)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
-                        help=f"where the results go (default: {DEFAULT_OUTPUT_DIR}/ in the working directory)")
-    parser.add_argument("--tag", default=None, help="file name stem (default: llava_vr_decode_<preset>_<device>)")
     return parser
 
 
@@ -90,20 +71,6 @@ def generate_kwargs(mode: str, new_tokens: int, compile_settings: CompileConfig)
     return kwargs | dict(cache_implementation="static", compile_config=compile_settings)
 
 
-class StepClock(BaseStreamer):
-    """A `generate()` streamer that only notes the time of each `put`: the prompt, then every new token (after the
-    prefill, then after each decode step; `generate()` synchronises each step to decide whether to stop)."""
-
-    def __init__(self):
-        self.times: list[float] = []
-
-    def put(self, value):
-        self.times.append(time.perf_counter())
-
-    def end(self):
-        pass
-
-
 class ModeRunner:
     """Runs `generate()` calls of one mode on one prompt: `call(new_tokens)` -> `(prefill_s, step_s, output ids)`,
     `step_s` the `new_tokens - 1` decode steps' times (between consecutive new tokens)."""
@@ -119,7 +86,7 @@ class ModeRunner:
         start = time.perf_counter()
         output = self.model.generate(**self.inputs, **kwargs, streamer=clock)
         token_times = clock.times[1:]  # times[0]: the prompt
-        steps = [b - a for a, b in zip(token_times[:-1], token_times[1:])]
+        steps = [b - a for a, b in zip(token_times[:-1], token_times[1:], strict=True)]
         return token_times[0] - start, steps, output
 
 
@@ -136,11 +103,10 @@ def measure(runners: dict, args) -> list[dict]:
         first[mode] = time.perf_counter() - start
         tokens[mode] = output[0, runner.inputs["input_ids"].shape[1] :].tolist()
         print(f"  warm-up {mode:15s} {first[mode]:.1f} s", flush=True)
-    order = list(runners)
-    for round_index in range(args.repeats):
-        random.Random(args.seed + round_index).shuffle(order)
-        for mode in order:
-            rounds[mode].append(runners[mode].call(new_tokens)[:2])
+    modes = list(runners)
+    for order in interleaved_rounds(len(modes), args.repeats, args.seed):
+        for i in order:
+            rounds[modes[i]].append(runners[modes[i]].call(new_tokens)[:2])
     rows = []
     for mode in runners:
         step_s = median([step for _, steps in rounds[mode] for step in steps])
@@ -162,11 +128,6 @@ def run(argv: list[str] | None = None, prog: str = PROG) -> dict:
     return run_benchmark(build_parser(prog), PRESETS, _run, argv, prog)
 
 
-def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    run(argv, prog)
-    return 0
-
-
 def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
     config = build_config(preset, args.variant, args.attn)
     model = build_model(config, device, dtype, args.seed)
@@ -181,26 +142,22 @@ def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
     rows = measure({mode: ModeRunner(model, inputs, mode, settings, device) for mode in MODES}, args)
     by_mode = {row["mode"]: row for row in rows}
     summary = _summary(by_mode)
-    meta = {
-        "benchmark": "decode_benchmark", "preset": args.preset, "variant": args.variant, "dtype": dtype_name(dtype),
-        "attn_implementation": args.attn, "crops": args.crops, "text_tokens": args.text_tokens,
-        "prompt_tokens": int(inputs["input_ids"].shape[1]), "decode_tokens": args.decode_tokens,
-        "repeats": args.repeats, "compile_config": settings.to_dict(), "timestamp": utc_timestamp(),
-        "command": command, "machine": machine_info(device, threads), "config": config_summary(config),
-        "method": "decode tokens/s = 1 / median decode step; steps timed between consecutive new tokens of "
-                  "generate(max_new_tokens = decode_tokens + 1) by a streamer, all rounds' steps; modes interleaved",
-    }
+    meta = result_meta(
+        "decode_benchmark", args.preset, dtype, device, threads, command, variant=args.variant,
+        attn_implementation=args.attn, crops=args.crops, text_tokens=args.text_tokens,
+        prompt_tokens=int(inputs["input_ids"].shape[1]), decode_tokens=args.decode_tokens, repeats=args.repeats,
+        compile_config=settings.to_dict(), config=config_summary(config),
+        method="decode tokens/s = 1 / median decode step; steps timed between consecutive new tokens of "
+               "generate(max_new_tokens = decode_tokens + 1) by a streamer, all rounds' steps; modes interleaved",
+    )
     payload = {"meta": meta, "summary": summary, "results": rows}
-    out_dir = Path(args.output_dir)
-    write_json(out_dir / f"{stem}.json", payload)
-    write_csv(out_dir / f"{stem}.csv", rows)
     print("\n" + markdown_table(
         ["mode", "decode tok/s", "ms / token", "prefill s", "first call s"],
         [[r["mode"], r["decode_tok_s"], r["decode_ms_per_token"], r["prefill_s"], r["first_call_s"]] for r in rows],
     ))
     print(f"\ncompiled / eager (static cache): {summary['compile_speedup_vs_static']}x; compiled / dynamic cache: "
           f"{summary['compile_speedup_vs_dynamic']}x; same tokens in every mode: {summary['tokens_equal']}")
-    print(f"wrote {out_dir / stem}.json, .csv")
+    write_results(args.output_dir, stem, payload, rows)
     return payload
 
 
@@ -218,4 +175,4 @@ def _summary(by_mode: dict) -> dict:
     }
 
 
-__all__ = ["MODES", "PROG", "build_parser", "main", "run"]
+__all__ = ["MODES", "PROG", "build_parser", "run"]

@@ -1,5 +1,11 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""Where a benchmark runs: device, dtype, CPU threads, and the machine description written into each result's `meta`."""
+"""Where a benchmark runs: device, dtype, CPU threads, the machine description written into each result's `meta`, and
+the PyTorch profiler without Kineto's console lines.
+
+Kineto (the profiler's backend) prints `USDT: ... profiler_start` / `profiler_stop` trace markers to stderr at every
+profiled call unless its log level is above them; `KINETO_LOG_LEVEL` sets that level and is read when the first
+profile of the process starts. `quiet_profile` sets it (unless the environment already does) and opens a profile.
+"""
 
 import os
 import platform
@@ -9,13 +15,18 @@ from pathlib import Path
 import torch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+KINETO_SILENT = "6"  # above USDT (5): no trace markers, no warnings
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """`None` / `"auto"`: CUDA when available, else CPU; anything else as `torch.device(name)`."""
+    """`None` / `"auto"`: CUDA when available, else CPU; anything else as `torch.device(name)`. Raises `ValueError`
+    for a CUDA device on a machine without one."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine has no CUDA device (torch {torch.__version__})")
+    return device
 
 
 def resolve_dtype(name: str, device: torch.device, cpu_dtype: str) -> torch.dtype:
@@ -89,29 +100,15 @@ def machine_info(device: torch.device, threads: int) -> dict:
     return info
 
 
-__all__ = [
-    "DTYPES",
-    "available_cores",
-    "cpu_model_name",
-    "dtype_name",
-    "loadavg",
-    "machine_info",
-    "resolve_device",
-    "resolve_dtype",
-    "synchronize",
-    "torch_threads",
-]
+def quiet_profile(device: torch.device, **kwargs):
+    """`torch.profiler.profile` over the CPU (and CUDA on a CUDA device) with Kineto's console output off."""
+    from torch.profiler import ProfilerActivity, profile
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", KINETO_SILENT)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    return profile(activities=activities, **kwargs)
 
 
-def run_benchmark(parser, presets: dict, body, argv: list[str] | None, prog: str):
-    """A benchmark's `run`: parses `argv`, resolves its preset, device, dtype and thread count (tiny ops gain nothing
-    from a second thread, and on a busy machine OpenMP barriers make them 100x slower), and returns
-    `body(args, preset, device, dtype, threads, command)` with torch's thread count restored afterwards."""
-    from .reporting import command_line
+__all__ = ["DTYPES", "available_cores", "cpu_model_name", "dtype_name", "loadavg", "machine_info", "quiet_profile",
+           "resolve_device", "resolve_dtype", "synchronize", "torch_threads"]
 
-    args = parser.parse_args(argv)
-    preset = presets[args.preset]
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device, preset["cpu_dtype"])
-    with torch_threads(args.threads or preset.get("threads") or available_cores()) as threads:
-        return body(args, preset, device, dtype, threads, command_line(prog, argv))

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .machine import synchronize
-from .profiler import quiet_profile
+from .machine import quiet_profile, synchronize
 
 
 def _proc_status_kib(field: str) -> int | None:

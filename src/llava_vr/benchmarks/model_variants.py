@@ -1,5 +1,5 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""The whole-model benchmark's variants and presets, and the models and inputs it runs.
+"""The models the benchmarks run (`bench model`, `decode`, `serving`): variants, presets, configs, inputs.
 
 A variant is a projector (`PROJECTORS`) with or without Vision Remember (VR, an interaction of `VR_INTERACTIONS`,
 before decoder layers 1 and 4), named `PROJECTOR[+INTERACTION[:MODIFIER]...]` (`parse_variant`, the one parser):
@@ -145,7 +145,7 @@ def variant_order(name: str) -> tuple[int, str]:
     return (list(VARIANTS).index(name), "") if name in VARIANTS else (len(VARIANTS), name)
 
 
-# `targets`: the preset has real widths, so the efficiency targets (`model_report.TARGETS`) apply to its results
+# `targets`: the preset has real widths, so the efficiency targets (`model_benchmark.TARGETS`) apply to its results
 PRESETS = {
     # CI smoke test: 56-px tiles of 4x4 patches (16 tokens per tile for `mlp`, 2x2 = 4 pooled), seconds in total.
     # The tests' tiny tower and LLM (`llava_vr.testing_utils`).

@@ -1,11 +1,17 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""Result files and printed tables: JSON (everything), CSV (one flat row per case), Markdown tables, PNG figures."""
+"""Result files and printed tables: JSON (everything, with a `meta` block), CSV (one flat row per case), Markdown
+tables, PNG figures (matplotlib: the `bench` extra; without it a benchmark says so up front, then writes the rest)."""
 
 import csv
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+
+import torch
+
+from .machine import dtype_name, machine_info
 
 # relative to the working directory; git-ignored in the checkout, so a run never rewrites the tracked reference results
 # (`benchmarks/reference_results/`: only when given as `--output-dir`)
@@ -20,6 +26,13 @@ def utc_timestamp() -> str:
 def command_line(prog: str, argv: list[str] | None) -> str:
     """The command as run: `prog` and the arguments (`sys.argv[1:]` when `argv` is None)."""
     return prog + " " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def result_meta(benchmark: str, preset: str, dtype: torch.dtype, device: torch.device, threads: int, command: str,
+                **fields) -> dict:
+    """What every result file records: the benchmark, preset, dtype, `fields`, time, command and `machine_info`."""
+    return {"benchmark": benchmark, "preset": preset, "dtype": dtype_name(dtype), **fields,
+            "timestamp": utc_timestamp(), "command": command, "machine": machine_info(device, threads)}
 
 
 def write_json(path: Path, payload: dict):
@@ -38,6 +51,20 @@ def write_csv(path: Path, rows: list[dict]):
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items() if k in keys})
+
+
+def write_results(out_dir: Path, stem: str, payload: dict, rows: list[dict], plot: Callable[[Path], None] | None = None,
+                  no_plot: str | None = None):
+    """Writes `<stem>.json` (`payload`) and `<stem>.csv` (`rows`) to `out_dir`, and `<stem>.png` with `plot(path)`
+    unless there is none, matplotlib is missing or `no_plot` says why not; prints what it wrote."""
+    base = Path(out_dir) / stem
+    write_json(Path(f"{base}.json"), payload)
+    write_csv(Path(f"{base}.csv"), rows)
+    if plot is not None and no_plot is None and not plotting_available():
+        no_plot = MATPLOTLIB_MISSING
+    if plot is not None and no_plot is None:
+        plot(Path(f"{base}.png"))
+    print(f"\nwrote {base}.json, .csv" + (f" (no plot: {no_plot})" if no_plot else ", .png" if plot else ""))
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:
@@ -60,11 +87,13 @@ def fmt(value, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
-def plotting_available() -> bool:
-    """Whether matplotlib (the `bench` extra) imports; the benchmarks print their tables and write JSON / CSV without."""
+def plotting_available(say_so: bool = False) -> bool:
+    """Whether matplotlib (the `bench` extra) imports; with `say_so`, prints `MATPLOTLIB_MISSING` when it does not."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
+        if say_so:
+            print(f"  {MATPLOTLIB_MISSING}", flush=True)
         return False
     return True
 
@@ -87,16 +116,5 @@ def save_figure(fig, path: Path):
     pyplot().close(fig)
 
 
-__all__ = [
-    "DEFAULT_OUTPUT_DIR",
-    "MATPLOTLIB_MISSING",
-    "command_line",
-    "fmt",
-    "markdown_table",
-    "plotting_available",
-    "pyplot",
-    "save_figure",
-    "utc_timestamp",
-    "write_csv",
-    "write_json",
-]
+__all__ = ["DEFAULT_OUTPUT_DIR", "MATPLOTLIB_MISSING", "command_line", "fmt", "markdown_table", "plotting_available",
+           "pyplot", "result_meta", "save_figure", "utc_timestamp", "write_csv", "write_json", "write_results"]

@@ -1,14 +1,16 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""Clocks: wall time of a call as a user sees it, and spans inside one timed call.
+"""Clocks: wall time of a call as a user sees it, spans inside one timed call, the tokens of a `generate()` call, and
+interleaved timed rounds.
 
 A call's time is `time.perf_counter` around it with `torch.cuda.synchronize()` before and after on CUDA (Python and
 launch overheads included). Spans inside a call use `perf_counter` marks on CPU and `torch.cuda.Event`s on CUDA (no
 extra synchronisation inside the timed call).
 """
 
+import random
 import statistics
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import ExitStack, contextmanager
 
 import torch
@@ -16,19 +18,28 @@ import torch
 from .machine import synchronize
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds taken by `fn()`, synchronised on CUDA."""
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
+    """`(seconds, fn())`: the call's wall time, synchronised on CUDA, and what it returned."""
     synchronize(device)
     start = time.perf_counter()
-    fn()
+    out = fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, out
 
 
 def median(values):
     """Median of the values that are not `None`; `None` when there are none."""
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+def interleaved_rounds(cases: int, repeats: int, seed: int = 0) -> Iterator[list[int]]:
+    """`repeats` rounds, each every case index once in a shuffled order (`random.Random(seed + round)`): background
+    load and drift hit all cases alike, which keeps their ratios stable on a shared machine."""
+    order = list(range(cases))
+    for round_index in range(repeats):
+        random.Random(seed + round_index).shuffle(order)
+        yield list(order)
 
 
 class Marks:
@@ -63,6 +74,20 @@ class Marks:
         return {name: sum(e - b for b, e in spans) * 1e3 for name, spans in self.spans.items()}
 
 
+class StepClock:
+    """A `generate()` streamer that only notes the time of each `put` (`.times`): the prompt, then every new token
+    (after the prefill, then after each decode step; `generate()` synchronises each step to decide whether to stop)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def put(self, value):
+        self.times.append(time.perf_counter())
+
+    def end(self):
+        pass
+
+
 @contextmanager
 def around_forward(module: torch.nn.Module, before: Callable, after: Callable):
     """Inside the block, every forward of `module` calls `before(module)` first and `after(module)` last (hooks,
@@ -73,4 +98,4 @@ def around_forward(module: torch.nn.Module, before: Callable, after: Callable):
         yield
 
 
-__all__ = ["Marks", "around_forward", "median", "timed"]
+__all__ = ["Marks", "StepClock", "around_forward", "interleaved_rounds", "median", "timed"]
