@@ -113,7 +113,7 @@ def samples():
     questions = [s["question"] for s in json.loads((SAMPLES / "questions.json").read_text())["samples"]]
     questions.append("Read the grid.")
     return [(question, [_png(image) for image in images], answer)
-            for question, (_, images), answer in zip(questions, requests, answers)]
+            for question, (_, images), answer in zip(questions, requests, answers, strict=True)]
 
 
 def _answer(response: httpx.Response) -> str:

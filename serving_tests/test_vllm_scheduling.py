@@ -59,7 +59,7 @@ def test_small_step_budget_batches_prefills_and_decodes_with_whole_images(checkp
     outputs = _generate(llm, requests)
     del llm
     gc.collect()
-    assert all(len(o.prompt_token_ids) > 128 for o, (_, images) in zip(outputs, requests) if images)
+    assert all(len(o.prompt_token_ids) > 128 for o, (_, images) in zip(outputs, requests, strict=True) if images)
     assert [list(o.outputs[0].token_ids) for o in outputs] == expected
     assert sum(vision_remember_steps) == sum(len(images) for _, images in requests)  # each image once, whole
 
