@@ -4,11 +4,14 @@
 
     python conversion/convert_to_llava_vr.py --source SRC --output DIR [options]   (= `llava-vr convert`)
 
-The implementation and the options are in `llava_vr.conversion.convert` (see conversion/README.md);
-`modeling_tests/test_conversion.py` runs this script.
+The same door as `llava-vr convert` (`llava_vr_cli`, so `--help` answers without importing torch); the implementation
+and the options are in `llava_vr.conversion` (see conversion/README.md). `modeling_tests/test_conversion.py` runs
+this script.
 """
 
-from llava_vr.conversion.convert import main
+import sys
+
+from llava_vr_cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["convert", *sys.argv[1:]]))
