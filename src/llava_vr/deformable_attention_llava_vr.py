@@ -62,14 +62,15 @@ class TokenFeatureDeformableAttention(TokenFeatureAttention):
     def samples(self, tokens: torch.Tensor, inputs: VisionRememberInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Where each head reads and with what weight: `rows` `(Nv, H, levels*P*4)` into the per-level feature table
         (row `(tile * G*G + cell) * levels + level`) and `weights` of the same shape (attention x bilinear corner x
-        inside the tile; the saliency is not included)."""
+        inside the tile; the saliency is not included), in `tokens`' dtype. The sampling locations are computed in fp32:
+        in bf16 a location on a 24-cell grid would be rounded to 1/8 of a cell."""
         num_tokens, heads, levels, points = tokens.shape[0], self.num_heads, self.num_levels, self.num_points
         grid, g = inputs.feature_grid, inputs.token_grid
         normed = self.query_norm(tokens)
-        offsets = self.sampling_offsets(normed).view(num_tokens, heads, levels, points, 2)
-        weights = self.attention_weights(normed).view(num_tokens, heads, levels * points).softmax(-1)
+        offsets = self.sampling_offsets(normed).float().view(num_tokens, heads, levels, points, 2)
+        weights = self.attention_weights(normed).float().view(num_tokens, heads, levels * points).softmax(-1)
         cell = inputs.token_cell.to(tokens.device)
-        centre = torch.stack((cell // g, cell % g), -1).to(tokens.dtype)
+        centre = torch.stack((cell // g, cell % g), -1).float()
         centre = (centre + 0.5) * (grid / g) - 0.5  # token cell centre in feature-grid coordinates (y, x)
         location = centre[:, None, None, None, :] + offsets  # (Nv, H, levels, P, 2)
         low = location.floor()
@@ -84,7 +85,7 @@ class TokenFeatureDeformableAttention(TokenFeatureAttention):
         level = torch.arange(levels, device=tokens.device)[None, None, :, None, None]
         rows = cell_index * levels + level  # (Nv, H, levels, P, 4)
         sample_weights = weights.view(num_tokens, heads, levels, points, 1) * corner_w * inside
-        return rows.flatten(2), sample_weights.flatten(2)
+        return rows.flatten(2), sample_weights.flatten(2).to(tokens.dtype)
 
     def attend_plain(self, tokens: torch.Tensor, inputs: VisionRememberInputs) -> torch.Tensor:
         features = inputs.features.to(tokens.device, tokens.dtype)

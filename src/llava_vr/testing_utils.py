@@ -96,6 +96,16 @@ def perturb_vision_remember(model, std=0.5):
                 module.bias.add_(torch.randn_like(module.bias) * 0.1)
 
 
+def perturb_every_vision_remember_parameter(model, std=0.1, seed=0):
+    """Moves EVERY VR parameter off its start, norm weights and biases included: the zero-initialised leaves as
+    `perturb_vision_remember` does, then Gaussian noise of `std` on every parameter."""
+    perturb_vision_remember(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.model.language_model.vision_remember.parameters():
+            param.add_((torch.randn(param.shape, generator=generator) * std).to(param.dtype))
+
+
 def image_inputs(model, sizes, prefix=(1, 2, 3), suffix=(4, 5), seed=0, batch_num_images=None):
     """One sample per image: `prefix <image>*n suffix`, left-padded; returns model kwargs and per-sample ids."""
     sizes = torch.tensor(sizes)
