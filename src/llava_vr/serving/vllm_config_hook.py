@@ -18,14 +18,14 @@ front end before any engine starts. Vision Remember needs all of an image's toke
   the kernel kills on a machine where other processes hold some of it.
 """
 
-import logging
 import math
 import os
 
 from vllm.config.compilation import CUDAGraphMode
+from vllm.logger import init_logger
 from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
-logger = logging.getLogger(__name__)
+logger = init_logger("vllm.plugins.llava_vr")  # under vLLM's logger, whose handlers print INFO
 
 SCHEDULER = "llava_vr.serving.vllm_scheduler.llava_vr_scheduler"
 
