@@ -58,6 +58,9 @@ def build_tokenizer():
     return train_chat_tokenizer(corpus + ["user assistant system"] * 20, vocab_size=290)
 
 
+SPECIAL_TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id")
+
+
 def variant_config(variant: str, preset: dict, tokenizer) -> LlavaVRConfig:
     """A CLIP-like tower on one `image`-px tile (no AnyRes), a small tied Qwen2, and the variant's projector / VR."""
     image = preset["image"]
@@ -76,6 +79,8 @@ def variant_config(variant: str, preset: dict, tokenizer) -> LlavaVRConfig:
             model_type="qwen2", hidden_size=llm_hidden, intermediate_size=2 * llm_hidden, num_hidden_layers=llm_layers,
             num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=512,
             tie_word_embeddings=True,
+            # the tokenizer's own: otherwise TRL re-aligns them and says so on every run
+            **{name: getattr(tokenizer, name) for name in SPECIAL_TOKEN_IDS if getattr(tokenizer, name) is not None},
         ),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=[[image, image]],

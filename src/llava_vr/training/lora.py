@@ -4,6 +4,9 @@ and merge."""
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 from .components import component_of, llava_vr_config
 
 # LoRA targets: the Qwen2 decoder layers' linear layers only. A plain `["q_proj", "v_proj"]` would also hit the vision
@@ -91,21 +94,93 @@ def check_lora_trainable(peft_model, train_vision_remember: bool = True, train_p
     return summary
 
 
-def merge_and_save(peft_model, output_dir, processor=None, **save_kwargs):
+def restore_saved_module_dtypes(peft_model) -> int:
+    """Puts the trained copies of `modules_to_save` (VR, projector) back in their original module's dtype.
+
+    TRL's `SFTTrainer` casts every trainable parameter of a quantized (QLoRA) model to bfloat16, as the QLoRA paper
+    does for adapters; a LoRA layer casts its input to its own dtype, but a fully trained copy of VR or the projector
+    in bf16 between float32 neighbours fails ("mat1 and mat2 must have the same dtype"). Returns how many copies
+    were cast."""
+    from peft.utils.other import ModulesToSaveWrapper
+
+    cast = 0
+    for wrapper in peft_model.modules():
+        if not isinstance(wrapper, ModulesToSaveWrapper):
+            continue
+        dtype = next((p.dtype for p in wrapper.original_module.parameters() if p.is_floating_point()), None)
+        for copy in wrapper.modules_to_save.values():
+            if dtype is not None and any(p.dtype != dtype for p in copy.parameters() if p.is_floating_point()):
+                copy.to(dtype)
+                cast += 1
+    return cast
+
+
+@contextlib.contextmanager
+def peft_checkpointing_probe_quiet():
+    """Hides one FutureWarning no user can act on: PEFT (0.21) probes `model.is_gradient_checkpointing`, which
+    Transformers (5.23) deprecated for `is_activation_checkpointing`, whenever it wraps a model. Nothing else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
+def stored_dtype(config):
+    """The dtype a checkpoint's weights were saved in (`config.dtype`; float32 when the config does not say)."""
+    import torch
+
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def merge_adapter_into_base(base, adapter, output_dir, processor=None, revision=None):
+    """Merges the LoRA adapter saved in `adapter` into the checkpoint `base` and saves the result to `output_dir`: the
+    one merge of `llava-vr sft` (after a `--lora` run into `OUTPUT_DIR/merged`, and `--merge_adapter`).
+
+    The base is loaded in float32 whatever the run trained in (bf16, or 4-/8-bit for QLoRA), the adapter merged
+    there, and the merged weights saved in the base checkpoint's own dtype: the merged checkpoint gives the logits of
+    `PeftModel.from_pretrained(base, adapter)` on the same base, up to that dtype's rounding (exactly, for a float32
+    base). Returns the merged model."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(
+        base, trust_remote_code=True, revision=revision, dtype=torch.float32
+    )
+    dtype = stored_dtype(AutoConfig.from_pretrained(base, trust_remote_code=True, revision=revision))
+    with peft_checkpointing_probe_quiet():
+        peft_model = PeftModel.from_pretrained(model, adapter)
+    return merge_and_save(peft_model, output_dir, processor, dtype=dtype)
+
+
+def merge_and_save(peft_model, output_dir, processor=None, dtype=None, **save_kwargs):
     """Merges the LoRA weights into the base weights (`merge_and_unload`, which also puts the trained
     modules-to-save copies in place of the originals) and saves a plain LLaVA-VR checkpoint: safetensors, config with
     `auto_map`, the model's code files (loads with `trust_remote_code=True`), and `processor` if given.
 
-    Returns the merged `LlavaVRForConditionalGeneration`. The PEFT wrapper must not be used afterwards.
+    `dtype`: cast the merged model to it before saving (default: as merged). Returns the merged
+    `LlavaVRForConditionalGeneration`. The PEFT wrapper must not be used afterwards.
     """
     merged = peft_model.merge_and_unload()
     # TRL's fused-LM-head patch is an instance attribute over the class forward: drop it from the saved model
     if "forward" in vars(merged):
         del merged.forward
+    if dtype is not None:
+        merged.to(dtype)
     merged.save_pretrained(output_dir, **save_kwargs)
     if processor is not None:
         processor.save_pretrained(output_dir)
     return merged
 
 
-__all__ = ["LLM_LORA_TARGET_PATTERN", "check_lora_trainable", "lora_config_for", "merge_and_save"]
+__all__ = [
+    "LLM_LORA_TARGET_PATTERN",
+    "check_lora_trainable",
+    "lora_config_for",
+    "merge_adapter_into_base",
+    "merge_and_save",
+    "restore_saved_module_dtypes",
+    "stored_dtype",
+]

@@ -5,6 +5,8 @@ whose message says what is wrong and what to do), which the command prints as on
 - `check_checkpoint`: `--model` is a LLaVA-VR checkpoint (not an unconverted LLaVA-NeXT / OneVision one, not a LoRA
   adapter folder, not a missing path);
 - `check_launch`: several processes form one distributed run (not N copies that each train alone);
+- `check_hub_push`: `--push_to_hub` can reach (create) its Hub repo;
+- `check_quantized_loading`: `--load_in_4bit` / `--load_in_8bit` can run with the bitsandbytes installed here;
 - `check_sharding`: the FSDP / DeepSpeed that the accelerate config asks for is what the trainer runs.
 """
 
@@ -96,6 +98,67 @@ def check_checkpoint(name: str, revision: str | None = None) -> None:
     )
 
 
+def check_quantized_loading(model_args) -> None:
+    """With `--load_in_4bit` / `--load_in_8bit`: bitsandbytes is installed and its back end for this machine (CUDA, or
+    its CPU back end) runs a quantized linear layer forward and backward; refused with what failed otherwise."""
+    kind = "4bit" if model_args.load_in_4bit else "8bit" if model_args.load_in_8bit else None
+    if kind is None:
+        return
+    option = f"--load_in_{kind}"
+    try:
+        import bitsandbytes as bnb
+    except Exception as error:  # not installed, or a build that fails to import (missing native library)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SFTRefusal(f"{option} needs bitsandbytes, which cannot be imported ({reason}): `pip install "
+                         "bitsandbytes`, or drop the option and train LoRA on the full-precision model") from None
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        if kind == "4bit":
+            layer = bnb.nn.Linear4bit(64, 64, compute_dtype=torch.float32, quant_type=model_args.bnb_4bit_quant_type)
+        else:
+            layer = bnb.nn.Linear8bitLt(64, 64, has_fp16_weights=False)
+        layer = layer.to(device)
+        inputs = torch.randn(2, 64, device=device, requires_grad=True)
+        layer(inputs).sum().backward()
+        if inputs.grad is None or not torch.isfinite(inputs.grad).all():
+            raise RuntimeError("no finite gradient through the quantized layer")
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SFTRefusal(
+            f"{option}: bitsandbytes {getattr(bnb, '__version__', '?')} cannot run {kind} layers on the {device} "
+            f"here ({type(error).__name__}: {reason}); install a bitsandbytes with a back end for it (0.50 runs "
+            f"both on the CPU), or drop {option} and train LoRA on the full-precision model"
+        ) from None
+
+
+def check_hub_push(training_args) -> None:
+    """With `--push_to_hub`: the Hub repo can be created or reached now (what Trainer does when it starts), so an
+    offline machine, a missing login or a repo you cannot write to is one line before anything loads, not a traceback
+    after. Only the first process asks."""
+    if not training_args.push_to_hub or int(os.environ.get("RANK", "0")) != 0:
+        return
+    from pathlib import Path
+
+    from huggingface_hub import HfApi, constants
+
+    from ..hub.refusals import one_line
+
+    repo = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
+    where = f"--push_to_hub: the Hub repo {repo}"
+    if constants.HF_HUB_OFFLINE:
+        raise SFTRefusal(f"{where} cannot be reached: HF_HUB_OFFLINE is set (unset it, or drop --push_to_hub and "
+                         f"publish {training_args.output_dir} later with `llava-vr push`)")
+    try:
+        HfApi().create_repo(repo, token=training_args.hub_token, private=training_args.hub_private_repo,
+                            exist_ok=True)
+    except Exception as error:  # no login, no network, no write access
+        raise SFTRefusal(f"{where} cannot be created or reached ({one_line(error)}); log in with `hf auth login`, "
+                         f"or drop --push_to_hub and publish {training_args.output_dir} later with `llava-vr push`"
+                         ) from None
+
+
 def requested_sharding() -> str | None:
     """`"FSDP"` or `"DeepSpeed"` when `accelerate launch` was given such a config (its environment says so)."""
     for name, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")):
@@ -146,7 +209,9 @@ __all__ = [
     "SFTRefusal",
     "accelerator_available",
     "check_checkpoint",
+    "check_hub_push",
     "check_launch",
+    "check_quantized_loading",
     "check_sharding",
     "read_config",
     "requested_sharding",

@@ -34,9 +34,17 @@ import os
 from ..hub.refusals import run_command
 from .components import component_learning_rates, set_trainable, trained_components
 from .image_settings import restore_image_settings, set_base_tile_only
-from .lora import check_lora_trainable, lora_config_for, merge_and_save
+from .lora import check_lora_trainable, lora_config_for, merge_adapter_into_base, merge_and_save
 from .model_card import names_hub_model, source_metadata
-from .preflight import accelerator_available, check_checkpoint, check_launch, check_sharding
+from .preflight import (
+    SFTRefusal,
+    accelerator_available,
+    check_checkpoint,
+    check_hub_push,
+    check_launch,
+    check_quantized_loading,
+    check_sharding,
+)
 from .sft_data import load_documents, load_eval_documents
 from .sft_options import parse_args
 from .trainer import LlavaVRSFTTrainer
@@ -78,6 +86,10 @@ def load_model_and_processor(model_args, training_args, options):
     }
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
+    if model_args.load_in_4bit or model_args.load_in_8bit:  # QLoRA: TRL's BitsAndBytesConfig of the options
+        from trl import get_quantization_config
+
+        kwargs["quantization_config"] = get_quantization_config(model_args)
     model = AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **kwargs)
     processor = AutoProcessor.from_pretrained(
         model_args.model_name_or_path, trust_remote_code=True, revision=model_args.model_revision
@@ -100,15 +112,21 @@ def default_max_length(config, images_per_sample: int = 1, text_tokens: int = 10
 
 
 def merge_adapter(model_args, training_args, options) -> None:
-    """`--merge_adapter DIR`: merges a saved LoRA adapter into `--model` and saves it to `--output_dir`."""
-    from peft import PeftModel
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    """`--merge_adapter DIR`: merges a saved LoRA adapter into `--model` and saves it to `--output_dir`, which must be
+    new or empty (`merge_adapter_into_base`: float32 merge, saved in the base checkpoint's dtype)."""
+    from transformers import AutoProcessor
 
-    base = AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
-    processor = AutoProcessor.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
     output_dir = training_args.output_dir
-    merged = merge_and_save(PeftModel.from_pretrained(base, options.merge_adapter), output_dir, processor)
-    print(f"merged {options.merge_adapter} into {type(merged).__name__}, saved to {output_dir}")
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        raise SFTRefusal(f"--output_dir {output_dir} exists and is not empty: give a new folder for the merged "
+                         "checkpoint (nothing was written)")
+    if not os.path.isfile(os.path.join(options.merge_adapter, "adapter_config.json")):
+        raise SFTRefusal(f"--merge_adapter {options.merge_adapter} has no adapter_config.json: give the output folder "
+                         "of a `llava-vr sft --lora` run")
+    base, revision = model_args.model_name_or_path, model_args.model_revision
+    processor = AutoProcessor.from_pretrained(base, trust_remote_code=True, revision=revision)
+    merged = merge_adapter_into_base(base, options.merge_adapter, output_dir, processor, revision)
+    print(f"merged {options.merge_adapter} into {type(merged).__name__} ({merged.dtype}), saved to {output_dir}")
 
 
 def learning_rates(training_args, model_args, options) -> dict[str, float]:
@@ -195,7 +213,10 @@ def save_merged(trainer, model_args, training_args, processor) -> None:
         )
         return
     merged = os.path.join(output_dir, "merged")
-    merge_and_save(trainer.model, merged, processor)
+    if model_args.model_name_or_path:  # the base as saved, not as trained (bf16, 4-/8-bit): as --merge_adapter does
+        merge_adapter_into_base(model_args.model_name_or_path, output_dir, merged, processor, model_args.model_revision)
+    else:  # --tiny: the float32 base exists only in memory
+        merge_and_save(trainer.model, merged, processor)
     trainer.write_model_card(merged)
     log(f"merged checkpoint: {merged}")
 
@@ -217,6 +238,8 @@ def run(training_args, model_args, options) -> LlavaVRSFTTrainer | None:
     if options.merge_adapter:
         return merge_adapter(model_args, training_args, options)
     check_launch(training_args)
+    check_quantized_loading(model_args)
+    check_hub_push(training_args)
     datasets = load_datasets(training_args, options)
     if training_args.bf16 and not accelerator_available():
         log("no GPU: --bf16 runs as bfloat16 autocast on the CPU (use_cpu); drop --bf16 to train in float32")

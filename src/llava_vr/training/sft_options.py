@@ -11,6 +11,7 @@ assistant replies only; `learning_rate` and `max_length` are derived from the st
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 
 from trl import ModelConfig, SFTConfig, TrlParser
@@ -42,6 +43,9 @@ class LlavaVRSFTConfig(SFTConfig):
     """TRL's `SFTConfig` where a bare `--bf16` means true and the default is false (TRL's `bool | None` field,
     default "true unless fp16", needs a value on the command line), and `--warmup` spells `--warmup_steps`.
 
+    A warmup ratio (`--warmup 0.03`) rounds down (`get_warmup_steps`): a short run does not spend its first step
+    at learning rate 0.
+
     Activation checkpointing is off unless `--activation_checkpointing` (TRL's default sets the deprecated
     `gradient_checkpointing`, which warns). On a machine without GPU: `--bf16` is bf16 autocast on the CPU
     (`use_cpu` is set, where Transformers would refuse), and the data loader does not pin memory.
@@ -57,6 +61,14 @@ class LlavaVRSFTConfig(SFTConfig):
     gradient_checkpointing: bool | None = field(
         default=None, metadata={"help": "deprecated spelling of --activation_checkpointing"}
     )
+
+    def get_warmup_steps(self, num_training_steps: int) -> int:
+        """Warmup steps: `warmup_steps` when >= 1, else that share of the steps rounded down (Transformers rounds
+        up, so a 3 % warmup of a 1- to 33-step run is one step, and its first step trains at learning rate 0: a
+        1-step smoke run would train nothing)."""
+        if self.warmup_steps >= 1:
+            return int(self.warmup_steps)
+        return math.floor(num_training_steps * self.warmup_steps)
 
     def __post_init__(self):
         if not accelerator_available():
@@ -82,8 +94,8 @@ class LlavaVRModelConfig(ModelConfig):
     dtype: str | None = field(
         default=None,
         metadata={
-            "help": "weights dtype; default float32 (bf16 = autocast over fp32 master weights), or bfloat16 for a "
-            "LoRA run with --bf16",
+            "help": "weights dtype (with --load_in_4bit: its compute dtype); default float32 (bf16 = autocast over "
+            "fp32 master weights), or bfloat16 for a LoRA run with --bf16",
             "choices": ["auto", "bfloat16", "float16", "float32"],
         },
     )
@@ -133,10 +145,8 @@ class LlavaVRSFTOptions:
     )
 
 
-# ModelConfig options LLaVA-VR decides itself (LoRA targets, modules to save) or does not support (quantized bases)
-UNSUPPORTED_MODEL_OPTIONS = (
-    "lora_target_modules", "lora_target_parameters", "lora_modules_to_save", "load_in_8bit", "load_in_4bit"
-)
+# ModelConfig options LLaVA-VR decides itself (LoRA targets, modules to save)
+UNSUPPORTED_MODEL_OPTIONS = ("lora_target_modules", "lora_target_parameters", "lora_modules_to_save")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -170,6 +180,14 @@ def check_options(parser, training_args, model_args, options) -> None:
         parser.error("--train_vision_tower is for full fine-tuning; LoRA adapts the LLM only")
     if lora and options.stage == "stage1":
         parser.error("stage 1 trains no LLM weight, so there is nothing for LoRA to adapt: use --lora with stage2")
+    quantized = "--load_in_4bit" if model_args.load_in_4bit else "--load_in_8bit" if model_args.load_in_8bit else None
+    if quantized and not lora and not options.merge_adapter:
+        parser.error(f"{quantized} loads a frozen quantized base: add --lora to train adapters on it (QLoRA)")
+    if quantized and options.tiny:
+        parser.error(f"{quantized} quantizes a checkpoint while loading it: give --model PATH (--tiny builds its "
+                     "model in memory)")
+    if quantized and options.merge_adapter:
+        parser.error(f"--merge_adapter loads the base in full precision to merge exactly: drop {quantized}")
     given = [name for name in UNSUPPORTED_MODEL_OPTIONS if getattr(model_args, name)]
     if given:
         parser.error(f"--{given[0]} is not supported: LLaVA-VR's LoRA targets the LLM's decoder linear layers and "

@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 from .components import check_components
+from .lora import peft_checkpointing_probe_quiet, restore_saved_module_dtypes
 from .optimizer import component_parameter_groups
 
 try:  # trl is in the `train` extra; without it the helpers of this package still work, the trainer does not
     from trl import SFTTrainer as _SFTTrainer
 except ImportError:  # pragma: no cover
     _SFTTrainer = object
-
-
-@contextlib.contextmanager
-def peft_checkpointing_probe_quiet():
-    """Hides one FutureWarning no user can act on: PEFT (0.21) probes `model.is_gradient_checkpointing`, which
-    Transformers (5.23) deprecated for `is_activation_checkpointing`, whenever it wraps a model. Nothing else."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        yield
 
 
 class LlavaVRSFTTrainer(_SFTTrainer):
@@ -53,6 +44,8 @@ class LlavaVRSFTTrainer(_SFTTrainer):
         check_components(self.component_learning_rates)
         with peft_checkpointing_probe_quiet() if kwargs.get("peft_config") else contextlib.nullcontext():
             super().__init__(*args, **kwargs)
+        if getattr(self.model, "is_loaded_in_4bit", False) or getattr(self.model, "is_loaded_in_8bit", False):
+            restore_saved_module_dtypes(self.model)  # QLoRA: TRL made the fully trained VR / projector copies bf16
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
         ds_config = getattr(plugin, "deepspeed_config", None) or {}
         if self.component_learning_rates and "optimizer" in ds_config:
@@ -60,6 +53,17 @@ class LlavaVRSFTTrainer(_SFTTrainer):
                 "the DeepSpeed config has an 'optimizer' block, which bypasses Trainer.create_optimizer and so the "
                 "per-component learning rates: remove the 'optimizer' block (Trainer then builds AdamW itself)"
             )
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """Resuming a model whose LM head is tied to the input embeddings: `save_pretrained` leaves the tied copy
+        (`lm_head.weight`) out of the checkpoint, so Trainer's `load_state_dict(strict=False)` reports it missing
+        although it is there through the tie. Tied keys are re-tied instead of reported; any other missing or
+        unexpected key is reported as Trainer does."""
+        tied = getattr(self.model, "all_tied_weights_keys", None) or {}
+        missing = [key for key in load_result.missing_keys if key not in tied]
+        if len(missing) < len(load_result.missing_keys):
+            self.model.tie_weights()
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None, **kwargs):
         """README.md in `args.output_dir` (main process only): `render_sft_card` with `self.model_card`."""
