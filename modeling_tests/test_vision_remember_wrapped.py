@@ -159,6 +159,29 @@ def test_lora_all_linear_on_vision_remember_equals_its_merged_model_in_outputs_a
         assert relative_error(grad_a, scale * b.float().T @ weight_grad) < 5 * grad_tolerance, name
 
 
+def test_lora_on_the_llm_with_vision_remember_trained_fully_keeps_the_absorbed_formulation():
+    """The package's LoRA recipe (`training.lora.lora_config_for`: adapters on the decoder layers, each VR layer a
+    `modules_to_save` copy) leaves VR's own Linears plain: `auto` keeps folding them, exactly."""
+    from peft import LoraConfig, get_peft_model
+
+    model, module, hidden_states, vr_inputs = captured_call("sela")
+    expected, _ = run(module, hidden_states, vr_inputs, "plain", backward=False)
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(
+            target_modules=r".*language_model\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)",
+            modules_to_save=[f"vision_remember.{i}" for i in model.config.vision_remember_layers],
+            init_lora_weights=False,
+        ),
+    )
+    trained = peft_model.base_model.model.model.language_model.vision_remember["1"].modules_to_save["default"]
+    attention = trained.cross_attention
+    assert attention.fold_blockers() == {}
+    assert attention.uses_absorbed(vr_inputs, vr_inputs.positions.numel())  # fewer FLOPs at these sizes
+    actual, _ = run(trained, hidden_states, vr_inputs, "auto", backward=False)
+    assert relative_error(actual, expected) < 1e-5
+
+
 # ------------------------------------------------------------------------------------------------------------ autocast
 
 
