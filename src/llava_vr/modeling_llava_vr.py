@@ -244,12 +244,27 @@ class LlavaVRTextModel(Qwen2PreTrainedModel):
         )
 
 
+def _refuse_vllm_transformers_backend(config) -> None:
+    """vLLM loads a checkpoint whose architecture no plugin registered with its generic Transformers back end (it
+    marks the text config's attention implementation `"vllm"`), which cannot run Vision Remember: refuse at load time,
+    naming the missing install, instead of starting a server that fails every image request."""
+    if getattr(config.text_config, "_attn_implementation", None) == "vllm":
+        raise ValueError(
+            "vLLM is loading LLaVA-VR with its generic Transformers back end, which cannot run Vision Remember: the "
+            "llava-vr package, whose vLLM plugin serves this model, is not installed in this environment or is left "
+            "out by VLLM_PLUGINS. Install it where vLLM runs (`pip install 'llava-vr[serve]'` with vLLM's GPU build, "
+            "`pip install 'llava-vr[serve-cpu]'` with its CPU build; `pip install -e` in a checkout) and keep "
+            "`llava_vr` in VLLM_PLUGINS if you set it"
+        )
+
+
 class LlavaVRModel(LlavaVRPreTrainedModel):
     """Vision tower + projector + `LlavaVRTextModel`, no LM head."""
 
     _auto_class = "AutoModel"
 
     def __init__(self, config: LlavaVRConfig):
+        _refuse_vllm_transformers_backend(config)
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.multi_modal_projector = build_projector(config)
