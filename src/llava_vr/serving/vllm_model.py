@@ -14,6 +14,7 @@ The shape of vLLM's Qwen3-VL DeepStack:
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -21,7 +22,8 @@ from vllm.compilation.decorators import ignore_torch_compile
 from vllm.config import VllmConfig
 from vllm.model_executor.layers.logits_processor import LogitsProcessor
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
-from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsMultiModal
+from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsLoRA, SupportsMultiModal
+from vllm.model_executor.models.module_mapping import MultiModelKeys
 from vllm.model_executor.models.qwen2 import Qwen2Model
 from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, _merge_multimodal_embeddings
 from vllm.multimodal import MULTIMODAL_REGISTRY
@@ -30,6 +32,7 @@ from vllm.sequence import IntermediateTensors
 from ..vision_remember_llava_vr import VisionRemember, VisionRememberFeatures, VisionRememberInputs
 from .image_encoder import build_image_encoder, encode_images
 from .image_rows import decode_image_rows, describe_rows
+from .lora_adapters import check_lora_tensor_name
 from .vllm_processing import LlavaVRDummyInputsBuilder, LlavaVRMultiModalProcessor, LlavaVRProcessingInfo
 
 
@@ -60,15 +63,38 @@ class LlavaVRQwen2Model(Qwen2Model):
         return hidden_states
 
 
+@dataclass
+class _LoRANameMapper(WeightsMapper):
+    """The checkpoint-name renames, for vLLM's LoRA loader: refuses a LoRA weight on a module vLLM cannot adapt
+    here (vLLM would otherwise accept any adapter whose module *suffixes* exist, e.g. VR's `q_proj`, and ignore it)."""
+
+    def map_name(self, key: str) -> str | None:
+        check_lora_tensor_name(key)
+        return super().map_name(key)
+
+
+@dataclass
+class LlavaVRWeightsMapper(WeightsMapper):
+    def get_rename_mapper(self) -> WeightsMapper:
+        renames = super().get_rename_mapper()
+        return _LoRANameMapper(**{f.name: getattr(renames, f.name) for f in fields(renames)})
+
+
 @MULTIMODAL_REGISTRY.register_processor(
     LlavaVRMultiModalProcessor, info=LlavaVRProcessingInfo, dummy_inputs=LlavaVRDummyInputsBuilder
 )
-class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal):
+class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsLoRA):
     """vLLM model for the architecture `LlavaVRForConditionalGeneration` (a LLaVA-VR checkpoint as saved by
     Transformers: `model.vision_tower`, `model.multi_modal_projector`, `model.image_newline`,
-    `model.language_model` with its `vision_remember` modules, `lm_head`)."""
+    `model.language_model` with its `vision_remember` modules, `lm_head`).
 
-    hf_to_vllm_mapper = WeightsMapper(
+    LoRA (`enable_lora=True`): vLLM adapts the decoder layers' linear layers per request; an adapter on any other
+    module is refused when it loads (`lora_adapters.py`)."""
+
+    packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
+    embedding_modules = {}
+
+    hf_to_vllm_mapper = LlavaVRWeightsMapper(
         orig_to_new_prefix={
             "model.language_model.vision_remember.": "vision_remember.",
             "model.language_model.": "language_model.",
@@ -106,6 +132,14 @@ class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal):
 
     def get_language_model(self) -> nn.Module:
         return self.language_model
+
+    def get_mm_mapping(self) -> MultiModelKeys:
+        """LoRA wrappers go on the language model only (tower, projector and VR are the package's modules)."""
+        return MultiModelKeys.from_string_field(
+            language_model="language_model",
+            connector="image_encoder.multi_modal_projector",
+            tower_model="image_encoder.vision_tower",
+        )
 
     def embed_multimodal(
         self, pixel_values=None, image_sizes=None, image_num_tiles=None, **kwargs
