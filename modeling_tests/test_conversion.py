@@ -168,7 +168,7 @@ def write_lmms_lab_source(model, folder: Path, tower_name: str) -> Path:
         "rope_theta": text.rope_parameters["rope_theta"],
         "torch_dtype": "float32",
         "image_aspect_ratio": "anyres_max_9" if siglip else "anyres",
-        "image_grid_pinpoints": f"(1x1),...,(2x3)" if siglip else config.image_grid_pinpoints,
+        "image_grid_pinpoints": "(1x1),...,(2x3)" if siglip else config.image_grid_pinpoints,
         "image_token_index": 151646,
         "mm_hidden_size": config.vision_config.hidden_size,
         "mm_patch_merge_type": "spatial_unpad",
@@ -276,8 +276,9 @@ def image_inputs_for(model, image_token, seed=0):
     layouts = model.model.image_layouts(sizes)
     tile = model.config.vision_config.image_size
     generator = torch.Generator().manual_seed(seed)
-    pixel_values = torch.randn(len(layouts), max(l.num_tiles for l in layouts), 3, tile, tile, generator=generator)
-    ids = [torch.tensor([10, 11, 12, *([image_token] * l.num_tokens), 13, 14]) for l in layouts]
+    most_tiles = max(layout.num_tiles for layout in layouts)
+    pixel_values = torch.randn(len(layouts), most_tiles, 3, tile, tile, generator=generator)
+    ids = [torch.tensor([10, 11, 12, *([image_token] * layout.num_tokens), 13, 14]) for layout in layouts]
     return left_pad(ids) | {"pixel_values": pixel_values, "image_sizes": sizes}, ids
 
 
@@ -433,7 +434,8 @@ def dummy_weights(folder: Path, key="language_model.model.embed_tokens.weight"):
 def refusal_sources(root: Path) -> dict:
     qwen = root / "qwen2"
     torch.manual_seed(0)
-    Qwen2ForCausalLM(Qwen2Config(**{k: v for k, v in tiny_text_config().items() if k != "model_type"})).save_pretrained(qwen)
+    text_config = Qwen2Config(**{k: v for k, v in tiny_text_config().items() if k != "model_type"})
+    Qwen2ForCausalLM(text_config).save_pretrained(qwen)
     llava = root / "llava"
     llava.mkdir()
     (llava / "config.json").write_text(json.dumps({"architectures": ["LlavaForConditionalGeneration"],
@@ -534,7 +536,8 @@ def test_dry_run_lists_the_files_and_prints_the_card_without_uploading(converted
     out = capsys.readouterr().out
     listed = dict(re.findall(r"^  (\S+)\s+([\d,]+) bytes", out, re.MULTILINE))
     card = out.split("--- README.md (model card) ---")[1]
-    completed = (folder / "README.md").read_text().replace('"OWNER/NAME"', '"me/tiny-llava-vr"')  # the repo id filled in
+    # the repo id filled in
+    completed = (folder / "README.md").read_text().replace('"OWNER/NAME"', '"me/tiny-llava-vr"')
     assert {name: int(size.replace(",", "")) for name, size in listed.items()} == {
         p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()
     } | {"README.md": len(completed.encode())}
@@ -581,7 +584,8 @@ def test_push_to_hub_uploads_the_folder_to_a_hub_stub(converted, tmp_path):
     folder = converted["onevision-lmms-mlp"]
     with HubStub() as stub:
         env = subprocess_env(HF_ENDPOINT=stub.url, HF_TOKEN="hf_dummy_token", HF_HOME=str(tmp_path / "hf-home"),
-                             HF_HUB_DISABLE_TELEMETRY="1", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+                             HF_HUB_DISABLE_TELEMETRY="1", NO_PROXY="127.0.0.1,localhost",
+                             no_proxy="127.0.0.1,localhost")
         result = subprocess.run(
             [sys.executable, "-m", "llava_vr", "push", str(folder), "--repo-id", "me/tiny-llava-vr", "--private",
              "--commit-message", "Add tiny LLaVA-VR"],

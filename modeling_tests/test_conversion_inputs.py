@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_conversion import VR_FLAGS, convert, next_model, onevision_model, subprocess_env
-from test_conversion import write_transformers_source
+from test_conversion import VR_FLAGS, convert, next_model, onevision_model, subprocess_env, write_transformers_source
 from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, LlavaNextProcessor
 
 from llava_vr.conversion import convert as conversion
@@ -92,7 +91,8 @@ def test_converted_pixel_values_equal_the_sources_whichever_file_holds_its_image
     convert(source, tmp_path / "out", "--projector-type", "mlp", *VR_FLAGS)
     got = converted_pixels(tmp_path / "out")
     model_type = "llava_next" if kind == "next" else "llava_onevision"
-    assert list(AutoProcessor.from_pretrained(tmp_path / "out").image_processor.image_mean) == NORMALISATION[model_type][0]
+    image_processor = AutoProcessor.from_pretrained(tmp_path / "out").image_processor
+    assert list(image_processor.image_mean) == NORMALISATION[model_type][0]
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
@@ -137,7 +137,8 @@ def test_every_vision_remember_flag_lands_in_config_json_and_unset_ones_keep_the
         plain_sources, tmp_path):
     from llava_vr import LlavaVRConfig
 
-    flags = [item for flag, (value, _, _) in VR_SETTINGS.items() for item in ([flag] if value is None else [flag, value])]
+    flags = [item for flag, (value, _, _) in VR_SETTINGS.items()
+             for item in ([flag] if value is None else [flag, value])]
     convert(plain_sources["next"], tmp_path / "set", *VR_FLAGS, *flags)
     config = json.loads((tmp_path / "set" / "config.json").read_text())
     for flag, (_, field, value) in VR_SETTINGS.items():
@@ -145,7 +146,8 @@ def test_every_vision_remember_flag_lands_in_config_json_and_unset_ones_keep_the
     convert(plain_sources["next"], tmp_path / "unset", *VR_FLAGS)
     config = json.loads((tmp_path / "unset" / "config.json").read_text())
     fields = [field for _, field, _ in VR_SETTINGS.values()]
-    own = LlavaVRConfig(**{k: v for k, v in config.items() if k not in fields and k not in ("auto_map", "architectures")})
+    saved = ("auto_map", "architectures")
+    own = LlavaVRConfig(**{k: v for k, v in config.items() if k not in fields and k not in saved})
     for field in fields:
         assert config.get(field) == getattr(own, field), field
 
