@@ -6,7 +6,6 @@ from transformers.models.llava_onevision.image_processing_pil_llava_onevision im
 
 from ..packing_llava_vr import grid_pinpoints
 
-
 IMAGE_PROCESSOR_KINDS = {"next": LlavaNextImageProcessorPil, "onevision": LlavaOnevisionImageProcessorPil}
 
 

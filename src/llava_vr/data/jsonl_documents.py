@@ -46,10 +46,10 @@ def parse_line(line: str) -> tuple[dict | None, str | None]:
         return None, f"invalid JSON ({error})"
     if not isinstance(record, dict):
         return None, f"not a JSON object but {type(record).__name__} (each line needs {', '.join(FIELDS)})"
-    missing = [name for name in FIELDS if record.get(name) is None]
+    missing = [name for name in FIELDS if name != "image" and record.get(name) is None]  # no image: text only
     if missing:
-        return None, f"missing keys {missing} (each line needs {', '.join(FIELDS)})"
-    if not isinstance(record["image"], str) or not record["image"].strip():
+        return None, f"missing keys {missing} (each line needs {', '.join(FIELDS)}; image may be left out)"
+    if record.get("image") is not None and (not isinstance(record["image"], str) or not record["image"].strip()):
         return None, f"'image' must be a file path, got {record['image']!r}"
     for name in ("question", "answer"):
         if not isinstance(record[name], (str, int, float)) or not str(record[name]).strip():
@@ -83,7 +83,8 @@ def check_images(paths: list[str], num_threads: int | None = None, desc: str = "
 
 def read_jsonl_documents(path: str, image_root: str | None = None, num_threads: int | None = None):
     """`[(line number, image path, question, answer)]` for the non-blank lines of `path` (image paths joined to
-    `image_root`); raises `LlavaVRRefusal` listing every bad line when any line or image is unusable."""
+    `image_root`; `None` for a text-only line, one without `image`); raises `LlavaVRRefusal` listing every bad line
+    when any line or image is unusable."""
     rows, problems, total = [], [], 0
     try:
         with open(path, encoding="utf-8") as handle:
@@ -98,12 +99,14 @@ def read_jsonl_documents(path: str, image_root: str | None = None, num_threads: 
         if reason:
             problems.append((number, reason))
             continue
-        image = os.path.join(image_root, record["image"]) if image_root else record["image"]
+        image = record.get("image")
+        image = os.path.join(image_root, image) if image_root and image is not None else image
         rows.append((number, image, str(record["question"]), str(record["answer"])))
     if not total:
         raise LlavaVRRefusal(f"{path} has no data lines (one {{image, question, answer}} object per line)")
-    reasons = check_images([image for _, image, _, _ in rows], num_threads, desc=f"Checking {os.path.basename(path)}")
-    problems += [(row[0], reason) for row, reason in zip(rows, reasons, strict=True) if reason]
+    with_image = [row for row in rows if row[1] is not None]  # a line without image is a text-only sample
+    reasons = check_images([row[1] for row in with_image], num_threads, desc=f"Checking {os.path.basename(path)}")
+    problems += [(row[0], reason) for row, reason in zip(with_image, reasons, strict=True) if reason]
     if problems:
         raise LlavaVRRefusal(report(path, sorted(problems), total, image_root))
     return rows

@@ -92,7 +92,7 @@ def render_bar_chart(rng: random.Random, size: int = 336) -> DocumentSample:
     draw = ImageDraw.Draw(image)
     font = _font(max(9, size // 16))
     bar_w = size * 0.8 / len(labels)
-    for k, (label, value) in enumerate(zip(labels, values)):
+    for k, (label, value) in enumerate(zip(labels, values, strict=True)):
         left, top = size * 0.1 + k * bar_w, size * 0.85 - value / 100 * size * 0.7
         draw.rectangle((left + bar_w * 0.15, top, left + bar_w * 0.85, size * 0.85), fill=(60, 90, 200))
         draw.text((left + bar_w * 0.35, size * 0.88), label, fill="black", font=font)

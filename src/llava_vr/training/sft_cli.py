@@ -166,6 +166,8 @@ def card_details(model_args, options) -> dict:
         data = f"the dataset `{options.dataset}`"
     elif options.jsonl:
         data = f"`{os.path.basename(options.jsonl)}` (image, question, answer lines)"
+    elif options.llava_data:
+        data = f"`{os.path.basename(options.llava_data)}` (LLaVA conversations)"
     else:
         data = "offline synthetic documents (`llava_vr.data.synthetic_documents`)"
     dataset_name = options.dataset if names_hub_model(options.dataset) else None

@@ -3,51 +3,118 @@
 
 Sources (one of): the offline synthetic documents of `llava_vr.data.synthetic_documents` (default), a `datasets`
 dataset (`--dataset`: a Hub name, a local data folder for `load_dataset`, or a `save_to_disk` folder), or a JSONL
-file of `{image, question, answer}` lines with `--image_root`.
+file of `{image, question, answer}` lines with `--image_root`, or LLaVA's conversation JSON / JSONL (`--llava_data`,
+`llava_vr.data.llava_conversations`).
 """
 
 from __future__ import annotations
 
 import os
 
+from ..data.llava_conversations import llava_conversation_dataset
+from ..hub.refusals import one_line
+from .preflight import SFTRefusal
+
 
 def jsonl_dataset(path, image_root, num_threads=None):
-    """`{image, question, answer}` lines -> a `datasets.Dataset` with `messages` and lazily decoded `images`; every
-    line and image is checked first (`read_jsonl_documents`: a `LlavaVRRefusal` lists all bad lines)."""
+    """`{image, question, answer}` lines (`image` left out: text only) -> a `datasets.Dataset` with `messages` and
+    lazily decoded `images`; every line and image is checked first (`read_jsonl_documents`: a `LlavaVRRefusal`
+    lists all bad lines)."""
     from datasets import Dataset, Image, List
 
     from llava_vr.data.jsonl_documents import read_jsonl_documents
 
     rows = {"messages": [], "images": []}
     for _, image_path, question, answer in read_jsonl_documents(path, image_root, num_threads):
+        image = [] if image_path is None else [{"type": "image"}]  # a line without image: a text-only sample
         rows["messages"].append([
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+            {"role": "user", "content": [*image, {"type": "text", "text": question}]},
             {"role": "assistant", "content": [{"type": "text", "text": answer}]},
         ])
-        rows["images"].append([image_path])
+        rows["images"].append([] if image_path is None else [image_path])
     return Dataset.from_dict(rows).cast_column("images", List(Image()))
 
 
-def named_dataset(name: str, config: str | None, split: str):
-    """Split `split` of a `save_to_disk` folder or of `load_dataset(name, config)`; checks TRL's vision columns."""
+def named_dataset(name: str, config: str | None, split: str, role: str = "training"):
+    """Split `split` of a `save_to_disk` folder or of `load_dataset(name, config)`; checks TRL's vision columns and
+    that every row's image placeholders match its images (`check_image_placeholders`). A dataset without splits (one
+    saved `Dataset`) is the training data only: asking it for an evaluation split is refused (it would evaluate on
+    the training rows)."""
     from datasets import load_dataset, load_from_disk
 
     saved = os.path.isdir(name) and any(
         os.path.exists(os.path.join(name, marker)) for marker in ("dataset_info.json", "dataset_dict.json")
     )
+    option = "--dataset_split" if role == "training" else "--dataset_eval_split"
     if saved:
         dataset = load_from_disk(name)
         if hasattr(dataset, "keys"):  # DatasetDict
+            if split not in dataset:
+                raise SFTRefusal(f"dataset {name} has no split {split!r} ({option}); its splits: {sorted(dataset)}")
             dataset = dataset[split]
+        elif role != "training":
+            raise SFTRefusal(f"dataset {name} is one split (a saved Dataset), the training rows: evaluating on it "
+                             "would score the model on what it trains on. Save a DatasetDict with a held-out split "
+                             f"({option}), or drop --eval_strategy")
     else:
-        dataset = load_dataset(name, config, split=split)
+        try:
+            dataset = load_dataset(name, config, split=split)
+        except ValueError as error:  # "Unknown split", "Bad split"
+            if "split" not in str(error).lower():
+                raise
+            raise SFTRefusal(f"dataset {name} has no split {split!r} ({option}): {one_line(error)}") from None
     missing = {"messages", "images"} - set(dataset.column_names)
     if missing:
-        from .preflight import SFTRefusal
-
         raise SFTRefusal(f"dataset {name} lacks the columns {sorted(missing)} (TRL's vision format: `messages` "
                          "chats with {'type': 'image'} items, and their `images`)")
+    check_image_placeholders(dataset, f"dataset {name} ({split})")
     return dataset
+
+
+MAX_LISTED_ROWS = 20
+
+
+def image_placeholder_counts(dataset):
+    """`(placeholders, images)` per row, as numpy arrays: the `{"type": "image"}` items of each row's `messages` and
+    the length of its `images` list, read from the Arrow columns (no image decoded, no row built in Python)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    placeholders, images = [], []
+    for table in dataset.select_columns(["messages", "images"]).with_format("arrow").iter(batch_size=50_000):
+        rows = len(table)
+        images.append(pc.list_value_length(table.column("images").combine_chunks()).fill_null(0).to_numpy(False))
+        messages = table.column("messages").combine_chunks()
+        counts = np.zeros(rows, dtype=np.int64)
+        content = pc.list_flatten(messages).field("content")
+        if pa.types.is_list(content.type) or pa.types.is_large_list(content.type):
+            turn_rows = pc.list_parent_indices(messages).to_numpy(False)
+            item_turns = pc.list_parent_indices(content).to_numpy(False)
+            is_image = pc.equal(pc.list_flatten(content).field("type"), "image").fill_null(False).to_numpy(False)
+            counts = np.bincount(turn_rows[item_turns[is_image]], minlength=rows)
+        placeholders.append(counts)  # string contents (text-only chats) hold no image item
+    if not placeholders:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(placeholders), np.concatenate(images)
+
+
+def check_image_placeholders(dataset, what: str) -> None:
+    """Refuses rows whose `{"type": "image"}` items do not match their `images` in number (TRL fails on them mid
+    training, with a long traceback); lists the first `MAX_LISTED_ROWS` by row index."""
+    import numpy as np
+
+    placeholders, images = image_placeholder_counts(dataset)
+    bad = np.flatnonzero(placeholders != images)
+    if not len(bad):
+        return
+    listed = [f"  row {i}: {placeholders[i]} {{'type': 'image'}} item(s) in messages, {images[i]} image(s)"
+              for i in bad[:MAX_LISTED_ROWS]]
+    more = [f"  ... and {len(bad) - MAX_LISTED_ROWS} more"] if len(bad) > MAX_LISTED_ROWS else []
+    raise SFTRefusal("\n".join([
+        f"{what}: {len(bad)} of {len(images)} rows have image placeholders that do not match their images; each "
+        "image needs one {'type': 'image'} item in the row's messages (nothing was trained):", *listed, *more,
+    ]))
 
 
 def synthetic_documents(options, seed: int, split: str, num_samples: int):
@@ -66,6 +133,8 @@ def load_documents(options, seed: int = 0, num_threads: int | None = None):
         dataset = named_dataset(options.dataset, options.dataset_config, options.dataset_split)
     elif options.jsonl:
         dataset = jsonl_dataset(options.jsonl, options.image_root, num_threads)
+    elif options.llava_data:
+        dataset = llava_conversation_dataset(options.llava_data, options.image_root)
     else:
         dataset = synthetic_documents(options, seed, "train", options.num_samples)
     if options.max_train_samples is not None:
@@ -77,9 +146,11 @@ def load_eval_documents(options, seed: int = 0, num_threads: int | None = None):
     """The evaluation dataset: `--dataset_eval_split` of `--dataset`, `--eval_jsonl`, or the synthetic validation
     split (`--num_eval_samples`, a seed stream disjoint from training's)."""
     if options.dataset:
-        return named_dataset(options.dataset, options.dataset_config, options.dataset_eval_split)
+        return named_dataset(options.dataset, options.dataset_config, options.dataset_eval_split, role="evaluation")
     if options.eval_jsonl:  # `check_options` refuses --jsonl with evaluation but without --eval_jsonl
         return jsonl_dataset(options.eval_jsonl, options.image_root, num_threads)
+    if options.eval_llava_data:  # likewise for --llava_data
+        return llava_conversation_dataset(options.eval_llava_data, options.image_root)
     return synthetic_documents(options, seed, "validation", options.num_eval_samples)
 
 

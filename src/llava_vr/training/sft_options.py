@@ -114,7 +114,15 @@ class LlavaVRSFTOptions:
     dataset_eval_split: str = field(default="test", metadata={"help": "evaluation split of --dataset"})
     jsonl: str | None = field(default=None, metadata={"help": "JSONL file of {image, question, answer} lines"})
     eval_jsonl: str | None = field(default=None, metadata={"help": "evaluation JSONL (images under --image_root)"})
-    image_root: str | None = field(default=None, metadata={"help": "folder the JSONL `image` paths are relative to"})
+    llava_data: str | None = field(
+        default=None,
+        metadata={"help": "LLaVA conversation data (.json list or .jsonl lines of {id, image, conversations}, images "
+                  "under --image_root; multi-turn, text-only rows too)"},
+    )
+    eval_llava_data: str | None = field(default=None, metadata={"help": "evaluation data in LLaVA's format"})
+    image_root: str | None = field(
+        default=None, metadata={"help": "folder the `image` paths of --jsonl / --llava_data are relative to"}
+    )
     num_samples: int = field(default=64, metadata={"help": "synthetic training set size"})
     num_eval_samples: int = field(default=16, metadata={"help": "synthetic evaluation set size (validation split)"})
     image_size: int | None = field(default=None, metadata={"help": "synthetic image side (default: 56 tiny, 336)"})
@@ -170,8 +178,13 @@ def check_options(parser, training_args, model_args, options) -> None:
         parser.error("give exactly one of --model PATH and --tiny")
     if options.merge_adapter and not model_args.model_name_or_path:
         parser.error("--merge_adapter needs --model (the base checkpoint)")
-    if options.dataset and options.jsonl:
-        parser.error("give at most one of --dataset and --jsonl")
+    sources = [f"--{name}" for name in ("dataset", "jsonl", "llava_data") if getattr(options, name)]
+    if len(sources) > 1:
+        parser.error(f"give at most one of --dataset, --jsonl and --llava_data (got {' and '.join(sources)})")
+    if options.eval_llava_data and not options.llava_data:
+        parser.error("--eval_llava_data goes with --llava_data")
+    if options.llava_data and training_args.eval_strategy != "no" and not options.eval_llava_data:
+        parser.error("evaluation with --llava_data needs --eval_llava_data (held-out rows in LLaVA's format)")
     if (options.jsonl or options.eval_jsonl) and not options.image_root:
         parser.error("--jsonl / --eval_jsonl need --image_root")
     if options.jsonl and training_args.eval_strategy != "no" and not options.eval_jsonl:
