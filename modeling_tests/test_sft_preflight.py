@@ -171,3 +171,30 @@ def test_special_tokens_of_the_tiny_model_match_its_tokenizer():
     text = model.config.get_text_config()
     tokenizer = processor.tokenizer
     assert text.eos_token_id == tokenizer.eos_token_id and text.pad_token_id == tokenizer.pad_token_id
+
+
+# ---- --push_to_hub ---------------------------------------------------------------------------------------------------
+
+
+def test_push_to_hub_offline_or_unreachable_is_one_line_before_anything_loads(tmp_path, capfd, monkeypatch):
+    """Trainer creates the Hub repo when it starts: offline that was a 90-line traceback after loading the model."""
+    from huggingface_hub import HfApi, constants
+
+    out = tmp_path / "run"
+    argv = ["--tiny", "--push_to_hub", "--hub_model_id", "someone/model", "--output_dir", str(out)]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert sft_cli.main(argv) == 2
+    err = capfd.readouterr().err
+    assert "error: --push_to_hub: the Hub repo someone/model cannot be reached: HF_HUB_OFFLINE is set" in err
+    assert "Traceback" not in err and "llava-vr push" in err
+
+    def unreachable(self, *args, **kwargs):
+        raise ConnectionError("Max retries exceeded\nFailed to resolve 'huggingface.co'")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(HfApi, "create_repo", unreachable)
+    assert sft_cli.main(argv) == 2
+    err = capfd.readouterr().err
+    assert "error: --push_to_hub: the Hub repo someone/model cannot be created or reached (Failed to resolve " \
+           "'huggingface.co'); log in with `hf auth login`" in err
+    assert "Traceback" not in err and not out.exists()
