@@ -7,6 +7,11 @@ package's tiny default has 4). Everything runs in float32, where vLLM's greedy t
 
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +104,41 @@ def vllm_greedy(llm, requests, max_new_tokens: int) -> list[list[int]]:
     outputs = llm.generate(vllm_requests(requests), SamplingParams(temperature=0, max_tokens=max_new_tokens),
                            use_tqdm=False)
     return [list(o.outputs[0].token_ids) for o in outputs]
+
+
+@contextmanager
+def openai_server(arguments: list[str], log_path: Path, start_timeout: float = 420):
+    """`python -m vllm.entrypoints.openai.api_server ARGUMENTS` on 127.0.0.1 (a free port) as the README runs it (no
+    `VLLM_CPU_KVCACHE_SPACE`); yields its URL once `/health` answers, terminates it afterwards."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *arguments,
+               "--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, **CPU_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    env.pop("VLLM_CPU_KVCACHE_SPACE")
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.time() + start_timeout
+            while time.time() < deadline:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the server exited with {process.returncode}, see {log_path}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(1)
+            else:
+                raise RuntimeError(f"the server did not start in time, see {log_path}")
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()

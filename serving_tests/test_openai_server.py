@@ -9,63 +9,26 @@ sizes the KV cache to the machine), nothing else LLaVA-VR-specific.
 import base64
 import io
 import json
-import os
-import socket
 import struct
-import subprocess
-import sys
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from PIL import Image
-from serving_utils import BUNDLED, CPU_ENV, SAMPLES, bundled_requests, transformers_greedy
+from serving_utils import BUNDLED, SAMPLES, bundled_requests, openai_server, transformers_greedy
 
 MAX_TOKENS = 40
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(BUNDLED), "--trust-remote-code",
-        "--dtype", "float32", "--enforce-eager", "--max-model-len", "256", "--max-num-seqs", "8",
-        "--limit-mm-per-prompt", json.dumps({"image": 2}), "--host", "127.0.0.1", "--port", str(port),
+    arguments = [
+        "--model", str(BUNDLED), "--trust-remote-code", "--dtype", "float32", "--enforce-eager", "--max-model-len",
+        "256", "--max-num-seqs", "8", "--limit-mm-per-prompt", json.dumps({"image": 2}),
     ]
-    env = {**os.environ, **CPU_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
-    env.pop("VLLM_CPU_KVCACHE_SPACE")  # as the README runs it
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited with {process.returncode}, see {log.name}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            raise RuntimeError(f"the server did not start in time, see {log.name}")
+    with openai_server(arguments, tmp_path_factory.mktemp("server") / "server.log") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def _data_url(png: bytes) -> str:
