@@ -32,8 +32,12 @@ from llava_vr.registries_llava_vr import VR_INTERACTIONS
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 REFERENCE = BENCHMARKS / "reference_results" / "cpu"
-MODULES = {"model": model_benchmark, "vision-remember": vision_remember_benchmark, "decode": decode_benchmark,
-           "serving": serving_benchmark}
+MODULES = {
+    "model": model_benchmark,
+    "vision-remember": vision_remember_benchmark,
+    "decode": decode_benchmark,
+    "serving": serving_benchmark,
+}
 
 
 def read_outputs(directory: Path, stem: str):
@@ -93,8 +97,11 @@ def test_vision_remember_benchmark_tiny_end_to_end(tmp_path):
     assert {(r["width"], r["formulation"]) for r in rows} == expected
     for width in (96, 32):
         for formulation in ("absorbed", "plain"):
-            sela = [r for r in written["results"]
-                    if (r["interaction"], r["width"], r["formulation"]) == ("sela", width, formulation)]
+            sela = [
+                r
+                for r in written["results"]
+                if (r["interaction"], r["width"], r["formulation"]) == ("sela", width, formulation)
+            ]
             assert len({r["dispatched_ops"] for r in sela}) == 1  # op count independent of the tile count
             largest = max(sela, key=lambda r: r["tiles"])
             # one attention for all windows of all tiles: a fused SDPA (plain), one softmax (absorbed)
@@ -115,8 +122,13 @@ def test_bench_command_runs_a_benchmark_and_records_the_command(tmp_path):
 @pytest.mark.parametrize("name", list(cli.BENCHMARKS))
 def test_bench_command_help_lists_every_option_of_the_benchmark(name):
     assert MODULES[name].__name__ == cli.BENCHMARKS[name][0]
-    result = subprocess.run([sys.executable, "-m", "llava_vr", "bench", name, "--help"], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "llava_vr", "bench", name, "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith(f"usage: llava-vr bench {name} ")
     options = {o for action in MODULES[name].build_parser()._actions for o in action.option_strings}
@@ -175,11 +187,23 @@ def test_benchmarks_write_outside_tracked_files_unless_told(tmp_path):
         assert ignored.returncode == 0, f"{folder} is not git-ignored"
 
 
-@pytest.mark.parametrize("benchmark, argv, stem, table", [
-    (model_benchmark, ["--variants", "mlp", "adaptive_avg_pool", "--crops", "1"], "llava_vr_tiny_cpu", "| variant |"),
-    (vision_remember_benchmark, ["--interactions", "sela", "--tiles", "1", "--no-profile"], "vision_remember_tiny_cpu",
-     "| D |"),
-])
+@pytest.mark.parametrize(
+    "benchmark, argv, stem, table",
+    [
+        (
+            model_benchmark,
+            ["--variants", "mlp", "adaptive_avg_pool", "--crops", "1"],
+            "llava_vr_tiny_cpu",
+            "| variant |",
+        ),
+        (
+            vision_remember_benchmark,
+            ["--interactions", "sela", "--tiles", "1", "--no-profile"],
+            "vision_remember_tiny_cpu",
+            "| D |",
+        ),
+    ],
+)
 def test_benchmark_without_matplotlib_says_so_up_front_and_still_prints_and_writes_its_results(
     benchmark, argv, stem, table, tmp_path, monkeypatch, capsys
 ):
@@ -192,26 +216,42 @@ def test_benchmark_without_matplotlib_says_so_up_front_and_still_prints_and_writ
     assert not (tmp_path / f"{stem}.png").exists()
 
 
-def estimate_row(variant: str, crops: int, ttft_ms: float, vr_ms: float = 0.0, vr_flops_pct: float = 0.0,
-                 **extra) -> dict:
+def estimate_row(
+    variant: str, crops: int, ttft_ms: float, vr_ms: float = 0.0, vr_flops_pct: float = 0.0, **extra
+) -> dict:
     """A result row with a full-depth estimate (ratios as `add_ratios` writes them, shares as `vr_shares`)."""
     spec = parse_variant(variant)
     estimate = {"ttft_ms": ttft_ms, "vr_ms": vr_ms, **extra}
     if vr_ms:
-        estimate.update(vr_flops_pct=vr_flops_pct, vr_time_pct=100 * vr_ms / ttft_ms,
-                        vr_time_over_flop_share=100 * vr_ms / ttft_ms / vr_flops_pct)
-    return {"variant": spec.name, "projector": spec.projector, "vr": spec.vr, "crops": crops, "ttft_ms": ttft_ms / 4,
-            "vr_ms": vr_ms, "flops": {"vr": vr_flops_pct, "total": 100.0}, "full_depth_estimate": estimate}
+        estimate.update(
+            vr_flops_pct=vr_flops_pct,
+            vr_time_pct=100 * vr_ms / ttft_ms,
+            vr_time_over_flop_share=100 * vr_ms / ttft_ms / vr_flops_pct,
+        )
+    return {
+        "variant": spec.name,
+        "projector": spec.projector,
+        "vr": spec.vr,
+        "crops": crops,
+        "ttft_ms": ttft_ms / 4,
+        "vr_ms": vr_ms,
+        "flops": {"vr": vr_flops_pct, "total": 100.0},
+        "full_depth_estimate": estimate,
+    }
 
 
 def target_rows() -> list[dict]:
     """Pooling alone 100 ms, mlp 170 ms; the default +9 % (VR 8 ms for 8 % of the FLOPs: share ratio 1.0 + the
     other 1 %), v1 +8.5 % (VR 8.5 ms for 6 % of the FLOPs: 1.3x), the plain twins and a narrow-width twin."""
-    rows = [estimate_row("mlp", 1, 170.0), estimate_row("adaptive_avg_pool", 1, 100.0),
-            estimate_row(VR_MAIN, 1, 109.0, 8.72, 8.0), estimate_row(VR_V1, 1, 108.5, 8.4, 6.0),
-            estimate_row(f"{VR_MAIN}:plain", 1, 113.0, 13.0, 12.0),
-            estimate_row(f"{VR_V1}:plain", 1, 112.0, 12.0, 10.0),
-            estimate_row(f"{VR_MAIN}:w1024", 1, 103.0, 3.0, 3.0)]
+    rows = [
+        estimate_row("mlp", 1, 170.0),
+        estimate_row("adaptive_avg_pool", 1, 100.0),
+        estimate_row(VR_MAIN, 1, 109.0, 8.72, 8.0),
+        estimate_row(VR_V1, 1, 108.5, 8.4, 6.0),
+        estimate_row(f"{VR_MAIN}:plain", 1, 113.0, 13.0, 12.0),
+        estimate_row(f"{VR_V1}:plain", 1, 112.0, 12.0, 10.0),
+        estimate_row(f"{VR_MAIN}:w1024", 1, 103.0, 3.0, 3.0),
+    ]
     for row in rows:
         estimate = row["full_depth_estimate"]
         estimate["x_pool"] = estimate["ttft_ms"] / 100.0
@@ -228,11 +268,22 @@ def test_variant_names_parse_into_one_scheme():
     assert parse_variant("pixel_shuffle+deformable:absorbed").formulation == "absorbed"
     for name, variant in VARIANTS.items():  # the named variants (old names included) are canonical
         assert parse_variant(name) == variant and variant.name == name
-    assert {"mlp", "adaptive_avg_pool", "adaptive_avg_pool+global", "adaptive_avg_pool+deformable",
-            "pixel_shuffle+sela", *WIDTH_COMPARISON} <= set(VARIANTS)
-    for bad, message in [("conv", "unknown projector"), ("mlp+attention", "unknown VR interaction"),
-                         ("mlp:plain", "modifiers need Vision Remember"), (f"{VR_MAIN}:fast", "unknown modifier"),
-                         (f"{VR_MAIN}:w0", "unknown modifier"), (f"{VR_MAIN}:plain:absorbed", "given twice")]:
+    assert {
+        "mlp",
+        "adaptive_avg_pool",
+        "adaptive_avg_pool+global",
+        "adaptive_avg_pool+deformable",
+        "pixel_shuffle+sela",
+        *WIDTH_COMPARISON,
+    } <= set(VARIANTS)
+    for bad, message in [
+        ("conv", "unknown projector"),
+        ("mlp+attention", "unknown VR interaction"),
+        ("mlp:plain", "modifiers need Vision Remember"),
+        (f"{VR_MAIN}:fast", "unknown modifier"),
+        (f"{VR_MAIN}:w0", "unknown modifier"),
+        (f"{VR_MAIN}:plain:absorbed", "given twice"),
+    ]:
         with pytest.raises(ValueError, match=message):
             parse_variant(bad)
     args = model_benchmark.build_parser().parse_args(["--variants", "adaptive_avg_pool+sela:v1:w1024", "all"])
@@ -255,15 +306,24 @@ def test_comparison_variants_build_the_intended_configs(preset, default_width):
     for variant, settings in expected.items():
         config = build_config(PRESETS[preset], variant, "sdpa")
         assert config.projector_type == parse_variant(variant).projector
-        assert (config.vision_remember_layers, config.vision_remember_hidden_size,
-                config.vision_remember_self_attention, config.vision_remember_formulation) == settings
+        assert (
+            config.vision_remember_layers,
+            config.vision_remember_hidden_size,
+            config.vision_remember_self_attention,
+            config.vision_remember_formulation,
+        ) == settings
         assert config.vision_remember_interaction == "sela"
 
 
 def test_targets_are_computed_from_the_rows():
     checks = {(c["variant"], c["target"]): c for c in target_checks(target_rows(), estimate=True)}
-    assert set(checks) == {(VR_MAIN, "vr_over_pool_pct"), (VR_MAIN, "time_over_flop_share"), (VR_MAIN, "mlp_speedup"),
-                           (VR_V1, "vr_over_pool_pct"), (VR_V1, "time_over_flop_share")}
+    assert set(checks) == {
+        (VR_MAIN, "vr_over_pool_pct"),
+        (VR_MAIN, "time_over_flop_share"),
+        (VR_MAIN, "mlp_speedup"),
+        (VR_V1, "vr_over_pool_pct"),
+        (VR_V1, "time_over_flop_share"),
+    }
     over = checks[VR_MAIN, "vr_over_pool_pct"]
     assert over["value"] == pytest.approx(9.0) and over["met"]
     assert over["limit"] == TARGETS["max_vr_over_pool_pct"][VR_MAIN] == 10.0
@@ -302,13 +362,31 @@ def test_efficiency_targets_are_printed_only_for_presets_at_real_widths(capsys):
     assert f"{VR_V1} crops=1: VR over pooling +8.5% (target <= +8%: missed)" in printed
     assert "issue" not in printed.lower()
     assert {name for name, preset in PRESETS.items() if preset.get("targets")} == {
-        "cpu-small", "qwen2-0.5b", "qwen2-1.5b", "qwen2-7b"}
+        "cpu-small",
+        "qwen2-0.5b",
+        "qwen2-1.5b",
+        "qwen2-7b",
+    }
 
 
 def test_flop_count_only_run_estimates_the_full_depth_flops_exactly(tmp_path):
     """`--repeats 0` times nothing; a cut tower's full-depth FLOP estimate equals the FLOPs counted at full depth."""
-    argv = ["--preset", "tiny", "--device", "cpu", "--crops", "4", "--repeats", "0", "--variants", "mlp",
-            "adaptive_avg_pool", VR_MAIN, "--output-dir", str(tmp_path)]
+    argv = [
+        "--preset",
+        "tiny",
+        "--device",
+        "cpu",
+        "--crops",
+        "4",
+        "--repeats",
+        "0",
+        "--variants",
+        "mlp",
+        "adaptive_avg_pool",
+        VR_MAIN,
+        "--output-dir",
+        str(tmp_path),
+    ]
     full = {r["variant"]: r for r in model_benchmark.run(argv)["results"]}
     cut = {r["variant"]: r for r in model_benchmark.run([*argv, "--vision-layers", "2", "--tag", "cut"])["results"]}
     for variant, row in cut.items():
@@ -322,8 +400,10 @@ def test_flop_count_only_run_estimates_the_full_depth_flops_exactly(tmp_path):
 
 def test_benchmark_prints_no_profiler_trace_lines(tmp_path):
     """Kineto's `USDT: ... profiler_start` lines (C++ stderr, one pair per profiled prefill) stay off."""
-    script = ("from llava_vr.benchmarks import vision_remember_benchmark as b; b.run(['--preset', 'tiny', "
-              f"'--device', 'cpu', '--interactions', 'sela', '--tiles', '1', '--output-dir', {str(tmp_path)!r}])")
+    script = (
+        "from llava_vr.benchmarks import vision_remember_benchmark as b; b.run(['--preset', 'tiny', "
+        f"'--device', 'cpu', '--interactions', 'sela', '--tiles', '1', '--output-dir', {str(tmp_path)!r}])"
+    )
     env = {k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -344,11 +424,18 @@ def test_reference_results_still_read_by_the_report_and_plot_code(tmp_path, caps
     vision_remember_benchmark.plot(remember["results"], tmp_path / "remember.png", remember["meta"])
     serving = json.loads((REFERENCE / "serving_cpu-small_cpu.json").read_text())
     assert serving_benchmark.add_ratios(serving["rows"]) == serving["ratios"]
-    assert serving_benchmark.tables(serving["rows"], serving["ratios"]) + "\n" == (
-        REFERENCE / "serving_cpu-small_cpu.md").read_text()
+    assert (
+        serving_benchmark.tables(serving["rows"], serving["ratios"]) + "\n"
+        == (REFERENCE / "serving_cpu-small_cpu.md").read_text()
+    )
     serving_benchmark.plot(serving["rows"], tmp_path / "serving.png")
     printed = capsys.readouterr().out
-    for table in ("| variant | crops (tiles) |", "| variant | crops | est. TTFT ms |", "| D | d | interaction |",
-                  "Targets (full-depth estimate;", "Checks:"):
+    for table in (
+        "| variant | crops (tiles) |",
+        "| variant | crops | est. TTFT ms |",
+        "| D | d | interaction |",
+        "Targets (full-depth estimate;",
+        "Checks:",
+    ):
         assert table in printed
     assert all((tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG" for name in ("model", "remember", "serving"))

@@ -8,8 +8,24 @@ from llava_vr.benchmarks.serving_benchmark import run
 
 
 def test_serving_benchmark_tiny_runs_both_engines_and_writes_results(tmp_path, capfd):
-    argv = ["--preset", "tiny", "--concurrency", "1", "2", "--max-tokens", "3", "--image-size", "56", "112",
-            "--rounds", "2", "--dtype", "float32", "--output-dir", str(tmp_path)]
+    argv = [
+        "--preset",
+        "tiny",
+        "--concurrency",
+        "1",
+        "2",
+        "--max-tokens",
+        "3",
+        "--image-size",
+        "56",
+        "112",
+        "--rounds",
+        "2",
+        "--dtype",
+        "float32",
+        "--output-dir",
+        str(tmp_path),
+    ]
     returned = run(argv, prog="llava-vr bench serving")
     result = json.loads((tmp_path / "serving_tiny_cpu.json").read_text())
     assert returned["rows"] == result["rows"]

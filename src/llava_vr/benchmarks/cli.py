@@ -20,21 +20,39 @@ from .reporting import DEFAULT_OUTPUT_DIR, command_line
 
 # name -> (module of `run`, one-line help)
 BENCHMARKS = {
-    "model": ("llava_vr.benchmarks.model_benchmark",
-              "whole model: TTFT, decode speed, peak memory, FLOPs of projector / VR variants"),
-    "vision-remember": ("llava_vr.benchmarks.vision_remember_benchmark",
-                        "one Vision Remember module alone: time, FLOPs, GFLOP/s vs matmul, structural checks"),
-    "decode": ("llava_vr.benchmarks.decode_benchmark",
-               "decode tokens/s with and without torch.compile (static cache), side by side"),
-    "serving": ("llava_vr.benchmarks.serving_benchmark",
-                "vLLM against Transformers generate: throughput and TTFT at 1 / 4 / 16 concurrent requests"),
+    "model": (
+        "llava_vr.benchmarks.model_benchmark",
+        "whole model: TTFT, decode speed, peak memory, FLOPs of projector / VR variants",
+    ),
+    "vision-remember": (
+        "llava_vr.benchmarks.vision_remember_benchmark",
+        "one Vision Remember module alone: time, FLOPs, GFLOP/s vs matmul, structural checks",
+    ),
+    "decode": (
+        "llava_vr.benchmarks.decode_benchmark",
+        "decode tokens/s with and without torch.compile (static cache), side by side",
+    ),
+    "serving": (
+        "llava_vr.benchmarks.serving_benchmark",
+        "vLLM against Transformers generate: throughput and TTFT at 1 / 4 / 16 concurrent requests",
+    ),
 }
 
 
-def benchmark_parser(prog: str, doc: str, presets: dict, stem: str, *, default_preset: str = "tiny",
-                     device: bool = True, repeats: tuple[str, ...] = ("--repeats",), repeats_default: int | None = None,
-                     repeats_help: str = "timed rounds (default: the preset's)", threads_default: int | None = None,
-                     seed: bool = True) -> argparse.ArgumentParser:
+def benchmark_parser(
+    prog: str,
+    doc: str,
+    presets: dict,
+    stem: str,
+    *,
+    default_preset: str = "tiny",
+    device: bool = True,
+    repeats: tuple[str, ...] = ("--repeats",),
+    repeats_default: int | None = None,
+    repeats_help: str = "timed rounds (default: the preset's)",
+    threads_default: int | None = None,
+    seed: bool = True,
+) -> argparse.ArgumentParser:
     """A benchmark's parser with the options every benchmark takes: `--preset`, `--device` (unless `device=False`:
     CPU only), `--dtype`, `--repeats` (spelled `repeats`), `--threads`, `--seed` (unless `seed=False`), `--output-dir`
     and `--tag` (the file name stem, default `stem`). The description is `doc`'s first paragraph."""
@@ -42,15 +60,27 @@ def benchmark_parser(prog: str, doc: str, presets: dict, stem: str, *, default_p
     parser.add_argument("--preset", choices=sorted(presets), default=default_preset)
     if device:
         parser.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (cuda when available)")
-    parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
-                        help="auto: bfloat16 on CUDA, the preset's CPU dtype on CPU")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        default="auto",
+        help="auto: bfloat16 on CUDA, the preset's CPU dtype on CPU",
+    )
     parser.add_argument(*repeats, dest="repeats", type=int, default=repeats_default, help=repeats_help)
-    parser.add_argument("--threads", type=int, default=threads_default,
-                        help=f"torch CPU threads (default: {threads_default or 'available cores; 1 for tiny'})")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=threads_default,
+        help=f"torch CPU threads (default: {threads_default or 'available cores; 1 for tiny'})",
+    )
     if seed:
         parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
-                        help=f"where the results go (default: {DEFAULT_OUTPUT_DIR}/ in the working directory)")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=DEFAULT_OUTPUT_DIR,
+        help=f"where the results go (default: {DEFAULT_OUTPUT_DIR}/ in the working directory)",
+    )
     parser.add_argument("--tag", default=None, help=f"file name stem (default: {stem})")
     return parser
 

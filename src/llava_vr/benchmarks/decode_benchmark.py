@@ -42,8 +42,14 @@ MODES = ("dynamic", "static", "static+compile")
 
 
 def build_parser(prog: str = PROG):
-    parser = benchmark_parser(prog, __doc__, PRESETS, "llava_vr_decode_<preset>_<device>", repeats_default=3,
-                              repeats_help="rounds, each running every mode once (default 3)")
+    parser = benchmark_parser(
+        prog,
+        __doc__,
+        PRESETS,
+        "llava_vr_decode_<preset>_<device>",
+        repeats_default=3,
+        repeats_help="rounds, each running every mode once (default 3)",
+    )
     parser.add_argument("--variant", choices=list(VARIANTS), default=VR_MAIN, help=f"default: {VR_MAIN}")
     parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
     parser.add_argument("--crops", type=int, default=1, help="AnyRes crops of the image")
@@ -110,16 +116,18 @@ def measure(runners: dict, args) -> list[dict]:
     rows = []
     for mode in runners:
         step_s = median([step for _, steps in rounds[mode] for step in steps])
-        rows.append({
-            "mode": mode,
-            "first_call_s": first[mode],
-            "prefill_s": median([prefill for prefill, _ in rounds[mode]]),
-            "decode_ms_per_token": 1000 * step_s,
-            "decode_tok_s": 1 / step_s,
-            "decode_tok_s_round_mean": 1 / median([sum(steps) / len(steps) for _, steps in rounds[mode]]),
-            "rounds_steps_s": [steps for _, steps in rounds[mode]],
-            "tokens": tokens[mode],
-        })
+        rows.append(
+            {
+                "mode": mode,
+                "first_call_s": first[mode],
+                "prefill_s": median([prefill for prefill, _ in rounds[mode]]),
+                "decode_ms_per_token": 1000 * step_s,
+                "decode_tok_s": 1 / step_s,
+                "decode_tok_s_round_mean": 1 / median([sum(steps) / len(steps) for _, steps in rounds[mode]]),
+                "rounds_steps_s": [steps for _, steps in rounds[mode]],
+                "tokens": tokens[mode],
+            }
+        )
     return rows
 
 
@@ -135,28 +143,47 @@ def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
     model.generation_config.pad_token_id = 0
     inputs, _ = make_inputs(model, args.crops, args.text_tokens, device, dtype, args.seed)
     stem = args.tag or f"llava_vr_decode_{args.preset}_{device.type}"
-    print(f"# LLaVA-VR decode benchmark: preset={args.preset} variant={args.variant} device={device} "
-          f"dtype={dtype_name(dtype)} threads={threads}; prompt {inputs['input_ids'].shape[1]} tokens, "
-          f"{args.decode_tokens} decode tokens, {args.repeats} repeats", flush=True)
+    print(
+        f"# LLaVA-VR decode benchmark: preset={args.preset} variant={args.variant} device={device} "
+        f"dtype={dtype_name(dtype)} threads={threads}; prompt {inputs['input_ids'].shape[1]} tokens, "
+        f"{args.decode_tokens} decode tokens, {args.repeats} repeats",
+        flush=True,
+    )
     settings = compile_config(device)
     rows = measure({mode: ModeRunner(model, inputs, mode, settings, device) for mode in MODES}, args)
     by_mode = {row["mode"]: row for row in rows}
     summary = _summary(by_mode)
     meta = result_meta(
-        "decode_benchmark", args.preset, dtype, device, threads, command, variant=args.variant,
-        attn_implementation=args.attn, crops=args.crops, text_tokens=args.text_tokens,
-        prompt_tokens=int(inputs["input_ids"].shape[1]), decode_tokens=args.decode_tokens, repeats=args.repeats,
-        compile_config=settings.to_dict(), config=config_summary(config),
+        "decode_benchmark",
+        args.preset,
+        dtype,
+        device,
+        threads,
+        command,
+        variant=args.variant,
+        attn_implementation=args.attn,
+        crops=args.crops,
+        text_tokens=args.text_tokens,
+        prompt_tokens=int(inputs["input_ids"].shape[1]),
+        decode_tokens=args.decode_tokens,
+        repeats=args.repeats,
+        compile_config=settings.to_dict(),
+        config=config_summary(config),
         method="decode tokens/s = 1 / median decode step; steps timed between consecutive new tokens of "
-               "generate(max_new_tokens = decode_tokens + 1) by a streamer, all rounds' steps; modes interleaved",
+        "generate(max_new_tokens = decode_tokens + 1) by a streamer, all rounds' steps; modes interleaved",
     )
     payload = {"meta": meta, "summary": summary, "results": rows}
-    print("\n" + markdown_table(
-        ["mode", "decode tok/s", "ms / token", "prefill s", "first call s"],
-        [[r["mode"], r["decode_tok_s"], r["decode_ms_per_token"], r["prefill_s"], r["first_call_s"]] for r in rows],
-    ))
-    print(f"\ncompiled / eager (static cache): {summary['compile_speedup_vs_static']}x; compiled / dynamic cache: "
-          f"{summary['compile_speedup_vs_dynamic']}x; same tokens in every mode: {summary['tokens_equal']}")
+    print(
+        "\n"
+        + markdown_table(
+            ["mode", "decode tok/s", "ms / token", "prefill s", "first call s"],
+            [[r["mode"], r["decode_tok_s"], r["decode_ms_per_token"], r["prefill_s"], r["first_call_s"]] for r in rows],
+        )
+    )
+    print(
+        f"\ncompiled / eager (static cache): {summary['compile_speedup_vs_static']}x; compiled / dynamic cache: "
+        f"{summary['compile_speedup_vs_dynamic']}x; same tokens in every mode: {summary['tokens_equal']}"
+    )
     write_results(args.output_dir, stem, payload, rows)
     return payload
 

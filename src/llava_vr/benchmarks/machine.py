@@ -109,6 +109,16 @@ def quiet_profile(device: torch.device, **kwargs):
     return profile(activities=activities, **kwargs)
 
 
-__all__ = ["DTYPES", "available_cores", "cpu_model_name", "dtype_name", "loadavg", "machine_info", "quiet_profile",
-           "resolve_device", "resolve_dtype", "synchronize", "torch_threads"]
-
+__all__ = [
+    "DTYPES",
+    "available_cores",
+    "cpu_model_name",
+    "dtype_name",
+    "loadavg",
+    "machine_info",
+    "quiet_profile",
+    "resolve_device",
+    "resolve_dtype",
+    "synchronize",
+    "torch_threads",
+]

@@ -67,24 +67,46 @@ PROG = "llava-vr bench model"
 
 
 def build_parser(prog: str = PROG):
-    parser = benchmark_parser(prog, __doc__, PRESETS, "llava_vr_<preset>_<device>",
-                              repeats_help="timed rounds (0: the instrumented prefill only: FLOPs, op counts, memory; "
-                                           "no timing)")
+    parser = benchmark_parser(
+        prog,
+        __doc__,
+        PRESETS,
+        "llava_vr_<preset>_<device>",
+        repeats_help="timed rounds (0: the instrumented prefill only: FLOPs, op counts, memory; no timing)",
+    )
     parser.add_argument("--attn", choices=["sdpa", "flash_attention_2", "eager"], default="sdpa")
-    parser.add_argument("--variants", nargs="+", type=variant_argument, default=None, metavar="VARIANT",
-                        help="PROJECTOR[+INTERACTION[:w<N>][:v1][:plain|:absorbed]] (VR width N, no token "
-                             "self-attention, formulation) or `all`; default: at real widths (cpu-small, qwen2-*) "
-                             f"{', '.join(PRESETS['cpu-small']['variants'])}; tiny: all {len(VARIANTS)} named ones "
-                             f"({', '.join(VARIANTS)})")
-    parser.add_argument("--crops", "--tiles", nargs="+", type=int, default=[1, 4, 9], dest="crops",
-                        help="AnyRes crops per image (the tower encodes crops + 1 tiles)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        type=variant_argument,
+        default=None,
+        metavar="VARIANT",
+        help="PROJECTOR[+INTERACTION[:w<N>][:v1][:plain|:absorbed]] (VR width N, no token "
+        "self-attention, formulation) or `all`; default: at real widths (cpu-small, qwen2-*) "
+        f"{', '.join(PRESETS['cpu-small']['variants'])}; tiny: all {len(VARIANTS)} named ones "
+        f"({', '.join(VARIANTS)})",
+    )
+    parser.add_argument(
+        "--crops",
+        "--tiles",
+        nargs="+",
+        type=int,
+        default=[1, 4, 9],
+        dest="crops",
+        help="AnyRes crops per image (the tower encodes crops + 1 tiles)",
+    )
     parser.add_argument("--warmup", type=int, default=None, help="warm-up prefills besides the FLOP-count one")
     parser.add_argument("--decode-tokens", type=int, default=None)
     parser.add_argument("--text-tokens", type=int, default=32, help="text tokens around the image")
-    parser.add_argument("--vision-layers", type=int, default=None,
-                        help="override the tower depth (the results add an estimate at the preset's depth)")
-    parser.add_argument("--text-layers", type=int, default=None,
-                        help="override the decoder depth (>= 5 with VR at layers 1 and 4)")
+    parser.add_argument(
+        "--vision-layers",
+        type=int,
+        default=None,
+        help="override the tower depth (the results add an estimate at the preset's depth)",
+    )
+    parser.add_argument(
+        "--text-layers", type=int, default=None, help="override the decoder depth (>= 5 with VR at layers 1 and 4)"
+    )
     parser.add_argument("--no-flops", action="store_true", help="skip the FlopCounterMode pass")
     return parser
 
@@ -128,12 +150,18 @@ def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
     plan = Plan.from_args(args, preset)
     meta = _meta(args, plan, device, dtype, threads, command)
     stem = args.tag or f"llava_vr_{args.preset}_{device.type}"
-    print(f"# LLaVA-VR benchmark: preset={args.preset} device={device} dtype={meta['dtype']} attn={args.attn} "
-          f"threads={threads} ({meta['machine'].get('gpu', meta['machine']['cpu'])})", flush=True)
-    print(f"  plan: {len(plan.variants)} variants x {len(args.crops)} crop counts = "
-          f"{len(plan.variants) * len(args.crops)} cases; per case one instrumented prefill "
-          f"({'FLOPs, ' if not args.no_flops else ''}memory) and {plan.warmup} warm-up, then {plan.repeats} timed "
-          f"rounds of a prefill + {plan.decode_tokens} decode steps; results to {args.output_dir / stem}.*", flush=True)
+    print(
+        f"# LLaVA-VR benchmark: preset={args.preset} device={device} dtype={meta['dtype']} attn={args.attn} "
+        f"threads={threads} ({meta['machine'].get('gpu', meta['machine']['cpu'])})",
+        flush=True,
+    )
+    print(
+        f"  plan: {len(plan.variants)} variants x {len(args.crops)} crop counts = "
+        f"{len(plan.variants) * len(args.crops)} cases; per case one instrumented prefill "
+        f"({'FLOPs, ' if not args.no_flops else ''}memory) and {plan.warmup} warm-up, then {plan.repeats} timed "
+        f"rounds of a prefill + {plan.decode_tokens} decode steps; results to {args.output_dir / stem}.*",
+        flush=True,
+    )
     plotting_available(say_so=True)
     models, configs = _build_models(args, preset, plan.variants, device, dtype)
     meta["config"] = config_summary(configs[plan.variants[0]])
@@ -146,16 +174,31 @@ def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
     payload = {"meta": meta, "results": rows}
     print_report(rows, plan.reference_depth, preset.get("targets", False))
     title = f"LLaVA-VR TTFT, {args.preset}, {meta['machine'].get('gpu', 'CPU')}, {meta['dtype']}"
-    write_results(args.output_dir, stem, payload, rows, lambda path: plot(rows, path, title),
-                  no_plot=None if plan.repeats else "nothing timed")
+    write_results(
+        args.output_dir,
+        stem,
+        payload,
+        rows,
+        lambda path: plot(rows, path, title),
+        no_plot=None if plan.repeats else "nothing timed",
+    )
     return payload
 
 
 def _meta(args, plan: Plan, device, dtype, threads: int, command: str) -> dict:
     return result_meta(
-        "benchmark_llava_vr", args.preset, dtype, device, threads, command,
-        attn_implementation=args.attn, repeats=plan.repeats, warmup=plan.warmup, decode_tokens=plan.decode_tokens,
-        text_tokens=args.text_tokens, crops=args.crops,
+        "benchmark_llava_vr",
+        args.preset,
+        dtype,
+        device,
+        threads,
+        command,
+        attn_implementation=args.attn,
+        repeats=plan.repeats,
+        warmup=plan.warmup,
+        decode_tokens=plan.decode_tokens,
+        text_tokens=args.text_tokens,
+        crops=args.crops,
     ) | {
         "memory_method": PeakMemory.describe(device),
         "flops_method": "torch.utils.flop_counter.FlopCounterMode (+ CPU fused SDPA); matmul/conv/attention only",
@@ -163,12 +206,12 @@ def _meta(args, plan: Plan, device, dtype, threads: int, command: str) -> dict:
         "decode_method": "greedy single-token forwards on the prefill KV cache; tokens / median wall time",
         "reference_depth": plan.reference_depth,
         "full_depth_estimate_method": "TTFT with the tower and decoder-layer times replaced by their medians over the "
-                                      "variants at the same crop count / image tokens (identical computations), "
-                                      "scaled to the reference depth; VR, its input build, projector and the rest as "
-                                      "measured per variant; FLOPs exact (tower and decoder layers counted, scaled)",
+        "variants at the same crop count / image tokens (identical computations), "
+        "scaled to the reference depth; VR, its input build, projector and the rest as "
+        "measured per variant; FLOPs exact (tower and decoder layers counted, scaled)",
         "protocol": "variants share one copy of the tower/LLM/head weights; per case one instrumented prefill (FLOPs, "
-                    "call counts, memory; also the warm-up) and `warmup` more, then `repeats` rounds over all cases "
-                    "in a shuffled order per round (interleaved); medians over the rounds",
+        "call counts, memory; also the warm-up) and `warmup` more, then `repeats` rounds over all cases "
+        "in a shuffled order per round (interleaved); medians over the rounds",
     }
 
 
@@ -257,8 +300,10 @@ def _print_row(row: dict):
     line = f"  {row['variant']:38s} crops={row['crops']} tokens={row['image_tokens']:5d}"
     if "ttft_ms" in row:
         parts = row["breakdown_ms"]
-        line += (f" TTFT={row['ttft_ms']:9.1f} ms (vision {parts['vision']:.1f}, VR {row['vr_ms']:.1f}) "
-                 f"decode={row.get('decode_tok_s', 0):6.1f} tok/s")
+        line += (
+            f" TTFT={row['ttft_ms']:9.1f} ms (vision {parts['vision']:.1f}, VR {row['vr_ms']:.1f}) "
+            f"decode={row.get('decode_tok_s', 0):6.1f} tok/s"
+        )
     line += f" peak+={fmt(row['peak_extra_mib'], '.0f')} MiB"
     if "flops" in row:
         line += f" GFLOP={row['flops']['total'] / 1e9:.1f} (VR {row['flops']['vr'] / 1e9:.1f})"
@@ -473,8 +518,13 @@ def full_depth_estimate(row: dict, config: LlavaVRConfig, reference_depth: dict 
     out = {"vision_scale": vision_scale, "text_scale": text_scale, "ttft_ms": None}
     if "breakdown_ms" in row:
         own, layers = row["breakdown_ms"], shared[row["crops"], row["image_tokens"]]
-        out["ttft_ms"] = (row["ttft_ms"] - own["tower"] - own["lm_without_vr"] + layers["tower"] * vision_scale
-                          + layers["lm_without_vr"] * text_scale)
+        out["ttft_ms"] = (
+            row["ttft_ms"]
+            - own["tower"]
+            - own["lm_without_vr"]
+            + layers["tower"] * vision_scale
+            + layers["lm_without_vr"] * text_scale
+        )
         out["vr_ms"] = row["vr_ms"]
     total = None
     if "flops" in row:
@@ -548,8 +598,9 @@ def target_checks(rows: list[dict], estimate: bool = False) -> list[dict]:
     checks = []
 
     def check(target, row, value, limit, met):
-        checks.append(dict(target=target, variant=row["variant"], crops=row["crops"], value=value, limit=limit,
-                           met=bool(met)))
+        checks.append(
+            dict(target=target, variant=row["variant"], crops=row["crops"], value=value, limit=limit, met=bool(met))
+        )
 
     for row in rows:
         source = numbers(row, estimate)
@@ -613,19 +664,37 @@ def _over_pool(row: dict, estimate: bool):
 def comparison_table(rows: list[dict], kind: str, estimate: bool) -> str:
     """Each VR row against its `kind` counterpart: TTFT and VR time ratios, VR FLOP ratio, VR over pooling of both
     (full-depth estimate when `estimate`), VR share of the FLOPs of both."""
-    headers = ["variant", "vs", "crops", "formulation", "TTFT ratio", "VR time ratio", "VR GFLOP ratio",
-               "VR over pool %", "vs: VR over pool %", "VR % FLOPs", "vs: VR % FLOPs"]
+    headers = [
+        "variant",
+        "vs",
+        "crops",
+        "formulation",
+        "TTFT ratio",
+        "VR time ratio",
+        "VR GFLOP ratio",
+        "VR over pool %",
+        "vs: VR over pool %",
+        "VR % FLOPs",
+        "vs: VR % FLOPs",
+    ]
     body = []
     for row, other in counterpart_pairs(rows, kind):
         own, theirs = numbers(row, estimate) or {}, numbers(other, estimate) or {}
-        body.append([
-            row["variant"], other["variant"], row["crops"], row.get("vr_formulation_used"),
-            fmt(_ratio(own.get("ttft_ms"), theirs.get("ttft_ms")), ".3f"),
-            fmt(_ratio(row.get("vr_ms"), other.get("vr_ms")), ".2f"),
-            fmt(_ratio(row.get("flops", {}).get("vr"), other.get("flops", {}).get("vr")), ".2f"),
-            fmt(_over_pool(row, estimate), "+.1f"), fmt(_over_pool(other, estimate), "+.1f"),
-            fmt(own.get("vr_flops_pct"), ".2f"), fmt(theirs.get("vr_flops_pct"), ".2f"),
-        ])
+        body.append(
+            [
+                row["variant"],
+                other["variant"],
+                row["crops"],
+                row.get("vr_formulation_used"),
+                fmt(_ratio(own.get("ttft_ms"), theirs.get("ttft_ms")), ".3f"),
+                fmt(_ratio(row.get("vr_ms"), other.get("vr_ms")), ".2f"),
+                fmt(_ratio(row.get("flops", {}).get("vr"), other.get("flops", {}).get("vr")), ".2f"),
+                fmt(_over_pool(row, estimate), "+.1f"),
+                fmt(_over_pool(other, estimate), "+.1f"),
+                fmt(own.get("vr_flops_pct"), ".2f"),
+                fmt(theirs.get("vr_flops_pct"), ".2f"),
+            ]
+        )
     return markdown_table(headers, body)
 
 
@@ -635,39 +704,83 @@ VR_STYLES = dict(zip(["none", *VR_INTERACTIONS], ["--", "-", "-.", ":", (0, (3, 
 
 
 def results_table(rows: list[dict]) -> str:
-    headers = ["variant", "crops (tiles)", "img tok", "TTFT ms", "x pool", "mlp/TTFT", "x own proj", "vision ms",
-               "VR ms", "decode tok/s", "peak MiB", "GFLOP", "GFLOP x pool", "aten ops"]
+    headers = [
+        "variant",
+        "crops (tiles)",
+        "img tok",
+        "TTFT ms",
+        "x pool",
+        "mlp/TTFT",
+        "x own proj",
+        "vision ms",
+        "VR ms",
+        "decode tok/s",
+        "peak MiB",
+        "GFLOP",
+        "GFLOP x pool",
+        "aten ops",
+    ]
     body = []
     flops_pool = {r["crops"]: r.get("flops", {}).get("total") for r in rows if r["variant"] == POOL}
     for r in rows:
         gflops = r.get("flops", {}).get("total")
-        body.append([
-            r["variant"], f"{r['crops']} ({r['tower_tiles']})", r["image_tokens"], fmt(r.get("ttft_ms"), ".1f"),
-            fmt(r.get("x_pool"), ".3f"), fmt(r.get("mlp_speedup"), ".2f", "x"), fmt(r.get("x_proj"), ".3f"),
-            fmt(r.get("breakdown_ms", {}).get("vision"), ".1f"), fmt(r.get("vr_ms") if r["vr"] != "none" else None,
-                                                                       ".1f"),
-            fmt(r.get("decode_tok_s"), ".1f"), fmt(r["peak_extra_mib"], ".0f"),
-            fmt(gflops / 1e9 if gflops else None, ".1f"),
-            fmt(gflops / flops_pool[r["crops"]] if gflops and flops_pool.get(r["crops"]) else None, ".3f"),
-            r.get("aten_ops"),
-        ])
+        body.append(
+            [
+                r["variant"],
+                f"{r['crops']} ({r['tower_tiles']})",
+                r["image_tokens"],
+                fmt(r.get("ttft_ms"), ".1f"),
+                fmt(r.get("x_pool"), ".3f"),
+                fmt(r.get("mlp_speedup"), ".2f", "x"),
+                fmt(r.get("x_proj"), ".3f"),
+                fmt(r.get("breakdown_ms", {}).get("vision"), ".1f"),
+                fmt(r.get("vr_ms") if r["vr"] != "none" else None, ".1f"),
+                fmt(r.get("decode_tok_s"), ".1f"),
+                fmt(r["peak_extra_mib"], ".0f"),
+                fmt(gflops / 1e9 if gflops else None, ".1f"),
+                fmt(gflops / flops_pool[r["crops"]] if gflops and flops_pool.get(r["crops"]) else None, ".3f"),
+                r.get("aten_ops"),
+            ]
+        )
     return markdown_table(headers, body)
 
 
 def estimate_table(rows: list[dict]) -> str:
-    headers = ["variant", "crops", "est. TTFT ms", "x pool", "mlp/TTFT", "GFLOP (exact)", "GFLOP x pool",
-               "mlp GFLOP / GFLOP", "VR GFLOP", "VR % of FLOPs", "VR % of time", "time / FLOP share"]
+    headers = [
+        "variant",
+        "crops",
+        "est. TTFT ms",
+        "x pool",
+        "mlp/TTFT",
+        "GFLOP (exact)",
+        "GFLOP x pool",
+        "mlp GFLOP / GFLOP",
+        "VR GFLOP",
+        "VR % of FLOPs",
+        "VR % of time",
+        "time / FLOP share",
+    ]
     body = []
     for r in rows:
         e = r.get("full_depth_estimate")
         if not e:
             continue
-        body.append([r["variant"], r["crops"], fmt(e.get("ttft_ms"), ".1f"), fmt(e.get("x_pool"), ".3f"),
-                     fmt(e.get("mlp_speedup"), ".2f", "x"), fmt(e.get("gflops"), ".1f"),
-                     fmt(e.get("gflops_x_pool"), ".3f"), fmt(e.get("gflops_mlp_speedup"), ".2f", "x"),
-                     fmt(e.get("gflops_vr") if r["vr"] != "none" else None, ".1f"),
-                     fmt(e.get("vr_flops_pct"), ".2f"), fmt(e.get("vr_time_pct"), ".2f"),
-                     fmt(e.get("vr_time_over_flop_share"), ".2f")])
+        body.append(
+            [
+                r["variant"],
+                r["crops"],
+                fmt(e.get("ttft_ms"), ".1f"),
+                fmt(e.get("x_pool"), ".3f"),
+                fmt(e.get("mlp_speedup"), ".2f", "x"),
+                fmt(e.get("gflops"), ".1f"),
+                fmt(e.get("gflops_x_pool"), ".3f"),
+                fmt(e.get("gflops_mlp_speedup"), ".2f", "x"),
+                fmt(e.get("gflops_vr") if r["vr"] != "none" else None, ".1f"),
+                fmt(e.get("vr_flops_pct"), ".2f"),
+                fmt(e.get("vr_time_pct"), ".2f"),
+                fmt(e.get("vr_time_over_flop_share"), ".2f"),
+            ]
+        )
     return markdown_table(headers, body)
 
 
@@ -701,8 +814,11 @@ def plot(rows: list[dict], path: Path, title: str):
             right.plot(*zip(*rel, strict=True), **kwargs)
     left.set(xlabel="AnyRes crops (tower tiles = crops + 1)", ylabel="TTFT (ms, median, as measured)", title=title)
     left.set_yscale("log")
-    right.set(xlabel="AnyRes crops", ylabel="TTFT / TTFT(adaptive_avg_pool, no VR)",
-              title="relative to pooling alone" + (" (full-depth estimate)" if estimate else " (measured)"))
+    right.set(
+        xlabel="AnyRes crops",
+        ylabel="TTFT / TTFT(adaptive_avg_pool, no VR)",
+        title="relative to pooling alone" + (" (full-depth estimate)" if estimate else " (measured)"),
+    )
     for limit in TARGETS["max_vr_over_pool_pct"].values():
         right.axhline(1 + limit / 100, color="grey", linewidth=0.8, linestyle=":")
     for axis in (left, right):
@@ -714,10 +830,12 @@ def plot(rows: list[dict], path: Path, title: str):
 
 def _print_comparisons(rows: list[dict], estimate: bool):
     where = "full-depth estimate" if estimate else "measured"
-    titles = {"formulation": f"Formulation: each VR variant against its `:plain` twin (ratios = variant / twin; "
-                             f"VR over pooling and VR % of FLOPs: {where})",
-              "width": f"Width: each `:w<N>` variant against the same at the default width (ratios = variant / "
-                       f"default; VR over pooling and VR % of FLOPs: {where})"}
+    titles = {
+        "formulation": f"Formulation: each VR variant against its `:plain` twin (ratios = variant / twin; "
+        f"VR over pooling and VR % of FLOPs: {where})",
+        "width": f"Width: each `:w<N>` variant against the same at the default width (ratios = variant / "
+        f"default; VR over pooling and VR % of FLOPs: {where})",
+    }
     for kind, title in titles.items():
         if counterpart_pairs(rows, kind):
             print(f"\n{title}:\n")
@@ -732,8 +850,10 @@ def print_report(rows: list[dict], reference_depth: dict | None, targets: bool):
     print(results_table(rows))
     estimate = any(r.get("full_depth_estimate") for r in rows)
     if estimate:
-        print(f"\nFull-depth estimate ({reference_depth['vision']} tower + {reference_depth['text']} decoder layers; "
-              "tower and decoder-layer times scaled, FLOPs exact, VR/projector/rest as measured):\n")
+        print(
+            f"\nFull-depth estimate ({reference_depth['vision']} tower + {reference_depth['text']} decoder layers; "
+            "tower and decoder-layer times scaled, FLOPs exact, VR/projector/rest as measured):\n"
+        )
         print(estimate_table(rows))
     _print_comparisons(rows, estimate)
     if not targets:
@@ -745,5 +865,14 @@ def print_report(rows: list[dict], reference_depth: dict | None, targets: bool):
             print("  - " + line)
 
 
-__all__ = ["PROG", "TARGETS", "Plan", "build_parser", "comparison_table", "counterpart_pairs", "print_report", "run",
-           "target_checks"]
+__all__ = [
+    "PROG",
+    "TARGETS",
+    "Plan",
+    "build_parser",
+    "comparison_table",
+    "counterpart_pairs",
+    "print_report",
+    "run",
+    "target_checks",
+]

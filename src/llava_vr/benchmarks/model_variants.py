@@ -23,19 +23,48 @@ from llava_vr.registries_llava_vr import PROJECTORS, VR_INTERACTIONS
 from llava_vr.testing_utils import IMAGE_TOKEN_ID, tiny_text_config, tiny_vision_config
 
 CLIP_L_336 = dict(
-    model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-    num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
+    model_type="clip_vision_model",
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=336,
+    patch_size=14,
+    projection_dim=768,
+    hidden_act="quick_gelu",
 )
 QWEN2 = {
-    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-               num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
+    "0.5b": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "1.5b": dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "7b": dict(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        tie_word_embeddings=False,
+    ),
 }
-QWEN2_COMMON = dict(model_type="qwen2", max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
-                    use_sliding_window=False)
+QWEN2_COMMON = dict(
+    model_type="qwen2", max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, use_sliding_window=False
+)
 
 POOL, MLP = "adaptive_avg_pool", "mlp"
 VR_LAYERS = [1, 4]  # decoder layers with VR in the VR variants
@@ -125,16 +154,27 @@ VR_V1 = f"{VR_MAIN}:v1"  # the paper's v1 (all its tables)
 # the paper-width comparison: no compression, pooling alone, pooling + SELA at the paper's width with and without
 # token self-attention, each with the default (auto = absorbed for SELA) and the plain formulation, and at the old
 # narrow width 1024
-WIDTH_COMPARISON = [MLP, POOL, VR_MAIN, f"{VR_MAIN}:plain", VR_V1, f"{VR_V1}:plain", f"{VR_MAIN}:w1024",
-                    f"{VR_MAIN}:w1024:v1"]
+WIDTH_COMPARISON = [
+    MLP,
+    POOL,
+    VR_MAIN,
+    f"{VR_MAIN}:plain",
+    VR_V1,
+    f"{VR_V1}:plain",
+    f"{VR_MAIN}:w1024",
+    f"{VR_MAIN}:w1024:v1",
+]
 # the named variants (`--variants all`), baselines first: every projector alone, pooling + every interaction, the
 # other compressing projectors + sela, the paper-width comparison
-VARIANTS = {name: parse_variant(name) for name in [
-    *PROJECTORS,
-    *(f"{POOL}+{interaction}" for interaction in VR_INTERACTIONS),
-    *(f"{projector}+sela" for projector in PROJECTORS if projector not in (MLP, POOL)),
-    *WIDTH_COMPARISON,
-]}
+VARIANTS = {
+    name: parse_variant(name)
+    for name in [
+        *PROJECTORS,
+        *(f"{POOL}+{interaction}" for interaction in VR_INTERACTIONS),
+        *(f"{projector}+sela" for projector in PROJECTORS if projector not in (MLP, POOL)),
+        *WIDTH_COMPARISON,
+    ]
+}
 # the default of the presets at real widths: the paper-width comparison and the image-wide and the sampled
 # interactions at the default settings (`--variants all`: every named variant)
 COMPARISON_VARIANTS = [*WIDTH_COMPARISON, f"{POOL}+global", f"{POOL}+deformable"]
@@ -150,9 +190,16 @@ PRESETS = {
     # CI smoke test: 56-px tiles of 4x4 patches (16 tokens per tile for `mlp`, 2x2 = 4 pooled), seconds in total.
     # The tests' tiny tower and LLM (`llava_vr.testing_utils`).
     "tiny": dict(
-        vision=tiny_vision_config(), text=tiny_text_config(), feature_layers=[1, 2, 3],
-        image_token_index=IMAGE_TOKEN_ID, cpu_dtype="float32",
-        repeats=1, warmup=0, decode_tokens=2, reference_depth=None, threads=1,
+        vision=tiny_vision_config(),
+        text=tiny_text_config(),
+        feature_layers=[1, 2, 3],
+        image_token_index=IMAGE_TOKEN_ID,
+        cpu_dtype="float32",
+        repeats=1,
+        warmup=0,
+        decode_tokens=2,
+        reference_depth=None,
+        threads=1,
     ),
     # Real widths (CLIP-L/14-336 tower width and patch grid, Qwen2-0.5B width, real vocab), 1/4 of the depths of
     # Qwen2-0.5B + CLIP-L (6 tower layers, 6 decoder layers): tower : LLM cost as in the real 0.5B model. VR keeps its
@@ -161,15 +208,28 @@ PRESETS = {
     "cpu-small": dict(
         vision={**CLIP_L_336, "num_hidden_layers": 6},
         text={**QWEN2_COMMON, **QWEN2["0.5b"], "num_hidden_layers": 6},
-        feature_layers=[3, 4, 5], cpu_dtype="bfloat16",
-        repeats=3, warmup=0, decode_tokens=8, reference_depth={"vision": 24, "text": 24},
+        feature_layers=[3, 4, 5],
+        cpu_dtype="bfloat16",
+        repeats=3,
+        warmup=0,
+        decode_tokens=8,
+        reference_depth={"vision": 24, "text": 24},
         variants=COMPARISON_VARIANTS,
         targets=True,
     ),
     **{
-        f"qwen2-{size}": dict(vision=CLIP_L_336, text={**QWEN2_COMMON, **QWEN2[size]}, feature_layers=[13, 18, 23],
-                              cpu_dtype="bfloat16", repeats=5, warmup=1, decode_tokens=16, reference_depth=None,
-                              variants=COMPARISON_VARIANTS, targets=True)
+        f"qwen2-{size}": dict(
+            vision=CLIP_L_336,
+            text={**QWEN2_COMMON, **QWEN2[size]},
+            feature_layers=[13, 18, 23],
+            cpu_dtype="bfloat16",
+            repeats=5,
+            warmup=1,
+            decode_tokens=16,
+            reference_depth=None,
+            variants=COMPARISON_VARIANTS,
+            targets=True,
+        )
         for size in QWEN2
     },
 }
@@ -289,10 +349,29 @@ def config_summary(config: LlavaVRConfig) -> dict:
     """The shapes of a run's models (the `config` block of `meta`)."""
     v, t = config.vision_config, config.text_config
     return {
-        "vision": {k: getattr(v, k) for k in ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
-                                              "num_attention_heads", "image_size", "patch_size")},
-        "text": {k: getattr(t, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
-                                            "num_attention_heads", "num_key_value_heads", "vocab_size")},
+        "vision": {
+            k: getattr(v, k)
+            for k in (
+                "model_type",
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "image_size",
+                "patch_size",
+            )
+        },
+        "text": {
+            k: getattr(t, k)
+            for k in (
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "vocab_size",
+            )
+        },
         "vision_remember_layers_when_on": list(VR_LAYERS),
         "vision_remember_feature_layers": list(config.vision_remember_feature_layers),
         "vision_remember_hidden_size": config.vision_remember_hidden_size,
@@ -302,6 +381,25 @@ def config_summary(config: LlavaVRConfig) -> dict:
     }
 
 
-__all__ = ["COMPARISON_VARIANTS", "MLP", "POOL", "PRESETS", "SHARED_MODULES", "VARIANTS", "VR_MAIN", "VR_V1",
-           "WIDTH_COMPARISON", "Variant", "build_config", "build_model", "config_summary", "crop_grid", "make_inputs",
-           "parse_variant", "share_weights", "variant_argument", "variant_fields", "variant_order"]
+__all__ = [
+    "COMPARISON_VARIANTS",
+    "MLP",
+    "POOL",
+    "PRESETS",
+    "SHARED_MODULES",
+    "VARIANTS",
+    "VR_MAIN",
+    "VR_V1",
+    "WIDTH_COMPARISON",
+    "Variant",
+    "build_config",
+    "build_model",
+    "config_summary",
+    "crop_grid",
+    "make_inputs",
+    "parse_variant",
+    "share_weights",
+    "variant_argument",
+    "variant_fields",
+    "variant_order",
+]

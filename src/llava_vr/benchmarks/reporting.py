@@ -28,11 +28,19 @@ def command_line(prog: str, argv: list[str] | None) -> str:
     return prog + " " + " ".join(sys.argv[1:] if argv is None else argv)
 
 
-def result_meta(benchmark: str, preset: str, dtype: torch.dtype, device: torch.device, threads: int, command: str,
-                **fields) -> dict:
+def result_meta(
+    benchmark: str, preset: str, dtype: torch.dtype, device: torch.device, threads: int, command: str, /, **fields
+) -> dict:
     """What every result file records: the benchmark, preset, dtype, `fields`, time, command and `machine_info`."""
-    return {"benchmark": benchmark, "preset": preset, "dtype": dtype_name(dtype), **fields,
-            "timestamp": utc_timestamp(), "command": command, "machine": machine_info(device, threads)}
+    return {
+        "benchmark": benchmark,
+        "preset": preset,
+        "dtype": dtype_name(dtype),
+        **fields,
+        "timestamp": utc_timestamp(),
+        "command": command,
+        "machine": machine_info(device, threads),
+    }
 
 
 def write_json(path: Path, payload: dict):
@@ -53,8 +61,14 @@ def write_csv(path: Path, rows: list[dict]):
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items() if k in keys})
 
 
-def write_results(out_dir: Path, stem: str, payload: dict, rows: list[dict], plot: Callable[[Path], None] | None = None,
-                  no_plot: str | None = None):
+def write_results(
+    out_dir: Path,
+    stem: str,
+    payload: dict,
+    rows: list[dict],
+    plot: Callable[[Path], None] | None = None,
+    no_plot: str | None = None,
+):
     """Writes `<stem>.json` (`payload`) and `<stem>.csv` (`rows`) to `out_dir`, and `<stem>.png` with `plot(path)`
     unless there is none, matplotlib is missing or `no_plot` says why not; prints what it wrote."""
     base = Path(out_dir) / stem
@@ -116,5 +130,18 @@ def save_figure(fig, path: Path):
     pyplot().close(fig)
 
 
-__all__ = ["DEFAULT_OUTPUT_DIR", "MATPLOTLIB_MISSING", "command_line", "fmt", "markdown_table", "plotting_available",
-           "pyplot", "result_meta", "save_figure", "utc_timestamp", "write_csv", "write_json", "write_results"]
+__all__ = [
+    "DEFAULT_OUTPUT_DIR",
+    "MATPLOTLIB_MISSING",
+    "command_line",
+    "fmt",
+    "markdown_table",
+    "plotting_available",
+    "pyplot",
+    "result_meta",
+    "save_figure",
+    "utc_timestamp",
+    "write_csv",
+    "write_json",
+    "write_results",
+]

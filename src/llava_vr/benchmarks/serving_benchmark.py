@@ -43,29 +43,52 @@ DEFAULT_VARIANTS = ["adaptive_avg_pool", "adaptive_avg_pool+sela"]
 # gets 2 query heads here instead of 4
 SERVING_PRESETS = {
     **PRESETS,
-    "tiny": {**PRESETS["tiny"],
-             "text": {**PRESETS["tiny"]["text"], "num_attention_heads": 2, "num_key_value_heads": 1}},
+    "tiny": {
+        **PRESETS["tiny"],
+        "text": {**PRESETS["tiny"]["text"], "num_attention_heads": 2, "num_key_value_heads": 1},
+    },
 }
 QUESTION = "Describe the document in detail."
 
 
 def build_parser(prog: str = PROG):
     parser = benchmark_parser(
-        prog, __doc__, SERVING_PRESETS, "serving_<preset>_cpu", default_preset="cpu-small", device=False,
-        repeats=("--rounds", "--repeats"), repeats_default=5, threads_default=2, seed=False,
+        prog,
+        __doc__,
+        SERVING_PRESETS,
+        "serving_<preset>_cpu",
+        default_preset="cpu-small",
+        device=False,
+        repeats=("--rounds", "--repeats"),
+        repeats_default=5,
+        threads_default=2,
+        seed=False,
         repeats_help="measurements of the single-request level (fresh images each; medians reported)",
     )
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=DEFAULT_VARIANTS)
     parser.add_argument("--engines", nargs="+", choices=sorted(ENGINES), default=sorted(ENGINES))
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
-    parser.add_argument("--max-tokens", type=int, default=128,
-                        help="generated tokens per request (EOS ignored; a described document or a short answer)")
-    parser.add_argument("--image-size", nargs=2, type=int, default=[336, 672], metavar=("HEIGHT", "WIDTH"),
-                        help="every request's image (336 x 672: base tile + 1 x 2 AnyRes crops)")
-    parser.add_argument("--vllm-omp-bind", default="auto",
-                        help="VLLM_CPU_OMP_THREADS_BIND for vLLM: 'auto' (vLLM's default: one pinned thread per "
-                             "physical core, one core reserved for its scheduler) or 'nobind' (--threads unpinned "
-                             "threads, as Transformers gets)")
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=128,
+        help="generated tokens per request (EOS ignored; a described document or a short answer)",
+    )
+    parser.add_argument(
+        "--image-size",
+        nargs=2,
+        type=int,
+        default=[336, 672],
+        metavar=("HEIGHT", "WIDTH"),
+        help="every request's image (336 x 672: base tile + 1 x 2 AnyRes crops)",
+    )
+    parser.add_argument(
+        "--vllm-omp-bind",
+        default="auto",
+        help="VLLM_CPU_OMP_THREADS_BIND for vLLM: 'auto' (vLLM's default: one pinned thread per "
+        "physical core, one core reserved for its scheduler) or 'nobind' (--threads unpinned "
+        "threads, as Transformers gets)",
+    )
     return parser
 
 
@@ -82,9 +105,20 @@ def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
     report = tables(rows, ratios)
     print(report)
     payload = result_meta(
-        "serving", args.preset, dtype, device, threads, command, vllm=installed_version("vllm-cpu", "vllm"),
-        image_size=args.image_size, max_tokens=args.max_tokens, rounds_at_one_request=args.repeats,
-        threads=args.threads, vllm_omp_bind=args.vllm_omp_bind, rows=rows, ratios=ratios,
+        "serving",
+        args.preset,
+        dtype,
+        device,
+        threads,
+        command,
+        vllm=installed_version("vllm-cpu", "vllm"),
+        image_size=args.image_size,
+        max_tokens=args.max_tokens,
+        rounds_at_one_request=args.repeats,
+        threads=args.threads,
+        vllm_omp_bind=args.vllm_omp_bind,
+        rows=rows,
+        ratios=ratios,
     )
     stem = args.tag or f"serving_{args.preset}_cpu"
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -114,8 +148,18 @@ def run_engine(engine: str, folder: Path, args, dtype: str) -> dict:
     """One engine in a fresh process (no state, threads or caches shared with the other engine)."""
     extra = {"omp_bind": args.vllm_omp_bind} if engine == "vllm" else {}
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        future = pool.submit(ENGINES[engine], str(folder), QUESTION, tuple(args.image_size), sorted(args.concurrency),
-                             args.max_tokens, args.threads, dtype, args.repeats, **extra)
+        future = pool.submit(
+            ENGINES[engine],
+            str(folder),
+            QUESTION,
+            tuple(args.image_size),
+            sorted(args.concurrency),
+            args.max_tokens,
+            args.threads,
+            dtype,
+            args.repeats,
+            **extra,
+        )
         return future.result()
 
 
@@ -127,8 +171,11 @@ def collect_rows(args, preset: dict, dtype: str, workdir: Path) -> list[dict]:
             for mode, by_concurrency in run_engine(engine, folder, args, dtype).items():
                 for concurrency, numbers in by_concurrency.items():
                     rows.append({"variant": variant, "engine": mode, "concurrency": concurrency, **numbers})
-                    print(f"{variant:28s} {mode:10s} C={concurrency:<3d} {numbers['output_tokens_per_s']:8.1f} tok/s"
-                          f"  TTFT {numbers['ttft_mean_s'] or float('nan'):.3f} s", flush=True)
+                    print(
+                        f"{variant:28s} {mode:10s} C={concurrency:<3d} {numbers['output_tokens_per_s']:8.1f} tok/s"
+                        f"  TTFT {numbers['ttft_mean_s'] or float('nan'):.3f} s",
+                        flush=True,
+                    )
     return rows
 
 
@@ -140,20 +187,35 @@ def add_ratios(rows: list[dict]) -> list[dict]:
         for mode in ("sequential", "batched") if engine == "vllm" else ():
             other = index.get((variant, mode, concurrency))
             if other is not None:
-                ratios.append({
-                    "variant": variant, "concurrency": concurrency, "against": f"transformers {mode}",
-                    "throughput_ratio": row["output_tokens_per_s"] / other["output_tokens_per_s"],
-                    "ttft_ratio": (row["ttft_mean_s"] / other["ttft_mean_s"])
-                    if row["ttft_mean_s"] and other["ttft_mean_s"] else None,
-                })
+                ratios.append(
+                    {
+                        "variant": variant,
+                        "concurrency": concurrency,
+                        "against": f"transformers {mode}",
+                        "throughput_ratio": row["output_tokens_per_s"] / other["output_tokens_per_s"],
+                        "ttft_ratio": (row["ttft_mean_s"] / other["ttft_mean_s"])
+                        if row["ttft_mean_s"] and other["ttft_mean_s"]
+                        else None,
+                    }
+                )
     return ratios
 
 
 def tables(rows: list[dict], ratios: list[dict]) -> str:
     numbers = markdown_table(
         ["variant", "engine", "concurrent requests", "output tok/s", "requests/s", "TTFT mean (s)", "TTFT max (s)"],
-        [[r["variant"], r["engine"], r["concurrency"], r["output_tokens_per_s"], r["requests_per_s"],
-          r["ttft_mean_s"], r["ttft_max_s"]] for r in rows],
+        [
+            [
+                r["variant"],
+                r["engine"],
+                r["concurrency"],
+                r["output_tokens_per_s"],
+                r["requests_per_s"],
+                r["ttft_mean_s"],
+                r["ttft_max_s"],
+            ]
+            for r in rows
+        ],
     )
     relative = markdown_table(
         ["variant", "concurrent requests", "vLLM against", "throughput ×", "TTFT ratio (lower is better)"],
@@ -212,8 +274,16 @@ def image_batches(size: tuple[int, int], concurrency: list[int], rounds: int = 1
     return warm_up, {c: [fresh(c) for _ in range(rounds if c == 1 else 1)] for c in concurrency}
 
 
-def run_transformers(folder: str, question: str, image_size: tuple, concurrency: list[int], max_tokens: int,
-                     threads: int, dtype: str, rounds: int = 1) -> dict:
+def run_transformers(
+    folder: str,
+    question: str,
+    image_size: tuple,
+    concurrency: list[int],
+    max_tokens: int,
+    threads: int,
+    dtype: str,
+    rounds: int = 1,
+) -> dict:
     """`{"sequential": {C: {...}}, "batched": {C: {...}}}` for Transformers `generate`."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -251,8 +321,17 @@ def run_transformers(folder: str, question: str, image_size: tuple, concurrency:
     }
 
 
-def run_vllm(folder: str, question: str, image_size: tuple, concurrency: list[int], max_tokens: int,
-             threads: int, dtype: str, rounds: int = 1, omp_bind: str = "auto") -> dict:
+def run_vllm(
+    folder: str,
+    question: str,
+    image_size: tuple,
+    concurrency: list[int],
+    max_tokens: int,
+    threads: int,
+    dtype: str,
+    rounds: int = 1,
+    omp_bind: str = "auto",
+) -> dict:
     """`{"vllm": {C: {...}}}` for vLLM's offline engine (continuous batching, the model's enforced settings).
 
     `omp_bind` is `VLLM_CPU_OMP_THREADS_BIND`: vLLM's default `auto` pins one thread per physical core and reserves
@@ -272,10 +351,20 @@ def run_vllm(folder: str, question: str, image_size: tuple, concurrency: list[in
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     prompt = processor.apply_chat_template(request_messages(question), add_generation_prompt=True)
     max_len = min(4096, AutoConfig.from_pretrained(folder, trust_remote_code=True).text_config.max_position_embeddings)
-    llm = LLM(model=folder, trust_remote_code=True, dtype=dtype, max_model_len=max_len, max_num_seqs=max(concurrency),
-              enforce_eager=True, disable_log_stats=False, limit_mm_per_prompt={"image": 1}, seed=0)
-    params = SamplingParams(max_tokens=max_tokens, min_tokens=max_tokens, ignore_eos=True, temperature=0.0,
-                            detokenize=False)
+    llm = LLM(
+        model=folder,
+        trust_remote_code=True,
+        dtype=dtype,
+        max_model_len=max_len,
+        max_num_seqs=max(concurrency),
+        enforce_eager=True,
+        disable_log_stats=False,
+        limit_mm_per_prompt={"image": 1},
+        seed=0,
+    )
+    params = SamplingParams(
+        max_tokens=max_tokens, min_tokens=max_tokens, ignore_eos=True, temperature=0.0, detokenize=False
+    )
 
     def measure(batch):
         requests = [{"prompt": prompt, "multi_modal_data": {"image": image}} for image in batch]
@@ -314,5 +403,13 @@ def _median(rounds: list[dict]) -> dict:
 
 ENGINES = {"transformers": run_transformers, "vllm": run_vllm}
 
-__all__ = ["ENGINES", "PROG", "build_parser", "image_batches", "request_messages", "run", "run_transformers",
-           "run_vllm"]
+__all__ = [
+    "ENGINES",
+    "PROG",
+    "build_parser",
+    "image_batches",
+    "request_messages",
+    "run",
+    "run_transformers",
+    "run_vllm",
+]

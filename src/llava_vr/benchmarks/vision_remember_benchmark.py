@@ -49,31 +49,66 @@ from .reporting import fmt, markdown_table, plotting_available, pyplot, result_m
 from .timing import Marks, around_forward, interleaved_rounds, median, timed
 
 PRESETS = {
-    "tiny": dict(vision_hidden=32, vision_heads=4, image_size=56, patch_size=14, text_hidden=[64], widths=[96, 32],
-                 formulations=["absorbed", "plain"], tiles=[1, 2, 4], cpu_dtype="float32", repeats=2, warmup=1,
-                 matmul_sizes=(256,), threads=1),
+    "tiny": dict(
+        vision_hidden=32,
+        vision_heads=4,
+        image_size=56,
+        patch_size=14,
+        text_hidden=[64],
+        widths=[96, 32],
+        formulations=["absorbed", "plain"],
+        tiles=[1, 2, 4],
+        cpu_dtype="float32",
+        repeats=2,
+        warmup=1,
+        matmul_sizes=(256,),
+        threads=1,
+    ),
     # CLIP-ViT-L/14-336 features (1024 x 3 levels, 16 heads, 24x24 cells, 12x12 tokens per tile) into Qwen2-0.5B's
     # width (896); VR at the paper's width (3072, the multi-level feature width) and the old narrow one (1024), each
     # cross-attention formulation; 2 / 5 / 10 tiles = 1 / 4 / 9 AnyRes crops and the base tile.
-    "real": dict(vision_hidden=1024, vision_heads=16, image_size=336, patch_size=14, text_hidden=[896],
-                 widths=[3072, 1024], formulations=["absorbed", "plain"], tiles=[2, 5, 10], cpu_dtype="bfloat16",
-                 repeats=5, warmup=1, matmul_sizes=(1024, 2048, 4096)),
+    "real": dict(
+        vision_hidden=1024,
+        vision_heads=16,
+        image_size=336,
+        patch_size=14,
+        text_hidden=[896],
+        widths=[3072, 1024],
+        formulations=["absorbed", "plain"],
+        tiles=[2, 5, 10],
+        cpu_dtype="bfloat16",
+        repeats=5,
+        warmup=1,
+        matmul_sizes=(1024, 2048, 4096),
+    ),
 }
 TEXT_TOKENS = 32
 
 
-def build_config(preset: dict, text_hidden: int, interaction: str, width: int | None = None,
-                 formulation: str = "auto") -> LlavaVRConfig:
+def build_config(
+    preset: dict, text_hidden: int, interaction: str, width: int | None = None, formulation: str = "auto"
+) -> LlavaVRConfig:
     """A config whose VR (width `width`, default: the multi-level feature width) reads 3 feature levels of the
     preset's tower into an LLM of width `text_hidden`, computing its cross-attention in `formulation`."""
     return LlavaVRConfig(
-        vision_config=dict(model_type="clip_vision_model", hidden_size=preset["vision_hidden"],
-                           intermediate_size=4 * preset["vision_hidden"], num_hidden_layers=4,
-                           num_attention_heads=preset["vision_heads"], image_size=preset["image_size"],
-                           patch_size=preset["patch_size"]),
-        text_config=dict(model_type="qwen2", hidden_size=text_hidden, intermediate_size=4 * text_hidden,
-                         num_hidden_layers=2, num_attention_heads=max(1, text_hidden // 64), num_key_value_heads=1,
-                         vocab_size=1000),
+        vision_config=dict(
+            model_type="clip_vision_model",
+            hidden_size=preset["vision_hidden"],
+            intermediate_size=4 * preset["vision_hidden"],
+            num_hidden_layers=4,
+            num_attention_heads=preset["vision_heads"],
+            image_size=preset["image_size"],
+            patch_size=preset["patch_size"],
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            hidden_size=text_hidden,
+            intermediate_size=4 * text_hidden,
+            num_hidden_layers=2,
+            num_attention_heads=max(1, text_hidden // 64),
+            num_key_value_heads=1,
+            vocab_size=1000,
+        ),
         image_token_index=999,
         projector_type="adaptive_avg_pool",
         vision_remember_layers=[1],
@@ -134,14 +169,28 @@ def build_parser(prog: str = PROG):
     parser.add_argument("--interactions", nargs="+", choices=list(VR_INTERACTIONS), default=list(VR_INTERACTIONS))
     parser.add_argument("--tiles", nargs="+", type=int, default=None)
     parser.add_argument("--text-hidden", nargs="+", type=int, default=None, help="LLM widths (default: the preset's)")
-    parser.add_argument("--widths", nargs="+", type=int, default=None,
-                        help="VR widths (default: the preset's; real: 3072, the paper's, and 1024)")
-    parser.add_argument("--formulations", nargs="+", choices=list(FORMULATIONS), default=None,
-                        help="cross-attention formulations (default: absorbed plain)")
-    parser.add_argument("--max-gflop", type=float, default=500.0,
-                        help="skip a case whose cross-attention needs more than this many GFLOP in its formulation "
-                             "and more than in the other (image-wide global absorbed at many tiles: seconds per call; "
-                             "default 500)")
+    parser.add_argument(
+        "--widths",
+        nargs="+",
+        type=int,
+        default=None,
+        help="VR widths (default: the preset's; real: 3072, the paper's, and 1024)",
+    )
+    parser.add_argument(
+        "--formulations",
+        nargs="+",
+        choices=list(FORMULATIONS),
+        default=None,
+        help="cross-attention formulations (default: absorbed plain)",
+    )
+    parser.add_argument(
+        "--max-gflop",
+        type=float,
+        default=500.0,
+        help="skip a case whose cross-attention needs more than this many GFLOP in its formulation "
+        "and more than in the other (image-wide global absorbed at many tiles: seconds per call; "
+        "default 500)",
+    )
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--no-profile", action="store_true", help="skip the per-operator time breakdown")
     return parser
@@ -156,14 +205,20 @@ def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
     repeats = args.repeats or preset["repeats"]
     warmup = args.warmup if args.warmup is not None else preset["warmup"]
     stem = args.tag or f"vision_remember_{args.preset}_{device.type}"
-    print(f"# Vision Remember micro-benchmark: preset={args.preset} device={device} dtype={dtype_name(dtype)} "
-          f"threads={threads}", flush=True)
-    print(f"  plan: LLM widths {args.text_hidden or preset['text_hidden']} x VR widths "
-          f"{args.widths or preset['widths']} x {len(args.interactions)} interactions x formulations "
-          f"{args.formulations or preset['formulations']} x tiles {args.tiles or preset['tiles']} = "
-          f"{len(_case_keys(args, preset))} cases (less those over --max-gflop {args.max_gflop:g}); per case "
-          f"one instrumented pass and {warmup} warm-up, then {repeats} timed rounds; results to "
-          f"{args.output_dir / stem}.*", flush=True)
+    print(
+        f"# Vision Remember micro-benchmark: preset={args.preset} device={device} dtype={dtype_name(dtype)} "
+        f"threads={threads}",
+        flush=True,
+    )
+    print(
+        f"  plan: LLM widths {args.text_hidden or preset['text_hidden']} x VR widths "
+        f"{args.widths or preset['widths']} x {len(args.interactions)} interactions x formulations "
+        f"{args.formulations or preset['formulations']} x tiles {args.tiles or preset['tiles']} = "
+        f"{len(_case_keys(args, preset))} cases (less those over --max-gflop {args.max_gflop:g}); per case "
+        f"one instrumented pass and {warmup} warm-up, then {repeats} timed rounds; results to "
+        f"{args.output_dir / stem}.*",
+        flush=True,
+    )
     plotting_available(say_so=True)
     print(f"  plain matmul probe (n = {', '.join(map(str, preset['matmul_sizes']))}) ...", flush=True)
     with torch.inference_mode():
@@ -173,9 +228,12 @@ def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
 
     cases, skipped = _instrument_cases(args, preset, device, dtype, warmup)
     for case in skipped:
-        print(f"  skipped d={case['width']} {case['interaction']} {case['formulation']} tiles={case['tiles']}: "
-              f"{case['formulation_gflop'][case['formulation']]:.0f} GFLOP, {case['flop_ratio']:.1f}x the FLOPs of "
-              f"{case['auto_picks']}", flush=True)
+        print(
+            f"  skipped d={case['width']} {case['interaction']} {case['formulation']} tiles={case['tiles']}: "
+            f"{case['formulation_gflop'][case['formulation']]:.0f} GFLOP, {case['flop_ratio']:.1f}x the FLOPs of "
+            f"{case['auto_picks']}",
+            flush=True,
+        )
     rows = _time_cases(cases, repeats, peak["size"], device, dtype, args.seed, meta)
     if not args.no_profile:
         _profile_largest(cases, device)
@@ -197,19 +255,30 @@ def _meta(args, preset, device, dtype, threads, command, repeats, warmup, peak) 
         "memory_method": PeakMemory.describe(device),
         "flops_method": "torch.utils.flop_counter.FlopCounterMode (+ CPU fused SDPA); matmul/attention only",
         "protocol": "per case one instrumented pass (FLOPs, ops, memory) and `warmup` forwards; then `repeats` rounds "
-                    "over all cases in a shuffled order, each round also timing one plain n x n matmul (the limit is "
-                    "its median GFLOP/s over the rounds, measured interleaved with the cases)",
-        "setup": {"vision_hidden": preset["vision_hidden"], "levels": 3, "heads": preset["vision_heads"],
-                  "feature_grid": preset["image_size"] // preset["patch_size"], "text_tokens": TEXT_TOKENS,
-                  "max_gflop": args.max_gflop},
+        "over all cases in a shuffled order, each round also timing one plain n x n matmul (the limit is "
+        "its median GFLOP/s over the rounds, measured interleaved with the cases)",
+        "setup": {
+            "vision_hidden": preset["vision_hidden"],
+            "levels": 3,
+            "heads": preset["vision_heads"],
+            "feature_grid": preset["image_size"] // preset["patch_size"],
+            "text_tokens": TEXT_TOKENS,
+            "max_gflop": args.max_gflop,
+        },
     }
 
 
 def _case_keys(args, preset) -> list[tuple]:
     """`(LLM width, VR width, interaction, formulation, tiles)` of every case, in run order."""
-    return list(itertools.product(args.text_hidden or preset["text_hidden"], args.widths or preset["widths"],
-                                  args.interactions, args.formulations or preset["formulations"],
-                                  args.tiles or preset["tiles"]))
+    return list(
+        itertools.product(
+            args.text_hidden or preset["text_hidden"],
+            args.widths or preset["widths"],
+            args.interactions,
+            args.formulations or preset["formulations"],
+            args.tiles or preset["tiles"],
+        )
+    )
 
 
 def _instrument_cases(args, preset, device, dtype, warmup: int) -> tuple[list[Case], list[dict]]:
@@ -233,11 +302,15 @@ def _instrument_cases(args, preset, device, dtype, warmup: int) -> tuple[list[Ca
             with torch.inference_mode():
                 built[text_hidden, interaction, formulation, tiles] = VisionRemember.prepare_inputs(*build_args)
         inputs = built[text_hidden, interaction, formulation, tiles]
-        described = dict(text_hidden=text_hidden, width=config.vision_remember_hidden_size, interaction=interaction,
-                         formulation=formulation, tiles=tiles)
+        described = dict(
+            text_hidden=text_hidden,
+            width=config.vision_remember_hidden_size,
+            interaction=interaction,
+            formulation=formulation,
+            tiles=tiles,
+        )
         flops = module.cross_attention.formulation_flops(inputs, int(inputs.positions.numel()))
-        described.update(formulation_gflop={k: v / 1e9 for k, v in flops.items()},
-                         auto_picks=min(flops, key=flops.get))
+        described.update(formulation_gflop={k: v / 1e9 for k, v in flops.items()}, auto_picks=min(flops, key=flops.get))
         own = flops.get(formulation, 0)
         if own > min(flops.values()) and own / 1e9 > args.max_gflop:
             skipped.append({**described, "flop_ratio": own / min(flops.values())})
@@ -295,12 +368,14 @@ def _time_cases(cases: list[Case], repeats: int, n: int, device, dtype, seed: in
 
 
 def _print_row(row: dict):
-    print(f"  D={row['text_hidden']:5d} d={row['width']:5d} {row['interaction']:11s} {row['formulation']:8s} "
-          f"tiles={row['tiles']:3d} tokens={row['tokens']:5d} "
-          f"VR={row['forward_ms']:8.2f} ms build={row['build_ms']:6.2f} ms GFLOP={row['gflop']:7.2f} "
-          f"{row['achieved_gflops']:7.1f} GFLOP/s ({row['pct_of_matmul']:5.1f}% of matmul, "
-          f"limit {row['limit_ms']:.2f} ms) peak+={fmt(row['peak_extra_mib'], '.0f')} MiB ops={row['dispatched_ops']}",
-          flush=True)
+    print(
+        f"  D={row['text_hidden']:5d} d={row['width']:5d} {row['interaction']:11s} {row['formulation']:8s} "
+        f"tiles={row['tiles']:3d} tokens={row['tokens']:5d} "
+        f"VR={row['forward_ms']:8.2f} ms build={row['build_ms']:6.2f} ms GFLOP={row['gflop']:7.2f} "
+        f"{row['achieved_gflops']:7.1f} GFLOP/s ({row['pct_of_matmul']:5.1f}% of matmul, "
+        f"limit {row['limit_ms']:.2f} ms) peak+={fmt(row['peak_extra_mib'], '.0f')} MiB ops={row['dispatched_ops']}",
+        flush=True,
+    )
 
 
 def _profile_largest(cases: list[Case], device):
@@ -320,21 +395,43 @@ OP_CLASSES = {  # profiler op name fragment -> class (first match wins)
     "scaled_dot_product": "attention (SDPA)",
     "flash_attention": "attention (SDPA)",
     "attention": "attention (SDPA)",
-    "addmm": "matmul", "aten::mm": "matmul", "bmm": "matmul", "aten::matmul": "matmul", "aten::linear": "matmul",
-    "index": "gather/scatter", "gather": "gather/scatter", "scatter": "gather/scatter", "index_put": "gather/scatter",
-    "layer_norm": "norm", "rms": "norm", "aten::pow": "norm", "aten::rsqrt": "norm", "aten::mean": "norm",
-    "copy_": "copy/cast", "aten::to": "copy/cast", "_to_copy": "copy/cast", "contiguous": "copy/cast",
-    "clone": "copy/cast", "cat": "copy/cast",
+    "addmm": "matmul",
+    "aten::mm": "matmul",
+    "bmm": "matmul",
+    "aten::matmul": "matmul",
+    "aten::linear": "matmul",
+    "index": "gather/scatter",
+    "gather": "gather/scatter",
+    "scatter": "gather/scatter",
+    "index_put": "gather/scatter",
+    "layer_norm": "norm",
+    "rms": "norm",
+    "aten::pow": "norm",
+    "aten::rsqrt": "norm",
+    "aten::mean": "norm",
+    "copy_": "copy/cast",
+    "aten::to": "copy/cast",
+    "_to_copy": "copy/cast",
+    "contiguous": "copy/cast",
+    "clone": "copy/cast",
+    "cat": "copy/cast",
 }
-SUBMODULES = {"expand": ("input_norm", "expand_in", "expand_out"), "cross_attention": ("cross_attention",),
-              "self_attention": ("self_attention",), "output": ("output_norm", "output_proj")}
+SUBMODULES = {
+    "expand": ("input_norm", "expand_in", "expand_out"),
+    "cross_attention": ("cross_attention",),
+    "self_attention": ("self_attention",),
+    "output": ("output_norm", "output_proj"),
+}
 # time spans inside one forward: the per-layer work on the whole feature map (plain formulation: LayerNorm + K/V
 # projections of every cell; the absorbed formulation has none, its affine-free normalisation runs once per LLM
 # forward in `VisionRememberInputs.build`), the rest of the cross-attention (queries, gather, attention, value and
 # output projections; absorbed: the queries mapped to the feature width and the attended features projected once per
 # token and head), the token self-attention
-SPANS = {"feature_kv": ("cross_attention.feature_norm", "cross_attention.k_proj", "cross_attention.v_proj"),
-         "cross_attention": ("cross_attention",), "self_attention": ("self_attention",)}
+SPANS = {
+    "feature_kv": ("cross_attention.feature_norm", "cross_attention.k_proj", "cross_attention.v_proj"),
+    "cross_attention": ("cross_attention",),
+    "self_attention": ("self_attention",),
+}
 
 
 def classify(name: str) -> str:
@@ -490,12 +587,14 @@ def _cross_attention_line(key: tuple, r: dict) -> tuple[str, bool]:
     interaction = key[2]
     calls = r["cross_attention_calls"]
     shapes = ", ".join(f"{c['op']} q{list(c.get('q', []))} k{list(c.get('k', []))}" for c in calls)
-    line = (f"{_label(key)} cross-attention ({r['tiles']} tiles): "
-            f"{len(calls)} attention call(s) [{shapes}], "
-            f"kernels {r['cross_attention_kernels']}, gather ops {r['cross_attention_gather_ops']}, "
-            f"score elements per tile {r['cross_attention_score_elements_per_tile']:,.0f} "
-            f"(all heads; one cells x cells map per tile would be "
-            f"{r['cross_attention_heads'] * (r['feature_cells'] // r['tiles']) ** 2:,})")
+    line = (
+        f"{_label(key)} cross-attention ({r['tiles']} tiles): "
+        f"{len(calls)} attention call(s) [{shapes}], "
+        f"kernels {r['cross_attention_kernels']}, gather ops {r['cross_attention_gather_ops']}, "
+        f"score elements per tile {r['cross_attention_score_elements_per_tile']:,.0f} "
+        f"(all heads; one cells x cells map per tile would be "
+        f"{r['cross_attention_heads'] * (r['feature_cells'] // r['tiles']) ** 2:,})"
+    )
     if interaction != "sela":
         return line, True
     kernels = r["cross_attention_kernels"]
@@ -503,10 +602,12 @@ def _cross_attention_line(key: tuple, r: dict) -> tuple[str, bool]:
     # batched matmuls (absorbed formulation, which the module picks when it needs fewer FLOPs)
     one_pass = len(calls) + kernels.get("_softmax", 0) == 1 and sum(r["cross_attention_gather_ops"].values()) <= 2
     no_square = not r["cross_attention_cells_x_cells_tensors"]
-    line += (f"; one attention pass ({'fused SDPA' if calls else 'absorbed: one softmax'}): "
-             f"{'yes' if one_pass else 'NO'}; cells x cells tensors: "
-             f"{r['cross_attention_cells_x_cells_tensors'] or 'none'}; largest cross-attention tensor "
-             f"{r['cross_attention_largest'][0]['shape']}")
+    line += (
+        f"; one attention pass ({'fused SDPA' if calls else 'absorbed: one softmax'}): "
+        f"{'yes' if one_pass else 'NO'}; cells x cells tensors: "
+        f"{r['cross_attention_cells_x_cells_tensors'] or 'none'}; largest cross-attention tensor "
+        f"{r['cross_attention_largest'][0]['shape']}"
+    )
     return line, one_pass and no_square
 
 
@@ -518,9 +619,11 @@ def structural_checks(rows: list[dict]) -> dict:
         counts = sorted({r["dispatched_ops"] for r in group})
         constant = len(counts) == 1
         ok &= constant
-        lines.append(f"{_label(key)}: dispatched ops per VR forward {counts} over tiles "
-                     f"{[r['tiles'] for r in group]} -> "
-                     f"{'constant (no per-tile/window loop)' if constant else 'GROWS'}")
+        lines.append(
+            f"{_label(key)}: dispatched ops per VR forward {counts} over tiles "
+            f"{[r['tiles'] for r in group]} -> "
+            f"{'constant (no per-tile/window loop)' if constant else 'GROWS'}"
+        )
         line, passed = _cross_attention_line(key, group[-1])
         ok &= passed
         lines.append(line)
@@ -528,17 +631,49 @@ def structural_checks(rows: list[dict]) -> dict:
 
 
 def results_table(rows: list[dict]) -> str:
-    headers = ["D", "d", "interaction", "formulation", "tiles", "tokens", "VR ms", "feature K/V ms", "cross-attn ms",
-               "self-attn ms", "build ms", "GFLOP", "GFLOP/s", "% of matmul", "limit ms", "peak MiB", "ops"]
+    headers = [
+        "D",
+        "d",
+        "interaction",
+        "formulation",
+        "tiles",
+        "tokens",
+        "VR ms",
+        "feature K/V ms",
+        "cross-attn ms",
+        "self-attn ms",
+        "build ms",
+        "GFLOP",
+        "GFLOP/s",
+        "% of matmul",
+        "limit ms",
+        "peak MiB",
+        "ops",
+    ]
     body = []
     for r in rows:
         parts = r["time_ms_by_part"]
-        body.append([r["text_hidden"], r["width"], r["interaction"], r["formulation"], r["tiles"], r["tokens"],
-                     fmt(r["forward_ms"], ".2f"), fmt(parts["feature_kv"], ".2f"),
-                     fmt(parts["feature_kv"] + parts["cross_attention_rest"], ".2f"),
-                     fmt(parts["self_attention"], ".2f"), fmt(r["build_ms"], ".2f"), fmt(r["gflop"], ".2f"),
-                     fmt(r["achieved_gflops"], ".0f"), fmt(r["pct_of_matmul"], ".0f", "%"), fmt(r["limit_ms"], ".2f"),
-                     fmt(r["peak_extra_mib"], ".0f"), r["dispatched_ops"]])
+        body.append(
+            [
+                r["text_hidden"],
+                r["width"],
+                r["interaction"],
+                r["formulation"],
+                r["tiles"],
+                r["tokens"],
+                fmt(r["forward_ms"], ".2f"),
+                fmt(parts["feature_kv"], ".2f"),
+                fmt(parts["feature_kv"] + parts["cross_attention_rest"], ".2f"),
+                fmt(parts["self_attention"], ".2f"),
+                fmt(r["build_ms"], ".2f"),
+                fmt(r["gflop"], ".2f"),
+                fmt(r["achieved_gflops"], ".0f"),
+                fmt(r["pct_of_matmul"], ".0f", "%"),
+                fmt(r["limit_ms"], ".2f"),
+                fmt(r["peak_extra_mib"], ".0f"),
+                r["dispatched_ops"],
+            ]
+        )
     return markdown_table(headers, body)
 
 
@@ -548,8 +683,20 @@ def formulation_table(rows: list[dict], skipped: list[dict] = ()) -> str:
     the relative output difference. Skipped cases show `skipped`."""
     cases = {(r["text_hidden"], r["width"], r["interaction"], r["tiles"], r["formulation"]): r for r in rows}
     cases |= {(r["text_hidden"], r["width"], r["interaction"], r["tiles"], r["formulation"]): r for r in skipped}
-    headers = ["D", "d", "interaction", "tiles", "absorbed ms", "plain ms", "absorbed / plain", "cross-attn ratio",
-               "absorbed GFLOP", "plain GFLOP", "auto picks", "output rel. diff"]
+    headers = [
+        "D",
+        "d",
+        "interaction",
+        "tiles",
+        "absorbed ms",
+        "plain ms",
+        "absorbed / plain",
+        "cross-attn ratio",
+        "absorbed GFLOP",
+        "plain GFLOP",
+        "auto picks",
+        "output rel. diff",
+    ]
     body = []
     for key in dict.fromkeys(k[:4] for k in cases):
         absorbed, plain = cases.get((*key, "absorbed")), cases.get((*key, "plain"))
@@ -557,12 +704,25 @@ def formulation_table(rows: list[dict], skipped: list[dict] = ()) -> str:
             continue
         flops = absorbed["formulation_gflop"]
         times = [r.get("forward_ms") for r in (absorbed, plain)]
-        cross = [r["time_ms_by_part"]["feature_kv"] + r["time_ms_by_part"]["cross_attention_rest"]
-                 if "time_ms_by_part" in r else None for r in (absorbed, plain)]
-        body.append([*key, fmt(times[0], ".2f") if times[0] else "skipped", fmt(times[1], ".2f"),
-                     fmt(times[0] / times[1] if all(times) else None, ".2f"),
-                     fmt(cross[0] / cross[1] if all(cross) else None, ".2f"), fmt(flops["absorbed"], ".3g"),
-                     fmt(flops["plain"], ".3g"), absorbed["auto_picks"], fmt(absorbed.get("plain_rel_diff"), ".1e")])
+        cross = [
+            r["time_ms_by_part"]["feature_kv"] + r["time_ms_by_part"]["cross_attention_rest"]
+            if "time_ms_by_part" in r
+            else None
+            for r in (absorbed, plain)
+        ]
+        body.append(
+            [
+                *key,
+                fmt(times[0], ".2f") if times[0] else "skipped",
+                fmt(times[1], ".2f"),
+                fmt(times[0] / times[1] if all(times) else None, ".2f"),
+                fmt(cross[0] / cross[1] if all(cross) else None, ".2f"),
+                fmt(flops["absorbed"], ".3g"),
+                fmt(flops["plain"], ".3g"),
+                absorbed["auto_picks"],
+                fmt(absorbed.get("plain_rel_diff"), ".1e"),
+            ]
+        )
     return markdown_table(headers, body)
 
 
@@ -574,8 +734,17 @@ def profile_table(rows: list[dict]) -> str:
             continue
         pct = r["profile"]["by_class_pct"]
         top = r["profile"]["top_ops"][0]
-        body.append([r["text_hidden"], r["width"], r["interaction"], r["formulation"], r["tiles"],
-                     *[fmt(pct.get(c, 0.0), ".0f") for c in PROFILE_CLASSES], f"{top['op']} ({top['pct']:.0f}%)"])
+        body.append(
+            [
+                r["text_hidden"],
+                r["width"],
+                r["interaction"],
+                r["formulation"],
+                r["tiles"],
+                *[fmt(pct.get(c, 0.0), ".0f") for c in PROFILE_CLASSES],
+                f"{top['op']} ({top['pct']:.0f}%)",
+            ]
+        )
     return "Time by operator class (profiler self time, largest case):\n\n" + markdown_table(headers, body)
 
 
@@ -591,8 +760,11 @@ def plot(rows: list[dict], path: Path, meta: dict):
         group = sorted(group, key=lambda r: r["tokens"])
         xs = [r["tokens"] for r in group]
         plain = key[3] == "plain"
-        style = dict(marker="o", linestyle="--" if plain else "-",
-                     color=colours[(2 * families.index(key[:3]) + plain) % len(colours)])
+        style = dict(
+            marker="o",
+            linestyle="--" if plain else "-",
+            color=colours[(2 * families.index(key[:3]) + plain) % len(colours)],
+        )
         left.plot(xs, [r["forward_ms"] for r in group], label=_label(key), **style)
         right.plot(xs, [r["pct_of_matmul"] for r in group], **style)
         twin = {r["tokens"]: r["forward_ms"] for r in groups.get((*key[:3], "plain"), [])}
@@ -600,13 +772,27 @@ def plot(rows: list[dict], path: Path, meta: dict):
         if ratio:
             middle.plot(*zip(*ratio, strict=True), label=f"D={key[0]} d={key[1]} {key[2]}", **style)
     limit = meta["matmul_limit_gflops"]
-    left.set(xlabel="vision tokens (144 per tile)", ylabel="one VR forward (ms, median)", xscale="log", yscale="log",
-             title=f"Vision Remember, {meta['dtype']}, {meta['machine'].get('gpu', meta['machine']['cpu'])}")
-    middle.set(xlabel="vision tokens", ylabel="VR forward: absorbed / plain", xscale="log", yscale="log",
-               title="formulations (same weights and inputs)")
+    left.set(
+        xlabel="vision tokens (144 per tile)",
+        ylabel="one VR forward (ms, median)",
+        xscale="log",
+        yscale="log",
+        title=f"Vision Remember, {meta['dtype']}, {meta['machine'].get('gpu', meta['machine']['cpu'])}",
+    )
+    middle.set(
+        xlabel="vision tokens",
+        ylabel="VR forward: absorbed / plain",
+        xscale="log",
+        yscale="log",
+        title="formulations (same weights and inputs)",
+    )
     middle.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
-    right.set(xlabel="vision tokens", ylabel="achieved GFLOP/s as % of plain matmul", xscale="log",
-              title=f"arithmetic efficiency (matmul = {limit:.0f} GFLOP/s)")
+    right.set(
+        xlabel="vision tokens",
+        ylabel="achieved GFLOP/s as % of plain matmul",
+        xscale="log",
+        title=f"arithmetic efficiency (matmul = {limit:.0f} GFLOP/s)",
+    )
     for axis in (left, middle, right):
         axis.grid(True, alpha=0.3)
     left.legend(fontsize=6)
