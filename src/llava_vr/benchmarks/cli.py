@@ -117,5 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+__all__ = ["BENCHMARKS", "benchmark_parser", "build_parser", "main", "run_benchmark"]
+
 if __name__ == "__main__":
     raise SystemExit(main())
