@@ -189,6 +189,8 @@ def test_accelerate_fsdp_config_on_a_cpu_only_machine_is_refused_not_run_twice(t
     assert "error: 2 processes were launched but do not form one distributed run (accelerate applies the FSDP config " \
            "on GPUs only)" in output
     assert "trainable parameters" not in output and not out.exists()
+    # refused before the options are parsed: no process joined a process group (Transformers warned once each)
+    assert "process group is initialized" not in output
 
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])

@@ -198,3 +198,27 @@ def test_push_to_hub_offline_or_unreachable_is_one_line_before_anything_loads(tm
     assert "error: --push_to_hub: the Hub repo someone/model cannot be created or reached (Failed to resolve " \
            "'huggingface.co'); log in with `hf auth login`" in err
     assert "Traceback" not in err and not out.exists()
+
+
+@cpu_only
+@pytest.mark.parametrize("variable", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+def test_a_sharded_launch_without_gpu_is_refused_before_the_options_are_parsed(variable, monkeypatch, capsys):
+    """`accelerate launch --config_file examples/accelerate/fsdp.yaml` on a CPU: each of the 8 processes refused
+    only after building TrainingArguments (joining the process group, a Transformers warning each); now before."""
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv(variable, "true")
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+
+    def not_parsed(*args, **kwargs):
+        raise AssertionError("options parsed before the launch was refused")
+
+    monkeypatch.setattr(sft_cli, "parse_args", not_parsed)
+    assert sft_cli.main(["--tiny", "--output-dir", "runs/x"]) == 2
+    sharding = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}[variable]
+    assert capsys.readouterr().err == (
+        f"error: 8 processes were launched but do not form one distributed run (accelerate applies the {sharding} "
+        "config on GPUs only): each would train the whole model alone and all would write runs/x. Launch on GPUs, "
+        "or on a CPU-only machine run one process: `llava-vr sft ... --output_dir runs/x` (no `accelerate launch`, "
+        "or `--num_processes 1`)\n"
+    )

@@ -172,6 +172,43 @@ def single_process_hint(output_dir: str) -> str:
             "launch`, or `--num_processes 1`)")
 
 
+def launch_refusal(world_size: int, output_dir: str, sharding: str | None) -> SFTRefusal:
+    """The refusal of `world_size` processes that do not form one distributed run."""
+    why = (f"accelerate applies the {sharding} config on GPUs only" if sharding else "they found no GPU to share")
+    alternative = "" if sharding else "; or add --use_cpu for one data-parallel run over the CPU processes (gloo)"
+    return SFTRefusal(
+        f"{world_size} processes were launched but do not form one distributed run ({why}): each would train the "
+        f"whole model alone and all would write {output_dir}. Launch on GPUs, or "
+        f"{single_process_hint(output_dir)}{alternative}"
+    )
+
+
+def output_dir_of(argv: list[str], default: str) -> str:
+    """`--output_dir` (or `--output-dir`) as given on the command line, else `default`."""
+    for index, arg in enumerate(argv):
+        for name in ("--output_dir", "--output-dir"):
+            if arg == name and index + 1 < len(argv):
+                return argv[index + 1]
+            if arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
+    return default
+
+
+def check_launch_before_parsing(argv: list[str], default_output_dir: str) -> None:
+    """The launch check that needs no parsed option, run before the options are parsed (building Transformers'
+    `TrainingArguments` joins the process group, and each of N processes would print a warning first): an
+    `accelerate launch` with an FSDP / DeepSpeed config on a machine without GPU, which accelerate runs as N separate
+    processes. `check_launch` covers the rest once the options are parsed."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    sharding = requested_sharding()
+    if world_size <= 1 or sharding is None or accelerator_available():
+        return
+    bent = {"FSDP": "ACCELERATE_USE_CPU", "DeepSpeed": "DS_ACCELERATOR"}[sharding]  # set to try it on CPU anyway
+    if os.environ.get(bent, "").lower() in ("true", "cpu"):
+        return
+    raise launch_refusal(world_size, output_dir_of(argv, default_output_dir), sharding)
+
+
 def check_launch(training_args) -> None:
     """Refuses several processes that do not form one distributed run: on a CPU-only machine accelerate and
     Transformers run FSDP / DeepSpeed / DDP on accelerators only, so each process would train the whole model alone
@@ -181,14 +218,7 @@ def check_launch(training_args) -> None:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 or training_args.parallel_mode == ParallelMode.DISTRIBUTED:
         return
-    sharding = requested_sharding()
-    why = (f"accelerate applies the {sharding} config on GPUs only" if sharding else "they found no GPU to share")
-    alternative = "" if sharding else "; or add --use_cpu for one data-parallel run over the CPU processes (gloo)"
-    raise SFTRefusal(
-        f"{world_size} processes were launched but do not form one distributed run ({why}): each would train the "
-        f"whole model alone and all would write {training_args.output_dir}. Launch on GPUs, or "
-        f"{single_process_hint(training_args.output_dir)}{alternative}"
-    )
+    raise launch_refusal(world_size, training_args.output_dir, requested_sharding())
 
 
 def check_sharding(trainer) -> None:
@@ -211,6 +241,7 @@ __all__ = [
     "check_checkpoint",
     "check_hub_push",
     "check_launch",
+    "check_launch_before_parsing",
     "check_quantized_loading",
     "check_sharding",
     "read_config",

@@ -7,7 +7,8 @@ project's own (`LlavaVRSFTOptions`, `llava-vr sft --help`):
 
 Data (one of): the offline synthetic documents of `llava_vr.data.synthetic_documents` (default: receipts, tables,
 charts, digit grids); `--dataset NAME_OR_PATH` (a `datasets` dataset with TRL's `messages` and `images` columns);
-`--jsonl FILE --image_root DIR` (one `{image, question, answer}` object per line).
+`--jsonl FILE --image_root DIR` (one `{image, question, answer}` object per line; no `image`: text only);
+`--llava_data FILE --image_root DIR` (LLaVA's conversation JSON / JSONL: multi-turn, text-only rows too).
 
 Model: `--model PATH` (= `--model_name_or_path`, a LLaVA-VR checkpoint folder or Hub id, loaded with
 `trust_remote_code=True`), or `--tiny` for a tiny random model and processor built offline (smoke runs).
@@ -15,7 +16,8 @@ Model: `--model PATH` (= `--model_name_or_path`, a LLaVA-VR checkpoint folder or
 Stages (paper): `--stage stage1` trains projector + Vision Remember at lr 1e-3 without AnyRes (model and processor
 set to `vision_aspect_ratio="pad"`: each image is its base tile + one newline); `--stage stage2` adds the LLM and LM
 head at lr 2e-5 with AnyRes. `--lora` (= `--use_peft`, stage 2) trains LoRA on the LLM's decoder linear layers plus
-the full VR modules and projector; `image_newline` stays frozen then. Per-component lrs: `--projector_lr`,
+the full VR modules and projector; `image_newline` stays frozen then. `--load_in_4bit` / `--load_in_8bit` with
+`--lora`: QLoRA on a base quantized by bitsandbytes while loading. Per-component lrs: `--projector_lr`,
 `--vision_remember_lr`, `--llm_lr`, `--vision_tower_lr`. Loss on the assistant replies only
 (`assistant_only_loss=True`); `--max_length` defaults to the largest image's tokens + 1024.
 
@@ -30,6 +32,7 @@ Examples:
 from __future__ import annotations
 
 import os
+import sys
 
 from ..hub.refusals import run_command
 from .components import component_learning_rates, set_trainable, trained_components
@@ -42,11 +45,12 @@ from .preflight import (
     check_checkpoint,
     check_hub_push,
     check_launch,
+    check_launch_before_parsing,
     check_quantized_loading,
     check_sharding,
 )
 from .sft_data import load_documents, load_eval_documents
-from .sft_options import parse_args
+from .sft_options import SFT_DEFAULTS, parse_args
 from .trainer import LlavaVRSFTTrainer
 
 
@@ -265,6 +269,11 @@ def run(training_args, model_args, options) -> LlavaVRSFTTrainer | None:
 def main(argv: list[str] | None = None) -> int:
     """`llava-vr sft ...`: 0 when trained; 2 for bad options (from the parser) and for a run refused before it
     starts (bad data, an unconverted checkpoint, a launch that cannot shard), with the reason on stderr."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # an FSDP / DeepSpeed launch on a machine without GPU: refused by each process before its options are parsed
+    status = run_command(lambda: check_launch_before_parsing(argv, SFT_DEFAULTS["output_dir"]))
+    if status:
+        return status
     args = parse_args(argv, description=__doc__)
     return run_command(lambda: run(*args))
 
