@@ -7,8 +7,9 @@
   every state. Hooks record only the chosen states, numbered as the tower's own `output_hidden_states=True` tuple.
 - `slice_logits_to_keep`: Transformers' helper where it exists (5.21 on), else the slicing of 5.19-5.20's models.
 - The KV cache's name: `past_key_values` up to 5.23, `cache` from 5.24 on (decoder layers, masks, `generate()`'s model
-  inputs, model outputs; the old name warns on every call). `LAYER_CACHE`, `MASK_CACHE` and `OUTPUT_CACHE` are the
-  names the installed Transformers takes, read off its signatures; `take_cache` accepts a cache under either name.
+  inputs, model outputs; the old name warns on every call). `LAYER_CACHE`, `MASK_CACHE`, `GENERATION_CACHE` and
+  `OUTPUT_CACHE` are the names the installed Transformers takes, read off its signatures and fields; `take_cache`
+  accepts a cache under either name.
 """
 
 import inspect
@@ -16,6 +17,7 @@ from functools import partial
 
 import torch
 from torch import nn
+from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
@@ -37,6 +39,7 @@ def _cache_parameter(function) -> str:
 
 LAYER_CACHE = _cache_parameter(Qwen2DecoderLayer.forward)  # the keyword a decoder layer takes its cache by
 MASK_CACHE = _cache_parameter(create_causal_mask)  # ... and `create_causal_mask` / `create_sliding_window_causal_mask`
+GENERATION_CACHE = _cache_parameter(GenerationMixin.prepare_inputs_for_generation)  # ... and `generate()`'s inputs
 OUTPUT_CACHE = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"  # outputs'
 
 
@@ -96,4 +99,12 @@ class TowerHiddenStates:
         self._keep(index, output)
 
 
-__all__ = ["LAYER_CACHE", "MASK_CACHE", "OUTPUT_CACHE", "TowerHiddenStates", "slice_logits_to_keep", "take_cache"]
+__all__ = [
+    "GENERATION_CACHE",
+    "LAYER_CACHE",
+    "MASK_CACHE",
+    "OUTPUT_CACHE",
+    "TowerHiddenStates",
+    "slice_logits_to_keep",
+    "take_cache",
+]

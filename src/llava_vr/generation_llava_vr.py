@@ -14,6 +14,8 @@
 import torch
 from transformers import GenerationMixin
 
+from .compat_llava_vr import GENERATION_CACHE
+
 # `generate()` kwargs that `get_image_features` reads (Transformers pops them after encoding the images).
 IMAGE_FEATURE_KWARGS = (
     "pixel_values",
@@ -74,6 +76,7 @@ class LlavaVRGenerationMixin(GenerationMixin):
         self,
         input_ids: torch.LongTensor,
         past_key_values=None,
+        cache=None,
         is_first_iteration: bool | None = False,
         assistant_mm_encoder_outputs: dict | None = None,
         **kwargs,
@@ -81,10 +84,11 @@ class LlavaVRGenerationMixin(GenerationMixin):
         """`GenerationMixin.prepare_inputs_for_generation`, keeping the images on a prefill that Transformers calls
         not first (an assistant's): `assistant_mm_encoder_outputs` (this model's own encoding, when it assists another
         LLaVA-VR model), else the `mm_encoder_outputs` / `pixel_values` of the call."""
+        cache = cache if cache is not None else past_key_values  # named `cache` from Transformers 5.24 on
         model_inputs = super().prepare_inputs_for_generation(
-            input_ids, past_key_values=past_key_values, is_first_iteration=is_first_iteration, **kwargs
+            input_ids, is_first_iteration=is_first_iteration, **{GENERATION_CACHE: cache}, **kwargs
         )
-        if not is_first_iteration and starts_from_empty_cache(past_key_values):
+        if not is_first_iteration and starts_from_empty_cache(cache):
             images = assistant_mm_encoder_outputs or kwargs.get("mm_encoder_outputs")
             if images:
                 model_inputs["mm_encoder_outputs"] = images

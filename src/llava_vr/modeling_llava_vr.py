@@ -32,7 +32,14 @@ from transformers.utils import is_torchdynamo_compiling
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .compat_llava_vr import TowerHiddenStates, slice_logits_to_keep
+from .compat_llava_vr import (
+    LAYER_CACHE,
+    MASK_CACHE,
+    OUTPUT_CACHE,
+    TowerHiddenStates,
+    slice_logits_to_keep,
+    take_cache,
+)
 from .configuration_llava_vr import LlavaVRConfig
 from .generation_llava_vr import LlavaVRGenerationMixin
 from .packing_llava_vr import anyres_layout, images_use_anyres, pack_tile_tokens, packed_token_cells
@@ -203,6 +210,7 @@ class LlavaVRTextModel(Qwen2PreTrainedModel):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
+        past_key_values = take_cache(past_key_values, kwargs)  # the cache's name: compat_llava_vr.py
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         if position_ids is None:
@@ -215,7 +223,7 @@ class LlavaVRTextModel(Qwen2PreTrainedModel):
                 "config": self.config,
                 "inputs_embeds": inputs_embeds,
                 "attention_mask": attention_mask,
-                "past_key_values": past_key_values,
+                MASK_CACHE: past_key_values,
                 "position_ids": position_ids,
             }
             causal_mask_mapping = {"full_attention": create_causal_mask(**mask_kwargs)}
@@ -234,13 +242,13 @@ class LlavaVRTextModel(Qwen2PreTrainedModel):
                 attention_mask=causal_mask_mapping[self.config.layer_types[i]],
                 position_embeddings=position_embeddings,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
                 use_cache=use_cache,
+                **{LAYER_CACHE: past_key_values},
                 **kwargs,
             )
         hidden_states = self.norm(hidden_states)
         return BaseModelOutputWithPast(
-            last_hidden_state=hidden_states, past_key_values=past_key_values if use_cache else None
+            last_hidden_state=hidden_states, **{OUTPUT_CACHE: past_key_values if use_cache else None}
         )
 
 
@@ -442,6 +450,7 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if pixel_values is not None and mm_encoder_outputs is not None and mm_encoder_outputs.get("image") is not None:
             raise ValueError("You cannot specify both pixel_values and mm_encoder_outputs at the same time")
+        past_key_values = take_cache(past_key_values, kwargs)  # the cache's name: compat_llava_vr.py
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
@@ -491,7 +500,7 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         )
         return LlavaVRModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
+            **{OUTPUT_CACHE: getattr(outputs, OUTPUT_CACHE)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=image_features,
@@ -571,7 +580,7 @@ class LlavaVRForConditionalGeneration(LlavaVRPreTrainedModel, LlavaVRGenerationM
         return LlavaVRCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{OUTPUT_CACHE: getattr(outputs, OUTPUT_CACHE)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,

@@ -4,8 +4,7 @@
 from dataclasses import dataclass
 
 import torch
-from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 
 from .vision_remember_inputs_llava_vr import VisionRememberFeatures
 
@@ -43,19 +42,14 @@ class LlavaVRModelOutputWithPast(BaseModelOutputWithPast):
 
 
 @dataclass
-class LlavaVRCausalLMOutputWithPast(ModelOutput):
+class LlavaVRCausalLMOutputWithPast(CausalLMOutputWithPast):
     r"""
-    loss (`torch.Tensor` of shape `(1,)`, *optional*): next-token loss when `labels` are given.
-    logits (`torch.Tensor` of shape `(batch_size, sequence_length, vocab_size)`).
-    past_key_values (`Cache`, *optional*): the KV cache.
+    `CausalLMOutputWithPast` (loss, logits, the KV cache under the installed Transformers' name: `past_key_values`,
+    `cache` from 5.24 on; hidden states, attentions) and:
+
     image_hidden_states (`torch.Tensor`, *optional*): `(num_image_tokens, hidden_size)` projected image features.
     """
 
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.Tensor] | None = None
-    attentions: tuple[torch.Tensor] | None = None
     image_hidden_states: torch.Tensor | None = None
 
 
