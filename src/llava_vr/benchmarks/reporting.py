@@ -78,7 +78,8 @@ def write_results(
         no_plot = MATPLOTLIB_MISSING
     if plot is not None and no_plot is None:
         plot(Path(f"{base}.png"))
-    print(f"\nwrote {base}.json, .csv" + (f" (no plot: {no_plot})" if no_plot else ", .png" if plot else ""))
+    note = f" ({no_plot})" if no_plot == MATPLOTLIB_MISSING else f" (no plot: {no_plot})" if no_plot else ""
+    print(f"\nwrote {base}.json, .csv" + (note or (", .png" if plot else "")))
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:
