@@ -6,6 +6,8 @@ Class split as in Transformers' LLaVA-OneVision: `LlavaVRModel` (tower + project
 decoder layers itself and calls the VR module of a layer before that layer (the shape of Qwen3-VL's DeepStack).
 """
 
+import contextlib
+import copy
 import json
 import math
 import os
@@ -60,6 +62,28 @@ AUTO_MAP = {
 VISION_ENCODER_LAYER_CLASSES = {"clip_vision_model": "CLIPEncoderLayer", "siglip_vision_model": "SiglipEncoderLayer"}
 
 
+# Skip-list fields of Transformers' quantization configs (bitsandbytes; torchao and most others).
+QUANTIZATION_SKIP_FIELDS = ("llm_int8_skip_modules", "modules_to_not_convert")
+
+
+def with_default_unquantized_modules(quantization_config, unquantized_modules: tuple[str, ...]):
+    """A copy of `quantization_config` (object or dict) whose unset skip list is `unquantized_modules`; the config as
+    given when it has a skip list (an explicit `[]` too) or none to set. Transformers' own default (tied weights,
+    `lm_head`) is replaced, so `unquantized_modules` must name `lm_head` itself."""
+    if quantization_config is None:
+        return None
+    if isinstance(quantization_config, dict):
+        from transformers.quantizers.auto import AutoQuantizationConfig
+
+        quantization_config = AutoQuantizationConfig.from_dict(quantization_config)
+    field = next((f for f in QUANTIZATION_SKIP_FIELDS if hasattr(quantization_config, f)), None)
+    if field is None or getattr(quantization_config, field) is not None:
+        return quantization_config
+    quantization_config = copy.deepcopy(quantization_config)
+    setattr(quantization_config, field, list(unquantized_modules))
+    return quantization_config
+
+
 def flatten_tiles(pixel_values: torch.Tensor, layouts: list, tile: int) -> torch.Tensor:
     """`(num_images, max_tiles, 3, tile, tile)` padded per image, or already `(total_tiles, 3, tile, tile)` ->
     `(total_tiles, 3, tile, tile)` holding each image's `layout.num_tiles`; raises `ValueError` on any mismatch."""
@@ -94,6 +118,20 @@ class LlavaVRPreTrainedModel(PreTrainedModel):
     _can_compile_fullgraph = True  # a decode step is a plain Qwen2 step (VR and the tower run at prefill only)
     _can_record_outputs = {"hidden_states": Qwen2DecoderLayer}
 
+    # Kept full-precision `nn.Linear`s by `from_pretrained(..., quantization_config=...)` unless the config names its
+    # own skip list: what a QLoRA run trains fully (projector, VR) and the output head. The tower is quantized, as in
+    # Transformers' LLaVA models; the saliency reads whatever modules sit in it (see `saliency_llava_vr.py`).
+    _default_unquantized_modules: tuple[str, ...] = ()
+
+    @classmethod
+    def from_pretrained(cls, *args, quantization_config=None, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with `_default_unquantized_modules` as the default skip list of a
+        `quantization_config` that sets none (`llm_int8_skip_modules` / `modules_to_not_convert` left `None`)."""
+        quantization_config = with_default_unquantized_modules(quantization_config, cls._default_unquantized_modules)
+        if quantization_config is not None:
+            kwargs["quantization_config"] = quantization_config
+        return super().from_pretrained(*args, **kwargs)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves weights (safetensors), config with the full `auto_map`, and this package's code files beside them,
         so the folder loads with `trust_remote_code=True` where `llava_vr` is not installed.
@@ -114,12 +152,13 @@ class LlavaVRPreTrainedModel(PreTrainedModel):
         return result
 
     def _set_gradient_checkpointing(self, *args, **kwargs):
-        """As `PreTrainedModel`'s, except the tower layer that gives the saliency, which stays unchecked (see
-        `SaliencyRecorder`)."""
+        """As `PreTrainedModel`'s (every layer with a `gradient_checkpointing` flag set), except that the tower layer
+        giving the saliency is always checkpointed without reentry, so the saliency keeps its gradient under
+        reentrant checkpointing (`SaliencyRecorder.checkpoint_without_reentry`)."""
         super()._set_gradient_checkpointing(*args, **kwargs)
         for module in self.modules():
-            if getattr(module, "_saliency_recorder", None) is not None:
-                module._saliency_recorder.keep_unchecked()
+            if isinstance(module, LlavaVRModel) and module._saliency_recorder is not None:
+                module._saliency_recorder.checkpoint_without_reentry(module.vision_tower)
 
     def _restore_own_code_files(self, folder: Path):
         wrapper_file = sys.modules[type(self).__module__].__file__
@@ -270,6 +309,7 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
     """Vision tower + projector + `LlavaVRTextModel`, no LM head."""
 
     _auto_class = "AutoModel"
+    _default_unquantized_modules = ("multi_modal_projector", "language_model.vision_remember")
 
     def __init__(self, config: LlavaVRConfig):
         _refuse_vllm_transformers_backend(config)
@@ -288,7 +328,7 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
             if producing_layer < 0:
                 raise ValueError("vision_remember_saliency_layer must be a hidden state after an encoder layer (>= 1)")
             self._saliency_recorder = SaliencyRecorder(
-                layers[producing_layer], config.vision_config.num_attention_heads, config.vision_remember_saliency
+                producing_layer, config.vision_config.num_attention_heads, config.vision_remember_saliency
             )
         self.post_init()
 
@@ -347,15 +387,10 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         feature_layers = [vision_feature_layer] if isinstance(vision_feature_layer, int) else list(vision_feature_layer)
         vr_layers = config.vision_remember_feature_layers if config.vision_remember_layers else []
         recorder = self._saliency_recorder
-        if recorder is not None:
-            recorder.recording = True
-        try:
+        with recorder.recording(self.vision_tower) if recorder is not None else contextlib.nullcontext():
             tower_out, hidden_states = self._tower_hidden_states.run(
                 self.vision_tower, pixel_values, feature_layers + vr_layers, **kwargs
             )
-        finally:
-            if recorder is not None:
-                recorder.recording = False
         selected = torch.cat([hidden_states[i] for i in feature_layers], dim=-1)
         if vision_feature_select_strategy == "default":
             selected = selected[:, 1:]
@@ -409,10 +444,14 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
 
     def _text_only_vision_pass(self, inputs_embeds):
         """A text-only batch on one rank of a sharded (FSDP / ZeRO-3) run: run tower, projector and VR on one blank
-        image anyway, contributing exactly zero, so every rank takes part in the same gathers and reductions."""
+        image anyway, contributing exactly zero, so every rank takes part in the same gathers and reductions. The blank
+        image is one tile in size, with as many tiles as this model's own layout gives it (pinpoints,
+        `vision_aspect_ratio`: 2 for a 1 x 1 pinpoint, 3 under LLaVA-NeXT's AnyRes-4, 1 without AnyRes)."""
         tile = self.config.vision_config.image_size
-        blank = inputs_embeds.new_zeros(1, 2, 3, tile, tile, dtype=self.vision_tower.dtype)
-        image_output = self.get_image_features(blank, torch.tensor([[tile, tile]], device=inputs_embeds.device))
+        image_sizes = torch.tensor([[tile, tile]], device=inputs_embeds.device)
+        num_tiles = self.image_layouts(image_sizes)[0].num_tiles
+        blank = inputs_embeds.new_zeros(1, num_tiles, 3, tile, tile, dtype=self.vision_tower.dtype)
+        image_output = self.get_image_features(blank, image_sizes)
         inputs_embeds = inputs_embeds + 0.0 * torch.cat(image_output.pooler_output).sum().to(inputs_embeds.dtype)
         vision_remember_inputs = None
         if self.config.vision_remember_layers:
@@ -509,6 +548,7 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
 
 class LlavaVRForConditionalGeneration(LlavaVRPreTrainedModel, LlavaVRGenerationMixin):
     _auto_class = "AutoModelForImageTextToText"
+    _default_unquantized_modules = ("model.multi_modal_projector", "model.language_model.vision_remember", "lm_head")
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
 
