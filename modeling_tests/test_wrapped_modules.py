@@ -82,11 +82,11 @@ def relative_error(actual, expected) -> float:
 
 
 # (dtype, tolerance on the saliency, relative logit error allowed): bf16 alone moves this tiny random model's logits
-# by ~0.04 (base) to ~0.12 (with the adapter); the adapter moves them by > 1
+# by ~0.04 (base) to ~0.12 (with the adapter), fp16 by less; the adapter moves them by > 1
 @pytest.mark.parametrize(
     "dtype, saliency_tolerance, logit_tolerance",
-    [(torch.float32, 1e-5, 1e-5), (torch.bfloat16, 3e-2, 0.25)],
-    ids=["fp32", "bf16"],
+    [(torch.float32, 1e-5, 1e-5), (torch.bfloat16, 3e-2, 0.25), (torch.float16, 1e-2, 0.1)],
+    ids=["fp32", "bf16", "fp16"],
 )
 @pytest.mark.parametrize("formulation", ["plain", "auto"])
 def test_lora_all_linear_adapter_model_equals_its_merged_model(formulation, dtype, saliency_tolerance, logit_tolerance):
@@ -248,6 +248,19 @@ def test_dynamic_int8_quantization_of_the_whole_model_gives_the_saliency_of_its_
     assert relative_error(logits, expected_logits) < 0.3, relative_error(logits, expected_logits)
 
 
+def test_disk_offloaded_tower_gives_the_saliency_and_logits_of_the_loaded_model(saved_vr_model, tmp_path):
+    """Accelerate keeps an offloaded layer's weights on `meta` until its own forward hook loads them."""
+    reference, folder = saved_vr_model
+    device_map = {"model.vision_tower": "disk", "model.multi_modal_projector": "cpu", "model.language_model": "cpu"}
+    device_map |= {"model.image_newline": "cpu", "lm_head": "cpu"}
+    model = LlavaVRForConditionalGeneration.from_pretrained(folder, device_map=device_map, offload_folder=tmp_path)
+    assert saliency_attention(model).q_proj.weight.device.type == "meta"
+    inputs, _ = image_inputs(reference, SIZES)
+    with torch.no_grad():
+        torch.testing.assert_close(saliency_of(model.model, inputs), saliency_of(reference.model, inputs))
+        torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, rtol=1e-4, atol=1e-4)
+
+
 # ---- gradient checkpointing (Transformers' test_gradient_checkpointing_enable_disable and its PEFT twin) ------------
 
 
@@ -308,7 +321,7 @@ def test_checkpointed_saliency_layer_gives_the_unchecked_saliency_gradient(use_r
     ],
     ids=["clip-anyres4", "clip-1x1-pinpoint", "clip-pad", "siglip-anyres4", "siglip"],
 )
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 def test_text_only_rank_runs_tower_projector_and_vr_on_the_models_own_blank_image(
     monkeypatch, kind, overrides, tiles, dtype
 ):
