@@ -1,6 +1,7 @@
 """`llava-vr sft` refuses what it cannot run with a message that names the fix (unconverted checkpoints, launches that
 cannot shard), runs `--bf16` on a CPU, and prints no warning a user cannot act on."""
 
+import dataclasses
 import json
 import warnings
 from types import SimpleNamespace
@@ -13,7 +14,13 @@ pytest.importorskip("trl")
 
 from llava_vr.testing_utils import tiny_text_config, tiny_vision_config  # noqa: E402
 from llava_vr.training import sft_cli  # noqa: E402
-from llava_vr.training.preflight import SFTRefusal, accelerator_available, check_launch, check_sharding  # noqa: E402
+from llava_vr.hub.refusals import LlavaVRRefusal  # noqa: E402
+from llava_vr.training.preflight import (  # noqa: E402
+    accelerator_available,
+    check_launch,
+    check_sharding,
+    check_transformers_supports_training,
+)
 from llava_vr.training.sft_options import LlavaVRSFTConfig, parse_args  # noqa: E402
 
 cpu_only = pytest.mark.skipif(accelerator_available(), reason="checks the behaviour on a machine without GPU")
@@ -144,12 +151,12 @@ def test_several_processes_without_a_distributed_run_are_refused(monkeypatch):
     training_args, _, _ = parse_args(["--tiny", "--output_dir", "runs/x"])
     check_launch(training_args)  # one process: fine
     monkeypatch.setenv("WORLD_SIZE", "8")
-    with pytest.raises(SFTRefusal, match=r"^8 processes were launched but do not form one distributed run \(they found "
+    with pytest.raises(LlavaVRRefusal, match=r"^8 processes were launched but do not form one distributed run \(they found "
                        r"no GPU to share\): each would train the whole model alone and all would write runs/x\. .*"
                        r"or add --use_cpu"):
         check_launch(training_args)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    with pytest.raises(SFTRefusal, match=r"accelerate applies the FSDP config on GPUs only") as raised:
+    with pytest.raises(LlavaVRRefusal, match=r"accelerate applies the FSDP config on GPUs only") as raised:
         check_launch(training_args)
     assert "--use_cpu" not in str(raised.value)
 
@@ -159,7 +166,7 @@ def test_an_fsdp_config_the_trainer_does_not_apply_is_refused(monkeypatch):
                               accelerator=SimpleNamespace(num_processes=2), args=SimpleNamespace(output_dir="runs/x"))
     check_sharding(trainer)  # no sharding asked for
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    with pytest.raises(SFTRefusal, match=r"asks for FSDP, but accelerate applies it on GPUs only: here the 2 processes "
+    with pytest.raises(LlavaVRRefusal, match=r"asks for FSDP, but accelerate applies it on GPUs only: here the 2 processes "
                                          r"would each hold and train a full copy"):
         check_sharding(trainer)
     trainer.is_fsdp_enabled = True
@@ -222,3 +229,13 @@ def test_a_sharded_launch_without_gpu_is_refused_before_the_options_are_parsed(v
         "or on a CPU-only machine run one process: `llava-vr sft ... --output_dir runs/x` (no `accelerate launch`, "
         "or `--num_processes 1`)\n"
     )
+
+
+def test_training_refuses_a_transformers_without_activation_checkpointing_naming_the_version_it_needs():
+    @dataclasses.dataclass
+    class TrainingArgumentsBefore523:  # Transformers 5.19's spelling: gradient_checkpointing only
+        gradient_checkpointing: bool = False
+
+    with pytest.raises(LlavaVRRefusal, match=r"Transformers 5\.23 or newer"):
+        check_transformers_supports_training(TrainingArgumentsBefore523)
+    check_transformers_supports_training()  # the installed one (the dev environment's) is accepted

@@ -9,7 +9,7 @@ Not part of the model's remote-code files; needs the `train` extra (`trl`, `peft
 - `lora`: `lora_config_for`, `check_lora_trainable`, `merge_and_save`
 - `image_settings`: stage 1 without AnyRes (`base_tile_only`, `set_base_tile_only`, `restore_image_settings`)
 - `model_card`: the output folder's card (`render_sft_card`: image-text-to-text, base model, what trained)
-- `preflight`: checks before a run (`SFTRefusal`: unconverted checkpoints, launches that cannot shard)
+- `preflight`: checks before a run (`LlavaVRRefusal`: unconverted checkpoints, launches that cannot shard)
 - `sft_cli`: the `llava-vr sft` command (`main`), on TRL's `TrlParser`
 """
 

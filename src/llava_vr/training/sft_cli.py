@@ -40,7 +40,7 @@ from .image_settings import restore_image_settings, set_base_tile_only
 from .lora import check_lora_trainable, lora_config_for, merge_adapter_into_base, merge_and_save
 from .model_card import names_hub_model, source_metadata
 from .preflight import (
-    SFTRefusal,
+    LlavaVRRefusal,
     accelerator_available,
     check_checkpoint,
     check_hub_push,
@@ -48,6 +48,7 @@ from .preflight import (
     check_launch_before_parsing,
     check_quantized_loading,
     check_sharding,
+    check_transformers_supports_training,
 )
 from .sft_data import load_documents, load_eval_documents
 from .sft_options import SFT_DEFAULTS, parse_args
@@ -122,10 +123,10 @@ def merge_adapter(model_args, training_args, options) -> None:
 
     output_dir = training_args.output_dir
     if os.path.isdir(output_dir) and os.listdir(output_dir):
-        raise SFTRefusal(f"--output_dir {output_dir} exists and is not empty: give a new folder for the merged "
+        raise LlavaVRRefusal(f"--output_dir {output_dir} exists and is not empty: give a new folder for the merged "
                          "checkpoint (nothing was written)")
     if not os.path.isfile(os.path.join(options.merge_adapter, "adapter_config.json")):
-        raise SFTRefusal(f"--merge_adapter {options.merge_adapter} has no adapter_config.json: give the output folder "
+        raise LlavaVRRefusal(f"--merge_adapter {options.merge_adapter} has no adapter_config.json: give the output folder "
                          "of a `llava-vr sft --lora` run")
     base, revision = model_args.model_name_or_path, model_args.model_revision
     processor = AutoProcessor.from_pretrained(base, trust_remote_code=True, revision=revision)
@@ -271,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     starts (bad data, an unconverted checkpoint, a launch that cannot shard), with the reason on stderr."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # an FSDP / DeepSpeed launch on a machine without GPU: refused by each process before its options are parsed
-    status = run_command(lambda: check_launch_before_parsing(argv, SFT_DEFAULTS["output_dir"]))
+    status = run_command(check_transformers_supports_training) or run_command(
+        lambda: check_launch_before_parsing(argv, SFT_DEFAULTS["output_dir"])
+    )
     if status:
         return status
     args = parse_args(argv, description=__doc__)

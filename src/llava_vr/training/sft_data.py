@@ -13,7 +13,7 @@ import os
 
 from ..data.llava_conversations import llava_conversation_dataset
 from ..hub.refusals import one_line
-from .preflight import SFTRefusal
+from ..hub.refusals import LlavaVRRefusal
 
 
 def jsonl_dataset(path, image_root, num_threads=None):
@@ -50,10 +50,10 @@ def named_dataset(name: str, config: str | None, split: str, role: str = "traini
         dataset = load_from_disk(name)
         if hasattr(dataset, "keys"):  # DatasetDict
             if split not in dataset:
-                raise SFTRefusal(f"dataset {name} has no split {split!r} ({option}); its splits: {sorted(dataset)}")
+                raise LlavaVRRefusal(f"dataset {name} has no split {split!r} ({option}); its splits: {sorted(dataset)}")
             dataset = dataset[split]
         elif role != "training":
-            raise SFTRefusal(f"dataset {name} is one split (a saved Dataset), the training rows: evaluating on it "
+            raise LlavaVRRefusal(f"dataset {name} is one split (a saved Dataset), the training rows: evaluating on it "
                              "would score the model on what it trains on. Save a DatasetDict with a held-out split "
                              f"({option}), or drop --eval_strategy")
     else:
@@ -62,10 +62,10 @@ def named_dataset(name: str, config: str | None, split: str, role: str = "traini
         except ValueError as error:  # "Unknown split", "Bad split"
             if "split" not in str(error).lower():
                 raise
-            raise SFTRefusal(f"dataset {name} has no split {split!r} ({option}): {one_line(error)}") from None
+            raise LlavaVRRefusal(f"dataset {name} has no split {split!r} ({option}): {one_line(error)}") from None
     missing = {"messages", "images"} - set(dataset.column_names)
     if missing:
-        raise SFTRefusal(f"dataset {name} lacks the columns {sorted(missing)} (TRL's vision format: `messages` "
+        raise LlavaVRRefusal(f"dataset {name} lacks the columns {sorted(missing)} (TRL's vision format: `messages` "
                          "chats with {'type': 'image'} items, and their `images`)")
     check_image_placeholders(dataset, f"dataset {name} ({split})")
     return dataset
@@ -111,7 +111,7 @@ def check_image_placeholders(dataset, what: str) -> None:
     listed = [f"  row {i}: {placeholders[i]} {{'type': 'image'}} item(s) in messages, {images[i]} image(s)"
               for i in bad[:MAX_LISTED_ROWS]]
     more = [f"  ... and {len(bad) - MAX_LISTED_ROWS} more"] if len(bad) > MAX_LISTED_ROWS else []
-    raise SFTRefusal("\n".join([
+    raise LlavaVRRefusal("\n".join([
         f"{what}: {len(bad)} of {len(images)} rows have image placeholders that do not match their images; each "
         "image needs one {'type': 'image'} item in the row's messages (nothing was trained):", *listed, *more,
     ]))
