@@ -466,7 +466,7 @@ def test_refusals_exit_non_zero_with_one_line_and_write_nothing(sources, tmp_pat
         ([bad["lmms-llama"], "out-4"], "Llama"),
         ([next_source, "out-5"], "vision-remember-feature-layers [13, 18, 23] are beyond the vision tower's depth"),
         ([next_source, "out-6", "--vision-remember-layers", "1", "9", "--vision-remember-feature-layers", "1", "2"],
-         "vision_remember_layers [9] are outside the LLM's 5 decoder layers"),
+         "vision_remember_layers [9] are outside the LLM's 5 decoder layers: valid 0-based layers are 0 to 4"),
         ([next_source, "occupied"], "exists and is not empty"),
         ([tmp_path / "no-such-folder", "out-8"], "no such folder"),
     ]

@@ -4,7 +4,7 @@
     llava-vr convert --source SRC --output DIR [...]      convert a LLaVA-NeXT / OneVision checkpoint
     llava-vr push DIR --repo-id OWNER/NAME [--dry-run]    publish a LLaVA-VR folder to the Hub
     llava-vr sft --model_name_or_path CKPT [...]          fine-tune with TRL's SFTTrainer
-    llava-vr bench {model,vision-remember,serving} [...]  benchmarks
+    llava-vr bench {model,vision-remember,decode,serving} [...]  benchmarks
     llava-vr experiment [...]                             the visual-forgetting experiment
 
 This module lives beside the `llava_vr` package, not in it: importing `llava_vr` registers the model with

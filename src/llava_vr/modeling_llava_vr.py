@@ -117,7 +117,6 @@ class LlavaVRPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = True  # a decode step is a plain Qwen2 step (VR and the tower run at prefill only)
     _can_record_outputs = {"hidden_states": Qwen2DecoderLayer}
-
     # Kept full-precision `nn.Linear`s by `from_pretrained(..., quantization_config=...)` unless the config names its
     # own skip list: what a QLoRA run trains fully (projector, VR) and the output head. The tower is quantized, as in
     # Transformers' LLaVA models; the saliency reads whatever modules sit in it (see `saliency_llava_vr.py`).

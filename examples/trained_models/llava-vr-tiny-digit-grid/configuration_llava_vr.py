@@ -193,7 +193,10 @@ class LlavaVRConfig(PreTrainedConfig):
         num_text_layers = self.text_config.num_hidden_layers
         bad = [i for i in self.vision_remember_layers if not 0 <= i < num_text_layers]
         if bad:
-            raise ValueError(f"vision_remember_layers {bad} are outside the LLM's {num_text_layers} decoder layers")
+            raise ValueError(
+                f"vision_remember_layers {bad} are outside the LLM's {num_text_layers} decoder layers: valid 0-based "
+                f"layers are 0 to {num_text_layers - 1}"
+            )
         if len(set(self.vision_remember_layers)) != len(self.vision_remember_layers):
             raise ValueError(f"vision_remember_layers {self.vision_remember_layers} has duplicates")
         num_vision_layers = self.vision_config.num_hidden_layers
