@@ -49,8 +49,11 @@ def time_to_first_token(model, inputs) -> float:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(BUNDLED_MODEL), help="LLaVA-VR checkpoint folder or Hub id "
-                        "(default: the bundled digit-grid model)")
+    parser.add_argument(
+        "--model",
+        default=str(BUNDLED_MODEL),
+        help="LLaVA-VR checkpoint folder or Hub id (default: the bundled digit-grid model)",
+    )
     parser.add_argument("--image", action="append", help="an image file (repeatable; default: the bundled samples)")
     parser.add_argument("--question", action="append", help="a question (repeatable; default: 'Read the grid.')")
     parser.add_argument("--max-new-tokens", type=int, default=40)
@@ -64,25 +67,38 @@ def main(argv=None):
         samples = [(path, q, None) for path in args.image for q in questions]
     else:
         bundled = json.loads((SAMPLE / "questions.json").read_text())["samples"]
-        samples = [(SAMPLE / s["image"], q, s["answer"] if q == s["question"] else None)
-                   for s in bundled for q in (args.question or [s["question"]])]
-    print(f"{args.model}: {type(model).__name__}, projector {model.config.projector_type}, Vision Remember before "
-          f"decoder layers {list(model.config.vision_remember_layers)}")
+        samples = [
+            (SAMPLE / s["image"], q, s["answer"] if q == s["question"] else None)
+            for s in bundled
+            for q in (args.question or [s["question"]])
+        ]
+    print(
+        f"{args.model}: {type(model).__name__}, projector {model.config.projector_type}, Vision Remember before "
+        f"decoder layers {list(model.config.vision_remember_layers)}"
+    )
     correct = 0
     for path, question, expected in samples:
         image = Image.open(path).convert("RGB")
         tiles, compressed, uncompressed = token_counts(model, image)
         # the question first, then the image: the bundled model was trained on that order
-        messages = [{"role": "user", "content": [{"type": "text", "text": question}, {"type": "image", "image": image}]}]
-        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                               return_dict=True, return_tensors="pt")
+        messages = [
+            {"role": "user", "content": [{"type": "text", "text": question}, {"type": "image", "image": image}]}
+        ]
+        inputs = processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
         ttft = time_to_first_token(model, inputs)
-        answer = pipe(text=messages, return_full_text=False,
-                      generate_kwargs={"max_new_tokens": args.max_new_tokens, "do_sample": False})[0]["generated_text"]
+        answer = pipe(
+            text=messages,
+            return_full_text=False,
+            generate_kwargs={"max_new_tokens": args.max_new_tokens, "do_sample": False},
+        )[0]["generated_text"]
         answer = answer.strip()
         correct += answer == expected
-        print(f"\n{Path(path).name}: {image.size[0]}x{image.size[1]} px, {tiles} tile(s) -> {compressed} image tokens "
-              f"(without compression: {uncompressed}); time to first token {ttft * 1000:.1f} ms")
+        print(
+            f"\n{Path(path).name}: {image.size[0]}x{image.size[1]} px, {tiles} tile(s) -> {compressed} image tokens "
+            f"(without compression: {uncompressed}); time to first token {ttft * 1000:.1f} ms"
+        )
         print(f"  Q: {question}\n  answer:   {answer}")
         if expected is not None:
             print(f"  expected: {expected}   {'(correct)' if answer == expected else '(WRONG)'}")

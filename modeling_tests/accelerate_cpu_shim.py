@@ -51,8 +51,10 @@ def _prepare_backend_deepspeed_on_cpu(self, cpu=False, sagemaker_dp=False, backe
 
 
 def _set_device_cpu(self):
-    if self.device is None and self.distributed_type in (DistributedType.MULTI_CPU, DistributedType.DEEPSPEED) and (
-        not torch.cuda.is_available()
+    if (
+        self.device is None
+        and self.distributed_type in (DistributedType.MULTI_CPU, DistributedType.DEEPSPEED)
+        and (not torch.cuda.is_available())
     ):
         self.device = torch.device("cpu")
         return

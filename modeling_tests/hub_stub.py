@@ -54,7 +54,7 @@ class HubStub:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "HubStub":
+    def start(self) -> HubStub:
         self._thread.start()
         return self
 
@@ -75,8 +75,11 @@ class HubStub:
         """JSON-able record of what happened (for a stub run in another process)."""
         return {
             "repos": {
-                repo: {"private": info["private"], "files": {p: len(b) for p, b in info["files"].items()},
-                       "sha256": {p: hashlib.sha256(b).hexdigest() for p, b in info["files"].items()}}
+                repo: {
+                    "private": info["private"],
+                    "files": {p: len(b) for p, b in info["files"].items()},
+                    "sha256": {p: hashlib.sha256(b).hexdigest() for p, b in info["files"].items()},
+                }
                 for repo, info in self.repos.items()
             },
             "commits": self.commits,
@@ -107,8 +110,11 @@ class HubStub:
             return 400, {"errors": [{"message": f"invalid YAML: {error}"}]}
         if not isinstance(metadata, dict):
             return 400, {"errors": [{"message": "YAML metadata must be a mapping"}]}
-        errors = [{"message": f'"{key}" must be a string'} for key in ("library_name", "pipeline_tag", "license")
-                  if key in metadata and not isinstance(metadata[key], str)]
+        errors = [
+            {"message": f'"{key}" must be a string'}
+            for key in ("library_name", "pipeline_tag", "license")
+            if key in metadata and not isinstance(metadata[key], str)
+        ]
         if "tags" in metadata and not isinstance(metadata["tags"], list):
             errors.append({"message": '"tags" must be an array'})
         return (400 if errors else 200), {"errors": errors, "warnings": []}
@@ -127,12 +133,16 @@ class HubStub:
         if repo not in self.repos:
             return 404, {"error": "Repository not found"}
         lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
-        header = next((l["value"] for l in lines if l["key"] == "header"), {})
+        header = next((line["value"] for line in lines if line["key"] == "header"), {})
         added, lfs, deleted = {}, [], []
         for line in lines:
             if line["key"] == "file":
                 value = line["value"]
-                data = base64.b64decode(value["content"]) if value.get("encoding") == "base64" else value["content"].encode()
+                data = (
+                    base64.b64decode(value["content"])
+                    if value.get("encoding") == "base64"
+                    else value["content"].encode()
+                )
                 added[value["path"]] = data
             elif line["key"] == "lfsFile":
                 lfs.append(line["value"]["path"])
@@ -145,10 +155,22 @@ class HubStub:
             self.repos[repo]["files"].update(added)
             for path in deleted:
                 self.repos[repo]["files"].pop(path, None)
-            self.commits.append({"repo_id": repo, "revision": rev, "summary": header.get("summary"),
-                                 "files": sorted(added), "deleted": deleted, "oid": oid})
-        return 200, {"commitUrl": f"{self.url}/{repo}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None,
-                     "success": True}
+            self.commits.append(
+                {
+                    "repo_id": repo,
+                    "revision": rev,
+                    "summary": header.get("summary"),
+                    "files": sorted(added),
+                    "deleted": deleted,
+                    "oid": oid,
+                }
+            )
+        return 200, {
+            "commitUrl": f"{self.url}/{repo}/commit/{oid}",
+            "commitOid": oid,
+            "pullRequestUrl": None,
+            "success": True,
+        }
 
     # -- HTTP plumbing ----------------------------------------------------------------------------------------------
     def _handler_class(self):

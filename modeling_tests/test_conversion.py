@@ -118,8 +118,11 @@ def write_transformers_source(model, folder: Path, layout: str) -> Path:
         (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     else:
         model.config.save_pretrained(folder)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors",
-                  metadata={"format": "pt"})
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            folder / "model.safetensors",
+            metadata={"format": "pt"},
+        )
     build_tiny_tokenizer(folder)
     image_processor_for(model).save_pretrained(folder)
     (folder / "README.md").write_text(SOURCE_README)
@@ -131,8 +134,9 @@ def lmms_lab_tokenizer(folder: Path):
     bpe = json.loads(build_tiny_tokenizer().backend_tokenizer.to_str())["model"]
     vocab = {("<|reserved|>" if token == "<image>" else token): i for token, i in bpe["vocab"].items()}
     merges = [tuple(m.split(" ") if isinstance(m, str) else m) for m in bpe["merges"]]
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=list(merges), unk_token=None, eos_token="<|im_end|>",
-                               pad_token="<|endoftext|>")
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab, merges=list(merges), unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     tokenizer.save_pretrained(folder)
     return tokenizer
@@ -161,10 +165,24 @@ def write_lmms_lab_source(model, folder: Path, tower_name: str) -> Path:
     raw = {
         "architectures": ["LlavaQwenForCausalLM"],
         "model_type": "llava",
-        **{k: getattr(text, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                                         "num_key_value_heads", "rms_norm_eps", "max_position_embeddings",
-                                         "vocab_size", "tie_word_embeddings", "use_sliding_window", "sliding_window",
-                                         "max_window_layers", "hidden_act")},
+        **{
+            k: getattr(text, k)
+            for k in (
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "rms_norm_eps",
+                "max_position_embeddings",
+                "vocab_size",
+                "tie_word_embeddings",
+                "use_sliding_window",
+                "sliding_window",
+                "max_window_layers",
+                "hidden_act",
+            )
+        },
         "rope_theta": text.rope_parameters["rope_theta"],
         "torch_dtype": "float32",
         "image_aspect_ratio": "anyres_max_9" if siglip else "anyres",
@@ -220,10 +238,14 @@ def converted(sources, tmp_path_factory):
         "next-mlp": (sources["next-llava-hf"], ["--projector-type", "mlp", *VR_FLAGS]),
         "next-mlp-new-layout": (sources["next-transformers"], ["--projector-type", "mlp", *VR_FLAGS]),
         "onevision-mlp": (sources["onevision-llava-hf"], ["--projector-type", "mlp", *VR_FLAGS]),
-        "onevision-lmms-mlp": (sources["onevision-lmms-lab"], ["--projector-type", "mlp", *VR_FLAGS,
-                                                               "--vision-num-attention-heads", "4"]),
-        "next-lmms-mlp": (sources["next-lmms-lab"], ["--projector-type", "mlp", "--no-vision-remember",
-                                                     "--vision-num-attention-heads", "4"]),
+        "onevision-lmms-mlp": (
+            sources["onevision-lmms-lab"],
+            ["--projector-type", "mlp", *VR_FLAGS, "--vision-num-attention-heads", "4"],
+        ),
+        "next-lmms-mlp": (
+            sources["next-lmms-lab"],
+            ["--projector-type", "mlp", "--no-vision-remember", "--vision-num-attention-heads", "4"],
+        ),
         "next-pool-vr": (sources["next-llava-hf"], ["--projector-type", "adaptive_avg_pool", *VR_FLAGS]),
     }
     for name, (source, flags) in folders.items():
@@ -263,8 +285,10 @@ def test_lmms_lab_conversion_reproduces_the_transformers_model_it_came_from(conv
     for field in ("image_grid_pinpoints", "vision_feature_layer", "vision_feature_select_strategy"):
         assert getattr(ours.config, field) == getattr(theirs.config, field)
     ours_inputs, ids = image_inputs_for(ours, image_token)
-    their_inputs = dict(ours_inputs, input_ids=torch.where(ours_inputs["input_ids"] == image_token, IMAGE_TOKEN,
-                                                           ours_inputs["input_ids"]))
+    their_inputs = dict(
+        ours_inputs,
+        input_ids=torch.where(ours_inputs["input_ids"] == image_token, IMAGE_TOKEN, ours_inputs["input_ids"]),
+    )
     real = ours_inputs["attention_mask"].bool()
     expected = theirs(**their_inputs).logits[real]
     got = ours(**ours_inputs).logits[real][:, :vocab]
@@ -288,10 +312,20 @@ def image_inputs_for(model, image_token, seed=0):
 def test_converted_folder_is_a_complete_remote_code_folder(converted):
     folder = converted["next-pool-vr"]
     files = set(os.listdir(folder))
-    assert {"config.json", "generation_config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
-            "tokenizer_config.json", "preprocessor_config.json", "chat_template.jinja", "README.md",
-            "configuration_llava_vr.py", "modeling_llava_vr.py", "processing_llava_vr.py"} <= files or \
-        {"config.json", "model.safetensors", "processor_config.json", "README.md"} <= files
+    assert {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "processor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        "chat_template.jinja",
+        "README.md",
+        "configuration_llava_vr.py",
+        "modeling_llava_vr.py",
+        "processing_llava_vr.py",
+    } <= files or {"config.json", "model.safetensors", "processor_config.json", "README.md"} <= files
     assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
     config = json.loads((folder / "config.json").read_text())
     assert {"AutoConfig", "AutoModel", "AutoModelForImageTextToText"} <= config["auto_map"].keys()
@@ -346,8 +380,14 @@ REMOTE_SCRIPT = textwrap.dedent(
 def test_converted_folders_load_with_trust_remote_code_without_the_package(converted, tmp_path):
     folders = [str(converted[name]) for name in ("next-mlp", "next-pool-vr", "onevision-lmms-mlp")]
     env = subprocess_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"))
-    result = subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, *folders], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_SCRIPT, *folders],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report.pop("modules") == []
@@ -391,8 +431,10 @@ def test_compressing_projector_conversion_card_lists_new_and_carried_weights(sou
             assert torch.equal(ours[key], source[key].to(stored)), key
     card = (output / "README.md").read_text()
     new_section = card.split("**NEW and UNTRAINED")[1].split("parameters are new")[0]
-    for part in NEW_PROJECTOR_PARTS[projector] + ["model.language_model.vision_remember.1",
-                                                 "model.language_model.vision_remember.4"]:
+    for part in NEW_PROJECTOR_PARTS[projector] + [
+        "model.language_model.vision_remember.1",
+        "model.language_model.vision_remember.4",
+    ]:
         assert f"`{part}" in new_section, (part, new_section)
     assert "linear_2" not in new_section and "vision_tower" not in new_section
     assert "4 vision tokens per 56-px tile, down from 16" in card
@@ -406,20 +448,34 @@ def test_mlp_card_says_the_conversion_reproduces_the_source(converted):
 
 
 def test_lmms_lab_tower_inference_and_pinpoints():
-    clip = {"model.vision_tower.embeddings.patch_embedding.weight": (1024, 3, 14, 14),
-            "model.vision_tower.embeddings.position_embedding.weight": (577, 1024),
-            "model.vision_tower.embeddings.class_embedding": (1024,),
-            "model.vision_tower.pre_layrnorm.weight": (1024,)}
+    clip = {
+        "model.vision_tower.embeddings.patch_embedding.weight": (1024, 3, 14, 14),
+        "model.vision_tower.embeddings.position_embedding.weight": (577, 1024),
+        "model.vision_tower.embeddings.class_embedding": (1024,),
+        "model.vision_tower.pre_layrnorm.weight": (1024,),
+    }
     clip.update({f"model.vision_tower.encoder.layers.{i}.mlp.fc1.weight": (4096, 1024) for i in range(24)})
     config = infer_vision_config(clip, "openai/clip-vit-large-patch14-336")
-    assert (config["model_type"], config["image_size"], config["num_hidden_layers"], config["num_attention_heads"],
-            config["intermediate_size"]) == ("clip_vision_model", 336, 24, 16, 4096)
-    siglip = {"model.vision_tower.embeddings.patch_embedding.weight": (1152, 3, 14, 14),
-              "model.vision_tower.embeddings.position_embedding.weight": (729, 1152)}
+    assert (
+        config["model_type"],
+        config["image_size"],
+        config["num_hidden_layers"],
+        config["num_attention_heads"],
+        config["intermediate_size"],
+    ) == ("clip_vision_model", 336, 24, 16, 4096)
+    siglip = {
+        "model.vision_tower.embeddings.patch_embedding.weight": (1152, 3, 14, 14),
+        "model.vision_tower.embeddings.position_embedding.weight": (729, 1152),
+    }
     siglip.update({f"model.vision_tower.encoder.layers.{i}.mlp.fc1.weight": (4304, 1152) for i in range(26)})
     config = infer_vision_config(siglip, "google/siglip-so400m-patch14-384")
-    assert (config["model_type"], config["image_size"], config["num_hidden_layers"], config["num_attention_heads"],
-            config["vision_use_head"]) == ("siglip_vision_model", 384, 26, 16, False)
+    assert (
+        config["model_type"],
+        config["image_size"],
+        config["num_hidden_layers"],
+        config["num_attention_heads"],
+        config["vision_use_head"],
+    ) == ("siglip_vision_model", 384, 26, 16, False)
     assert infer_vision_config(siglip, "someone/unknown-tower")["num_attention_heads"] == 1152 // 64
     assert parse_pinpoints("(1x1),...,(2x3)", 384)[:4] == [[384, 384], [384, 768], [384, 1152], [768, 384]]
 
@@ -438,17 +494,22 @@ def refusal_sources(root: Path) -> dict:
     Qwen2ForCausalLM(text_config).save_pretrained(qwen)
     llava = root / "llava"
     llava.mkdir()
-    (llava / "config.json").write_text(json.dumps({"architectures": ["LlavaForConditionalGeneration"],
-                                                    "model_type": "llava"}))
+    (llava / "config.json").write_text(
+        json.dumps({"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava"})
+    )
     dummy_weights(llava)
     llama = root / "llava-next-llama"
-    LlavaNextConfig(vision_config=tiny_vision_config(), text_config={**tiny_text_config(), "model_type": "llama"},
-                    image_token_index=IMAGE_TOKEN).save_pretrained(llama)
+    LlavaNextConfig(
+        vision_config=tiny_vision_config(),
+        text_config={**tiny_text_config(), "model_type": "llama"},
+        image_token_index=IMAGE_TOKEN,
+    ).save_pretrained(llama)
     dummy_weights(llama)
     lmms_llama = root / "lmms-llama"
     lmms_llama.mkdir()
-    (lmms_llama / "config.json").write_text(json.dumps({"architectures": ["LlavaLlamaForCausalLM"],
-                                                         "model_type": "llava_llama", "mm_vision_tower": "x"}))
+    (lmms_llama / "config.json").write_text(
+        json.dumps({"architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava_llama", "mm_vision_tower": "x"})
+    )
     dummy_weights(lmms_llama, "model.embed_tokens.weight")
     return {"qwen2": qwen, "llava": llava, "llama": llama, "lmms-llama": lmms_llama}
 
@@ -465,8 +526,10 @@ def test_refusals_exit_non_zero_with_one_line_and_write_nothing(sources, tmp_pat
         ([bad["llama"], "out-3"], "'llama'"),
         ([bad["lmms-llama"], "out-4"], "Llama"),
         ([next_source, "out-5"], "vision-remember-feature-layers [13, 18, 23] are beyond the vision tower's depth"),
-        ([next_source, "out-6", "--vision-remember-layers", "1", "9", "--vision-remember-feature-layers", "1", "2"],
-         "vision_remember_layers [9] are outside the LLM's 5 decoder layers: valid 0-based layers are 0 to 4"),
+        (
+            [next_source, "out-6", "--vision-remember-layers", "1", "9", "--vision-remember-feature-layers", "1", "2"],
+            "vision_remember_layers [9] are outside the LLM's 5 decoder layers: valid 0-based layers are 0 to 4",
+        ),
         ([next_source, "occupied"], "exists and is not empty"),
         ([tmp_path / "no-such-folder", "out-8"], "no such folder"),
     ]
@@ -487,8 +550,13 @@ def test_cli_refusal_in_a_subprocess(tmp_path):
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "keep.txt").write_text("mine")
-    result = subprocess.run([sys.executable, str(CONVERT), "--source", str(tmp_path), "--output", str(occupied)],
-                            capture_output=True, text=True, timeout=120, env=subprocess_env())
+    result = subprocess.run(
+        [sys.executable, str(CONVERT), "--source", str(tmp_path), "--output", str(occupied)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=subprocess_env(),
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]  # not other packages' notices
     assert errors == [f"error: --output {occupied} exists and is not empty (pass --overwrite to replace it)"]
@@ -507,8 +575,18 @@ def test_failed_conversion_leaves_no_half_written_folder_and_overwrite_replaces(
 
     real_build_processor = conversion.build_processor
     monkeypatch.setattr(conversion, "build_processor", lambda *a: (real_build_processor(*a), BrokenProcessor())[1])
-    code = conversion.main(["--source", str(sources["next-llava-hf"]), "--output", str(output), "--overwrite",
-                            "--projector-type", "mlp", "--no-vision-remember"])
+    code = conversion.main(
+        [
+            "--source",
+            str(sources["next-llava-hf"]),
+            "--output",
+            str(output),
+            "--overwrite",
+            "--projector-type",
+            "mlp",
+            "--no-vision-remember",
+        ]
+    )
     assert code == 1 and "disk full" in capsys.readouterr().err
     assert sorted(os.listdir(output)) == ["old.txt"]  # the old folder is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # temporary folder removed
@@ -583,13 +661,31 @@ def test_push_to_hub_uploads_the_folder_to_a_hub_stub(converted, tmp_path):
 
     folder = converted["onevision-lmms-mlp"]
     with HubStub() as stub:
-        env = subprocess_env(HF_ENDPOINT=stub.url, HF_TOKEN="hf_dummy_token", HF_HOME=str(tmp_path / "hf-home"),
-                             HF_HUB_DISABLE_TELEMETRY="1", NO_PROXY="127.0.0.1,localhost",
-                             no_proxy="127.0.0.1,localhost")
+        env = subprocess_env(
+            HF_ENDPOINT=stub.url,
+            HF_TOKEN="hf_dummy_token",
+            HF_HOME=str(tmp_path / "hf-home"),
+            HF_HUB_DISABLE_TELEMETRY="1",
+            NO_PROXY="127.0.0.1,localhost",
+            no_proxy="127.0.0.1,localhost",
+        )
         result = subprocess.run(
-            [sys.executable, "-m", "llava_vr", "push", str(folder), "--repo-id", "me/tiny-llava-vr", "--private",
-             "--commit-message", "Add tiny LLaVA-VR"],
-            capture_output=True, text=True, env=env, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "llava_vr",
+                "push",
+                str(folder),
+                "--repo-id",
+                "me/tiny-llava-vr",
+                "--private",
+                "--commit-message",
+                "Add tiny LLaVA-VR",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert stub.repos["me/tiny-llava-vr"]["private"] is True

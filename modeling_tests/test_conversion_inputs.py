@@ -38,8 +38,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 def plain_sources(tmp_path_factory):
     """A tiny LLaVA-NeXT (current layout) and OneVision (llava-hf layout) source, from `write_transformers_source`."""
     root = tmp_path_factory.mktemp("plain")
-    return {"next": write_transformers_source(next_model(), root / "next", "transformers"),
-            "onevision": write_transformers_source(onevision_model(), root / "onevision", "llava-hf")}
+    return {
+        "next": write_transformers_source(next_model(), root / "next", "transformers"),
+        "onevision": write_transformers_source(onevision_model(), root / "onevision", "llava-hf"),
+    }
 
 
 def with_image_processor(source: Path, folder: Path, layout: str) -> Path:
@@ -54,15 +56,20 @@ def with_image_processor(source: Path, folder: Path, layout: str) -> Path:
     onevision = config["model_type"] == "llava_onevision"
     tile = config["vision_config"]["image_size"]
     mean, std = NORMALISATION[config["model_type"]]
-    image_processor = anyres_image_processor("onevision" if onevision else "next", tile, config["image_grid_pinpoints"],
-                                             image_mean=mean, image_std=std)
+    image_processor = anyres_image_processor(
+        "onevision" if onevision else "next", tile, config["image_grid_pinpoints"], image_mean=mean, image_std=std
+    )
     if layout == "preprocessor_config.json":
         image_processor.save_pretrained(folder)
     else:
         # LlavaOnevisionProcessor needs a video processor (torchvision): the OneVision image processor goes into a
         # LlavaNextProcessor, saved the same way (`processor_config.json` with an `image_processor` entry)
-        processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=AutoTokenizer.from_pretrained(folder),
-                                       image_token="<image>", vision_feature_select_strategy="default")
+        processor = LlavaNextProcessor(
+            image_processor=image_processor,
+            tokenizer=AutoTokenizer.from_pretrained(folder),
+            image_token="<image>",
+            vision_feature_select_strategy="default",
+        )
         processor.save_pretrained(folder)
         assert not (folder / "preprocessor_config.json").exists()
         assert "image_processor" in json.loads((folder / "processor_config.json").read_text())
@@ -85,7 +92,8 @@ def converted_pixels(folder: Path) -> torch.Tensor:
 @pytest.mark.parametrize("kind", ["next", "onevision"])
 @pytest.mark.parametrize("layout", ["preprocessor_config.json", "processor_config.json"])
 def test_converted_pixel_values_equal_the_sources_whichever_file_holds_its_image_processor(
-        plain_sources, tmp_path, kind, layout):
+    plain_sources, tmp_path, kind, layout
+):
     source = with_image_processor(plain_sources[kind], tmp_path / "source", layout)
     expected = AutoImageProcessor.from_pretrained(source)(pictures(), return_tensors="pt")["pixel_values"]
     convert(source, tmp_path / "out", "--projector-type", "mlp", *VR_FLAGS)
@@ -134,11 +142,13 @@ VR_SETTINGS = {  # flag -> (argument, config.json field, value)
 
 
 def test_every_vision_remember_flag_lands_in_config_json_and_unset_ones_keep_the_configs_default(
-        plain_sources, tmp_path):
+    plain_sources, tmp_path
+):
     from llava_vr import LlavaVRConfig
 
-    flags = [item for flag, (value, _, _) in VR_SETTINGS.items()
-             for item in ([flag] if value is None else [flag, value])]
+    flags = [
+        item for flag, (value, _, _) in VR_SETTINGS.items() for item in ([flag] if value is None else [flag, value])
+    ]
     convert(plain_sources["next"], tmp_path / "set", *VR_FLAGS, *flags)
     config = json.loads((tmp_path / "set" / "config.json").read_text())
     for flag, (_, field, value) in VR_SETTINGS.items():
@@ -271,15 +281,27 @@ def test_a_silent_hub_fails_within_its_timeout_without_retries(tmp_path):
     """The CLI in a subprocess, the Hub endpoint (HF_ENDPOINT) on a port that accepts and never answers, with a
     1-s HF_HUB_ETAG_TIMEOUT: one look-up, no retries, one line."""
     server = SilentServer()
-    env = subprocess_env(HF_ENDPOINT=f"http://127.0.0.1:{server.port}", HF_HOME=str(tmp_path / "hf-home"),
-                         HF_HUB_ETAG_TIMEOUT="1", HF_HUB_DISABLE_TELEMETRY="1", NO_PROXY="127.0.0.1",
-                         no_proxy="127.0.0.1")
-    script = ("import sys, time; from llava_vr.conversion.convert import main; started = time.monotonic(); "
-              "code = main(sys.argv[1:]); print(f'seconds {time.monotonic() - started:.2f}'); sys.exit(code)")
+    env = subprocess_env(
+        HF_ENDPOINT=f"http://127.0.0.1:{server.port}",
+        HF_HOME=str(tmp_path / "hf-home"),
+        HF_HUB_ETAG_TIMEOUT="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        NO_PROXY="127.0.0.1",
+        no_proxy="127.0.0.1",
+    )
+    script = (
+        "import sys, time; from llava_vr.conversion.convert import main; started = time.monotonic(); "
+        "code = main(sys.argv[1:]); print(f'seconds {time.monotonic() - started:.2f}'); sys.exit(code)"
+    )
     try:
-        result = subprocess.run([sys.executable, "-c", script, "--source", "someone/some-llava", "--output",
-                                 str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=tmp_path,
-                                timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", script, "--source", "someone/some-llava", "--output", str(tmp_path / "out")],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
     finally:
         server.close()
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]  # not other packages' notices

@@ -36,8 +36,17 @@ def run_torchrun(worker, out, env_overrides=None, what="run"):
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()), str(worker), str(out),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(worker),
+        str(out),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env_overrides or {})}
     # own session, so that on a timeout the whole group (torchrun and both workers) is killed, not just torchrun
@@ -123,16 +132,31 @@ def run_accelerate(config_file, script_args, env_overrides, cwd=REPO, shim=True,
     `accelerate_cpu_shim.py` (which bends only accelerate's device checks; `shim=False`: as a user would launch it),
     killed after TIMEOUT_S; returns the output (stdout and stderr)."""
     command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(REPO / "examples/accelerate" / config_file),
-        "--num_processes", "2", "--main_process_port", str(free_port()),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "examples/accelerate" / config_file),
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(free_port()),
         *(["--mixed_precision", "no"] if config_file.startswith("fsdp") else []),
         # `-m llava_vr sft` as `python -m llava_vr sft` (= `llava-vr sft`); the shim takes the same `-m MODULE`
-        *([str(REPO / "modeling_tests/accelerate_cpu_shim.py")] if shim else []), "-m", "llava_vr", "sft", *script_args,
+        *([str(REPO / "modeling_tests/accelerate_cpu_shim.py")] if shim else []),
+        "-m",
+        "llava_vr",
+        "sft",
+        *script_args,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **env_overrides}
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=cwd,
         start_new_session=True,
     )
     try:
@@ -171,8 +195,20 @@ def test_accelerate_fsdp2_config_trains_and_saves_a_loadable_checkpoint(tmp_path
     out = tmp_path / "run"
     run_accelerate(
         "fsdp.yaml",
-        ["--tiny", "--max-steps", "2", "--num-samples", "4", "--per-device-train-batch-size", "1",
-         "--activation-checkpointing", "--save-steps", "1000", "--output-dir", str(out)],
+        [
+            "--tiny",
+            "--max-steps",
+            "2",
+            "--num-samples",
+            "4",
+            "--per-device-train-batch-size",
+            "1",
+            "--activation-checkpointing",
+            "--save-steps",
+            "1000",
+            "--output-dir",
+            str(out),
+        ],
         {"ACCELERATE_USE_CPU": "true"},
     )
     assert (next(out.glob("checkpoint-*")) / "pytorch_model_fsdp.bin").exists(), "the run was not sharded by FSDP"
@@ -184,10 +220,13 @@ def test_accelerate_fsdp_config_on_a_cpu_only_machine_is_refused_not_run_twice(t
     """As a user would launch it (no shim): accelerate applies FSDP on GPUs only, and 2 processes without GPU would
     each train the whole model into the same folder. The command refuses before loading anything."""
     out = tmp_path / "run"
-    output = run_accelerate("fsdp.yaml", ["--tiny", "--max-steps", "1", "--output-dir", str(out)], {}, shim=False,
-                            expect_success=False)
-    assert "error: 2 processes were launched but do not form one distributed run (accelerate applies the FSDP config " \
-           "on GPUs only)" in output
+    output = run_accelerate(
+        "fsdp.yaml", ["--tiny", "--max-steps", "1", "--output-dir", str(out)], {}, shim=False, expect_success=False
+    )
+    assert (
+        "error: 2 processes were launched but do not form one distributed run (accelerate applies the FSDP config "
+        "on GPUs only)" in output
+    )
     assert "trainable parameters" not in output and not out.exists()
     # refused before the options are parsed: no process joined a process group (Transformers warned once each)
     assert "process group is initialized" not in output
@@ -200,8 +239,18 @@ def test_accelerate_deepspeed_configs_train_with_component_learning_rates(stage,
     the final save gathers full weights. deepspeed is a dev dependency: these run, never skip."""
     for config in ("deepspeed_zero2.json", "deepspeed_zero3.json"):
         assert "optimizer" not in json.loads((REPO / "examples/accelerate" / config).read_text())
-    script_args = ["--max-steps", "2", "--num-samples", "4", "--per-device-train-batch-size", "1", "--save-steps",
-                   "1000", "--output-dir", str(tmp_path / "run")]
+    script_args = [
+        "--max-steps",
+        "2",
+        "--num-samples",
+        "4",
+        "--per-device-train-batch-size",
+        "1",
+        "--save-steps",
+        "1000",
+        "--output-dir",
+        str(tmp_path / "run"),
+    ]
     if stage == "zero3":
         from llava_vr.training.sft_cli import tiny_model_and_processor
 

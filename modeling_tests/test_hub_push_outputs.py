@@ -40,8 +40,9 @@ def converted(tmp_path_factory):
     """A tiny converted folder whose source sits in a Hub-cache-like path (`models--OWNER--NAME/snapshots/SHA`), so
     the conversion records the source's Hub id; and the source itself."""
     root = tmp_path_factory.mktemp("push")
-    source = write_transformers_source(next_model(), root / "hub" / "models--tiny-org--tiny-next" / "snapshots" / "a1b2",
-                                       "transformers")
+    source = write_transformers_source(
+        next_model(), root / "hub" / "models--tiny-org--tiny-next" / "snapshots" / "a1b2", "transformers"
+    )
     convert(source, root / "converted", "--projector-type", "mlp", "--no-vision-remember")
     return {"folder": root / "converted", "source": source}
 
@@ -50,8 +51,9 @@ def training_output(converted: Path, folder: Path, base: str | None) -> Path:
     """What `llava-vr sft` leaves: the model's files, TRL's card, `training_args.bin`, `checkpoint-N/` with the
     Trainer's state, TensorBoard `runs/`."""
     shutil.copytree(converted, folder)
-    (folder / "README.md").write_text(TRL_CARD.format(base=base) if base else TRL_CARD.replace("base_model: {base}\n", "")
-                                      .replace("{base}", "None"))
+    (folder / "README.md").write_text(
+        TRL_CARD.format(base=base) if base else TRL_CARD.replace("base_model: {base}\n", "").replace("{base}", "None")
+    )
     (folder / "training_args.bin").write_bytes(b"pickle")
     for step in (2, 4):
         checkpoint = folder / f"checkpoint-{step}"
@@ -66,8 +68,11 @@ def training_output(converted: Path, folder: Path, base: str | None) -> Path:
 
 
 def fingerprint(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 class CapturedUpload:
@@ -107,7 +112,8 @@ def metadata(card: str) -> dict:
 
 
 def test_a_training_output_folder_uploads_model_files_only_with_a_card_naming_base_model_and_repo(
-        converted, tmp_path, monkeypatch, capsys):
+    converted, tmp_path, monkeypatch, capsys
+):
     """TRL's card names the local converted folder the run started from; that folder's card names the Hub model
     it was converted from: the uploaded card names that Hub model and the repo."""
     folder = training_output(converted["folder"], tmp_path / "sft-out", base=str(converted["folder"]))
@@ -116,8 +122,11 @@ def test_a_training_output_folder_uploads_model_files_only_with_a_card_naming_ba
     capsys.readouterr()
     assert publishing.main([str(folder), "--repo-id", "me/tiny-sft"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"not uploaded \(intermediate Trainer checkpoints\): checkpoint-2/ \(7 files\), "
-                     r"checkpoint-4/ \(7 files\)", out), out
+    assert re.search(
+        r"not uploaded \(intermediate Trainer checkpoints\): checkpoint-2/ \(7 files\), "
+        r"checkpoint-4/ \(7 files\)",
+        out,
+    ), out
     assert "not uploaded (training state and logs): training_args.bin" in out
     assert "not uploaded (subfolders): runs/ (1 files)" in out
     expected = {p.name for p in folder.iterdir() if p.is_file() and p.name != "training_args.bin"}
@@ -127,7 +136,10 @@ def test_a_training_output_folder_uploads_model_files_only_with_a_card_naming_ba
     assert metadata(card)["base_model"] == "tiny-org/tiny-next" and "trl" not in metadata(card)["tags"]
     assert 'model_id = "me/tiny-sft"' in card and "fine-tuned from **tiny-org/tiny-next**" in card
     assert "None" not in card
-    assert "README.md is not a LLaVA-VR card" in out and f"base_model: tiny-org/tiny-next (from {converted['folder']}" in out
+    assert (
+        "README.md is not a LLaVA-VR card" in out
+        and f"base_model: tiny-org/tiny-next (from {converted['folder']}" in out
+    )
     assert fingerprint(folder) == before  # nothing in the folder changed
 
 

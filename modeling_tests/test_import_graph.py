@@ -51,7 +51,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
                 state[path.pop()] = "done"
                 stack.pop()
             elif state.get(following) == "open":
-                return [*path[path.index(following):], following]
+                return [*path[path.index(following) :], following]
             elif following not in state:
                 state[following] = "open"
                 path.append(following)
@@ -76,6 +76,11 @@ def test_no_import_cycle_in_src():
 
 def test_hub_imports_neither_conversion_nor_training():
     graph = import_graph()
-    upward = {(module, target) for module, targets in graph.items() if module.startswith("llava_vr.hub")
-              for target in targets if target.startswith(("llava_vr.conversion", "llava_vr.training"))}
+    upward = {
+        (module, target)
+        for module, targets in graph.items()
+        if module.startswith("llava_vr.hub")
+        for target in targets
+        if target.startswith(("llava_vr.conversion", "llava_vr.training"))
+    }
     assert not upward, upward

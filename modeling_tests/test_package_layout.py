@@ -58,8 +58,9 @@ print(status, sorted(name for name in ("torch", "transformers", "llava_vr") if n
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["frobnicate"], ["convert", "--help"], ["push", "--help"]])
 def test_llava_vr_help_version_and_usage_errors_do_not_import_torch(argv, tmp_path):
-    result = subprocess.run([sys.executable, "-c", CONSOLE_SCRIPT, *argv], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", CONSOLE_SCRIPT, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     status, imported = result.stdout.strip().splitlines()[-1].split(" ", 1)
     assert imported == "[]", result.stdout + result.stderr[-2000:]
     assert status == ("2" if argv == ["frobnicate"] else "0")
@@ -90,8 +91,10 @@ def refusal_cases(tmp_path: Path) -> dict:
         "convert": (["--source", str(missing), "--output", str(tmp_path / "out")], "no such folder"),
         "push": ([str(missing), "--repo-id", "me/x", "--dry-run"], "does not exist"),
         "sft": (["--model", str(missing), "--output_dir", str(tmp_path / "sft")], "no such folder"),
-        "experiment": (["--preset", "smoke", "--output-dir", str(tmp_path / "runs"), "--save-best-to", str(occupied)],
-                       "is not empty"),
+        "experiment": (
+            ["--preset", "smoke", "--output-dir", str(tmp_path / "runs"), "--save-best-to", str(occupied)],
+            "is not empty",
+        ),
     }
 
 

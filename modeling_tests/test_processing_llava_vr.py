@@ -24,10 +24,44 @@ SIGLIP_PINPOINTS = grid_pinpoints(384, 6, 6)
 # odd shapes, then sizes around aspect-ratio edges of the pinpoints (exact 1:1, 1:2, 2:3, ... and one pixel off), of
 # the unpadding rounding, and of the anyres_max_9 down-interpolation threshold
 SIZES = [
-    (1, 1), (1, 3000), (3000, 1), (4000, 20), (20, 4000), (1, 2), (2, 1), (33, 97), (97, 33), (57, 111), (111, 57),
-    (56, 56), (56, 168), (168, 56), (112, 112), (113, 112), (112, 113), (336, 336), (336, 672), (336, 673), (335, 672),
-    (672, 336), (673, 336), (1008, 1008), (1008, 1009), (640, 480), (480, 640), (500, 499), (777, 333), (1080, 1920),
-    (1920, 1080), (2016, 2016), (2304, 2304), (384, 1152), (385, 1152), (1000, 1500), (1500, 1000), (4000, 4000),
+    (1, 1),
+    (1, 3000),
+    (3000, 1),
+    (4000, 20),
+    (20, 4000),
+    (1, 2),
+    (2, 1),
+    (33, 97),
+    (97, 33),
+    (57, 111),
+    (111, 57),
+    (56, 56),
+    (56, 168),
+    (168, 56),
+    (112, 112),
+    (113, 112),
+    (112, 113),
+    (336, 336),
+    (336, 672),
+    (336, 673),
+    (335, 672),
+    (672, 336),
+    (673, 336),
+    (1008, 1008),
+    (1008, 1009),
+    (640, 480),
+    (480, 640),
+    (500, 499),
+    (777, 333),
+    (1080, 1920),
+    (1920, 1080),
+    (2016, 2016),
+    (2304, 2304),
+    (384, 1152),
+    (385, 1152),
+    (1000, 1500),
+    (1500, 1000),
+    (4000, 4000),
 ]
 PIXEL_SIZES = [(1, 1), (1, 3000), (3000, 1), (4000, 20), (20, 4000), (33, 97), (60, 100), (100, 60), (111, 57),
                (112, 112), (113, 112), (168, 56), (56, 168), (224, 336), (500, 499), (640, 480)]  # fmt: skip
@@ -110,10 +144,12 @@ def test_each_image_expands_to_its_layout_count_with_real_pixels(kind, aspect_ra
     out = processor(images=images, text=prompts, padding=True, return_tensors="pt")
     layouts = [anyres_layout(s, SMALL_PINPOINTS, TILE, 4, aspect_ratio) for s in PIXEL_SIZES]
     assert [image_runs(row) for row in out["input_ids"]] == [[layout.num_tokens] for layout in layouts]
-    assert out["pixel_values"].shape == (len(images), max(l.num_tiles for l in layouts), 3, TILE, TILE)
+    assert out["pixel_values"].shape == (len(images), max(layout.num_tiles for layout in layouts), 3, TILE, TILE)
     assert out["image_sizes"].tolist() == [list(s) for s in PIXEL_SIZES]
     assert out["batch_num_images"].tolist() == [1] * len(images)
-    for pixels, layout in zip(out["pixel_values"], layouts):  # tiles beyond the layout's are batch padding
+    for pixels, layout in zip(
+        out["pixel_values"], layouts, strict=False
+    ):  # tiles beyond the layout's are batch padding
         assert pixels[: layout.num_tiles].abs().flatten(1).sum(-1).gt(0).all()
         assert not pixels[layout.num_tiles :].any()
 
@@ -199,8 +235,8 @@ def test_multi_image_anyres_tiles_every_image_even_with_the_onevision_image_proc
     sizes = [(60, 100), (90, 40)]
     out = processor(images=[image(s) for s in sizes], text="<image>\n<image>Same?", return_tensors="pt")
     layouts = [anyres_layout(s, SMALL_PINPOINTS, TILE, 4, "anyres_max_9") for s in sizes]
-    assert image_runs(out["input_ids"][0]) == [l.num_tokens for l in layouts]
-    assert out["pixel_values"].shape[1] == max(l.num_tiles for l in layouts) > 1
+    assert image_runs(out["input_ids"][0]) == [layout.num_tokens for layout in layouts]
+    assert out["pixel_values"].shape[1] == max(layout.num_tiles for layout in layouts) > 1
 
 
 @pytest.mark.parametrize("multi_image_anyres", [False, True])
@@ -216,19 +252,21 @@ def test_multimodal_token_counts_with_batch_num_images_equal_the_expanded_prompt
     assert counts["num_image_tokens"] == expanded
     assert counts["num_image_patches"] == [1] * len(sizes)
     tiled = [multi_image_anyres or n == 1 for n in (2, 2, 1, 3, 3, 3)]
-    layouts = [anyres_layout(s, SMALL_PINPOINTS, TILE, 4, "anyres_max_9", t) for s, t in zip(sizes, tiled)]
+    layouts = [
+        anyres_layout(s, SMALL_PINPOINTS, TILE, 4, "anyres_max_9", t) for s, t in zip(sizes, tiled, strict=False)
+    ]
     assert expanded == [layout.num_tokens for layout in layouts]
     if not multi_image_anyres:  # images sharing a prompt: base tile + newline only
-        assert [c for c, t in zip(expanded, tiled) if not t] == [17] * 5
+        assert [c for c, t in zip(expanded, tiled, strict=False) if not t] == [17] * 5
 
 
 def test_multimodal_token_counts_without_batch_num_images_count_each_image_alone():
     processor = make_processor("onevision")
     sizes = [(60, 100), (90, 40), (500, 499)]
     alone = processor._get_num_multimodal_tokens(image_sizes=sizes)["num_image_tokens"]
-    assert alone == processor._get_num_multimodal_tokens(image_sizes=sizes, batch_num_images=[1, 1, 1])[
-        "num_image_tokens"
-    ]
+    assert (
+        alone == processor._get_num_multimodal_tokens(image_sizes=sizes, batch_num_images=[1, 1, 1])["num_image_tokens"]
+    )
     assert alone == [anyres_layout(s, SMALL_PINPOINTS, TILE, 4, "anyres_max_9").num_tokens for s in sizes]
     assert processor._get_num_multimodal_tokens(image_sizes=sizes, batch_num_images=[3])["num_image_tokens"] == [17] * 3
     with pytest.raises(ValueError, match="do not add up to 3 images"):
@@ -282,7 +320,11 @@ def test_chat_template_batch_with_images_in_messages_text_only_and_padding(side)
                                       {"type": "text", "text": "Two?"}]}],
     ]  # fmt: skip
     out = processor.apply_chat_template(
-        conversations, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+        conversations,
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
         processor_kwargs={"padding": True},
     )
     assert out["batch_num_images"].tolist() == [1, 0, 2] and out["pixel_values"].shape[0] == 3
@@ -312,13 +354,17 @@ def test_assistant_tokens_mask_covers_exactly_the_assistant_replies(side):
     ]
     short = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello, world."}]
     out = processor.apply_chat_template(
-        [conversation, short], tokenize=True, return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt",
+        [conversation, short],
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+        return_tensors="pt",
         processor_kwargs={"padding": True},
     )
     assert out["assistant_masks"].shape == out["input_ids"].shape
     tokenizer = processor.tokenizer
     replies_per_row = (["42 in total", "3.50"], ["Hello, world."])
-    for ids, mask, replies in zip(out["input_ids"], out["assistant_masks"], replies_per_row):
+    for ids, mask, replies in zip(out["input_ids"], out["assistant_masks"], replies_per_row, strict=False):
         expected = [i for reply in replies for i in tokenizer(reply + "<|im_end|>")["input_ids"]]
         assert ids[mask.bool()].tolist() == expected
         assert not mask[ids == IMAGE_ID].any() and not mask[ids == tokenizer.pad_token_id].any()

@@ -122,7 +122,7 @@ def test_labels_cover_exactly_the_assistant_replies_and_their_end_token(config, 
     tok = processor.tokenizer
     header = tok.encode("<|im_start|>assistant\n", add_special_tokens=False)
     im_end, image_id = tok.convert_tokens_to_ids("<|im_end|>"), config.image_token_index
-    for row, ids, labels, mask in zip(rows, batch["input_ids"], batch["labels"], batch["attention_mask"]):
+    for row, ids, labels, mask in zip(rows, batch["input_ids"], batch["labels"], batch["attention_mask"], strict=False):
         ids = ids.tolist()
         starts = [i + len(header) for i in range(len(ids) - len(header) + 1) if ids[i : i + len(header)] == header]
         assert len(starts) == 1, "one assistant turn per sample"
@@ -191,7 +191,7 @@ def test_stage1_without_anyres_encodes_the_base_tile_only(config, dataset, tmp_p
     assert processor.image_processor.image_grid_pinpoints == config.image_grid_pinpoints
 
 
-# ---- LoRA --------------------------------------------------------------------------------------------------------------
+# ---- LoRA ------------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -223,14 +223,13 @@ def test_lora_run_moves_only_lora_and_modules_to_save(lora_run):
     check_lora_trainable(peft_model)
     moved_lora = moved_saved = 0
     for name, param in peft_model.named_parameters():
-        base_name = (
-            name.removeprefix("base_model.model.").replace(".base_layer", "").replace(".original_module", "")
-        )
+        base_name = name.removeprefix("base_model.model.").replace(".base_layer", "").replace(".original_module", "")
         if ".lora_" in name:
             moved_lora += "lora_B" in name and bool(param.detach().abs().sum() > 0)
         elif ".modules_to_save." in name:
-            moved_saved += not torch.equal(param.detach(), base[name.removeprefix("base_model.model.").replace(
-                ".modules_to_save.default", "")])
+            moved_saved += not torch.equal(
+                param.detach(), base[name.removeprefix("base_model.model.").replace(".modules_to_save.default", "")]
+            )
         else:
             assert torch.equal(param.detach(), base[base_name]), f"base weight moved: {name}"
     assert moved_lora == 7 * 5, "every LoRA B matrix moved off zero"
@@ -277,10 +276,19 @@ def test_gradient_checkpointing_recomputes_vr_and_gives_the_same_update(config, 
         count = []
         # Transformers checkpoints VR's `forward` (its own hooks stay outside) and the recompute may stop early once
         # it has what the backward needs: count calls of VR's first submodule, with a pre-hook
-        model.model.language_model.vision_remember["1"].input_norm.register_forward_pre_hook(lambda *a: count.append(1))
+        model.model.language_model.vision_remember["1"].input_norm.register_forward_pre_hook(
+            lambda *a, count=count: count.append(1)
+        )
         train(
-            model, make_processor(config), dataset.select([0, 1]), tmp_path / str(checkpointing), max_steps=1,
-            optim="sgd", learning_rate=1.0, max_grad_norm=0.0, activation_checkpointing=checkpointing,
+            model,
+            make_processor(config),
+            dataset.select([0, 1]),
+            tmp_path / str(checkpointing),
+            max_steps=1,
+            optim="sgd",
+            learning_rate=1.0,
+            max_grad_norm=0.0,
+            activation_checkpointing=checkpointing,
         )
         assert model.model.language_model.vision_remember["1"].gradient_checkpointing is checkpointing
         updates.append({n: before[n] - p.detach() for n, p in model.named_parameters()})
@@ -298,12 +306,14 @@ def test_component_of_sees_through_wrappers():
     assert component_of("base_model.model.model.language_model.vision_remember.4.modules_to_save.default.x") == (
         "vision_remember"
     )
-    assert component_of("_fsdp_wrapped_module.model.language_model.layers.0._fsdp_wrapped_module.mlp.up_proj.weight") == (
-        "llm"
-    )
+    assert component_of(
+        "_fsdp_wrapped_module.model.language_model.layers.0._fsdp_wrapped_module.mlp.up_proj.weight"
+    ) == ("llm")
     assert component_of("module.model.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight") == "vision_tower"
-    assert component_of("model.image_newline") == component_of("model.multi_modal_projector.linear_1.weight") == (
-        "projector"
+    assert (
+        component_of("model.image_newline")
+        == component_of("model.multi_modal_projector.linear_1.weight")
+        == ("projector")
     )
     assert component_of("lm_head.weight") == "lm_head"
     assert STAGES["stage1"] == ("projector", "vision_remember")
@@ -312,12 +322,16 @@ def test_component_of_sees_through_wrappers():
 def test_stage_learning_rates_come_from_one_place_with_per_component_overrides():
     assert component_learning_rates("stage1") == {"projector": 1e-3, "vision_remember": 1e-3}
     assert component_learning_rates("stage2", llm=1e-5) == {
-        "projector": 2e-5, "vision_remember": 2e-5, "llm": 1e-5, "lm_head": 1e-5
+        "projector": 2e-5,
+        "vision_remember": 2e-5,
+        "llm": 1e-5,
+        "lm_head": 1e-5,
     }
     lora = component_learning_rates("stage2", ("projector", "vision_remember", "llm"), lora=True, projector=1e-4)
     assert lora == {"projector": 1e-4, "vision_remember": 2e-4, "llm": 2e-4}
     assert component_learning_rates("stage1", learning_rate=5e-4, llm=1.0) == {
-        "projector": 5e-4, "vision_remember": 5e-4
+        "projector": 5e-4,
+        "vision_remember": 5e-4,
     }
     with pytest.raises(ValueError, match="stage"):
         component_learning_rates("stage3")
@@ -325,8 +339,22 @@ def test_stage_learning_rates_come_from_one_place_with_per_component_overrides()
 
 def test_sft_command_takes_trls_options_its_own_and_the_short_spellings():
     training_args, model_args, options = parse_args(
-        ["--model", "CKPT", "--lora", "--max-steps", "3", "--per_device_train_batch_size", "4", "--no-merge",
-         "--projector_lr", "1e-4", "--eval_strategy", "steps", "--eval_steps", "2"]
+        [
+            "--model",
+            "CKPT",
+            "--lora",
+            "--max-steps",
+            "3",
+            "--per_device_train_batch_size",
+            "4",
+            "--no-merge",
+            "--projector_lr",
+            "1e-4",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "2",
+        ]
     )
     assert model_args.model_name_or_path == "CKPT" and model_args.use_peft and model_args.dtype is None
     assert training_args.max_steps == 3 and training_args.per_device_train_batch_size == 4
@@ -338,17 +366,34 @@ def test_sft_command_takes_trls_options_its_own_and_the_short_spellings():
     assert stage1.anyres is False
     bf16, _, _ = parse_args(["--tiny", "--bf16", "--use_cpu", "--warmup", "5"])  # bare --bf16; the old --warmup
     assert bf16.bf16 is True and bf16.warmup_steps == 5
-    for bad in (["--tiny", "--model", "CKPT"], ["--model", "CKPT", "--lora", "--stage", "stage1"],
-                ["--tiny", "--jsonl", "x.jsonl"], ["--model", "CKPT", "--lora", "--lora_target_modules", "q_proj"]):
+    for bad in (
+        ["--tiny", "--model", "CKPT"],
+        ["--model", "CKPT", "--lora", "--stage", "stage1"],
+        ["--tiny", "--jsonl", "x.jsonl"],
+        ["--model", "CKPT", "--lora", "--lora_target_modules", "q_proj"],
+    ):
         with pytest.raises(SystemExit):
             parse_args(bad)
 
 
 def test_sft_command_stage1_run_trains_and_saves_with_the_anyres_settings_restored(tmp_path):
-    trainer = sft_cli.run(*parse_args([
-        "--tiny", "--stage", "stage1", "--max-steps", "2", "--num-samples", "4", "--output-dir", str(tmp_path),
-        "--report-to", "none",
-    ]))
+    trainer = sft_cli.run(
+        *parse_args(
+            [
+                "--tiny",
+                "--stage",
+                "stage1",
+                "--max-steps",
+                "2",
+                "--num-samples",
+                "4",
+                "--output-dir",
+                str(tmp_path),
+                "--report-to",
+                "none",
+            ]
+        )
+    )
     assert {g["component"] for g in trainer.optimizer.param_groups} == {"projector", "vision_remember"}
     assert {g["initial_lr"] for g in trainer.optimizer.param_groups} == {1e-3}
     saved = json.loads((tmp_path / "config.json").read_text())

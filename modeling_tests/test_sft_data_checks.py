@@ -38,15 +38,15 @@ def bad_data(tmp_path):
     truncated_png(tmp_path / "cut.png")
     (tmp_path / "notes.png").write_text("not an image")
     lines = [
-        {"image": "good.png", "question": "Total?", "answer": 12},            # 1 fine
-        '{"image": "good.png", "question": "Q" "answer": "x"}',              # 2 invalid JSON
-        {"image": "good.png", "question": "Q"},                               # 3 missing answer
-        {"image": "gone.png", "question": "Q", "answer": "x"},               # 4 missing file
-        "",                                                                   # 5 blank: skipped
-        {"image": "cut.png", "question": "Q", "answer": "x"},                # 6 truncated PNG
-        {"image": "notes.png", "question": "Q", "answer": "x"},              # 7 not an image
-        '["good.png", "Q", "x"]',                                             # 8 not an object
-        {"image": "good.png", "question": "Q", "answer": "x"},               # 9 fine
+        {"image": "good.png", "question": "Total?", "answer": 12},  # 1 fine
+        '{"image": "good.png", "question": "Q" "answer": "x"}',  # 2 invalid JSON
+        {"image": "good.png", "question": "Q"},  # 3 missing answer
+        {"image": "gone.png", "question": "Q", "answer": "x"},  # 4 missing file
+        "",  # 5 blank: skipped
+        {"image": "cut.png", "question": "Q", "answer": "x"},  # 6 truncated PNG
+        {"image": "notes.png", "question": "Q", "answer": "x"},  # 7 not an image
+        '["good.png", "Q", "x"]',  # 8 not an object
+        {"image": "good.png", "question": "Q", "answer": "x"},  # 9 fine
     ]
     return write_jsonl(tmp_path / "data.jsonl", lines), tmp_path
 
@@ -73,8 +73,10 @@ def test_a_truncated_png_in_the_first_line_is_named_by_the_dataset_loader(tmp_pa
 
     truncated_png(tmp_path / "cut.png")
     noise_png(tmp_path / "ok.png")
-    path = write_jsonl(tmp_path / "d.jsonl", [{"image": "cut.png", "question": "Q", "answer": "A"},
-                                              {"image": "ok.png", "question": "Q", "answer": "A"}])
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [{"image": "cut.png", "question": "Q", "answer": "A"}, {"image": "ok.png", "question": "Q", "answer": "A"}],
+    )
     with pytest.raises(LlavaVRRefusal, match=rf"(?m)^  {re.escape(str(path))}:1: unreadable image .*cut\.png"):
         jsonl_dataset(str(path), str(tmp_path))
 

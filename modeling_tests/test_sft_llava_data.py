@@ -17,15 +17,31 @@ from llava_vr.training.sft_data import jsonl_dataset, named_dataset  # noqa: E40
 from llava_vr.training.sft_options import parse_args  # noqa: E402
 
 ROWS = [
-    {"id": "two-turns", "image": "0.png", "conversations": [
-        {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "blue"},
-        {"from": "human", "value": "Sure?"}, {"from": "gpt", "value": "yes"}]},
+    {
+        "id": "two-turns",
+        "image": "0.png",
+        "conversations": [
+            {"from": "human", "value": "<image>\nWhat colour?"},
+            {"from": "gpt", "value": "blue"},
+            {"from": "human", "value": "Sure?"},
+            {"from": "gpt", "value": "yes"},
+        ],
+    },
     {"id": "text", "conversations": [{"from": "human", "value": "Say hi"}, {"from": "gpt", "value": "hi"}]},
-    {"id": "middle", "image": "1.png", "conversations": [
-        {"from": "human", "value": "Look: <image>\nwhat is it?"}, {"from": "gpt", "value": "a box"}]},
-    {"id": "two-images", "image": ["1.png", "2.png"], "conversations": [
-        {"from": "system", "value": "Be brief."},
-        {"from": "human", "value": "<image>\n<image>\nSame?"}, {"from": "gpt", "value": "no"}]},
+    {
+        "id": "middle",
+        "image": "1.png",
+        "conversations": [{"from": "human", "value": "Look: <image>\nwhat is it?"}, {"from": "gpt", "value": "a box"}],
+    },
+    {
+        "id": "two-images",
+        "image": ["1.png", "2.png"],
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "<image>\n<image>\nSame?"},
+            {"from": "gpt", "value": "no"},
+        ],
+    },
 ]
 
 
@@ -53,8 +69,10 @@ def test_llava_rows_become_trl_chats_with_their_turns_markers_and_images(name, l
     dataset = llava_conversation_dataset(str(folder / name), str(root))
     assert len(dataset) == 4
     assert dataset[0]["messages"] == [
-        {"role": "user", "content": [IMAGE, text("What colour?")]}, {"role": "assistant", "content": [text("blue")]},
-        {"role": "user", "content": [text("Sure?")]}, {"role": "assistant", "content": [text("yes")]},
+        {"role": "user", "content": [IMAGE, text("What colour?")]},
+        {"role": "assistant", "content": [text("blue")]},
+        {"role": "user", "content": [text("Sure?")]},
+        {"role": "assistant", "content": [text("yes")]},
     ]
     assert dataset[1]["messages"][0] == {"role": "user", "content": [text("Say hi")]} and dataset[1]["images"] == []
     assert dataset[2]["messages"][0]["content"] == [text("Look:"), IMAGE, text("what is it?")]
@@ -69,14 +87,21 @@ def test_llava_rows_become_trl_chats_with_their_turns_markers_and_images(name, l
 
 def test_every_bad_llava_row_is_reported_by_file_row_and_id_before_anything_loads(llava_files, capsys):
     folder, root = llava_files
-    bad = [*ROWS,
-           {"id": "gone", "image": "9.png", "conversations": [{"from": "human", "value": "<image>\nx"},
-                                                              {"from": "gpt", "value": "y"}]},
-           {"id": "no-marker", "image": "0.png", "conversations": [{"from": "human", "value": "x"},
-                                                                   {"from": "gpt", "value": "y"}]},
-           {"id": "no-image", "conversations": [{"from": "human", "value": "<image> x"},
-                                                {"from": "gpt", "value": "y"}]},
-           {"id": "no-reply", "conversations": [{"from": "human", "value": "x"}]}]
+    bad = [
+        *ROWS,
+        {
+            "id": "gone",
+            "image": "9.png",
+            "conversations": [{"from": "human", "value": "<image>\nx"}, {"from": "gpt", "value": "y"}],
+        },
+        {
+            "id": "no-marker",
+            "image": "0.png",
+            "conversations": [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}],
+        },
+        {"id": "no-image", "conversations": [{"from": "human", "value": "<image> x"}, {"from": "gpt", "value": "y"}]},
+        {"id": "no-reply", "conversations": [{"from": "human", "value": "x"}]},
+    ]
     path = folder / "bad.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in bad) + "not json\n")
     out = folder / "run"
@@ -84,18 +109,33 @@ def test_every_bad_llava_row_is_reported_by_file_row_and_id_before_anything_load
     err = capsys.readouterr().err
     assert status == 2 and not out.exists()
     assert f"error: {path}: 5 of 9 rows cannot be used; fix or remove them (nothing was trained):" in err
-    for line in (f"{path}:5 (id gone): no image file {root / '9.png'}",
-                 f"{path}:6 (id no-marker): 0 <image> in the conversation but 1 image(s)",
-                 f"{path}:7 (id no-image): 1 <image> in the conversation but 0 image(s)",
-                 f"{path}:8 (id no-reply): no 'gpt' turn to learn from",
-                 f"{path}:9: invalid JSON"):
+    for line in (
+        f"{path}:5 (id gone): no image file {root / '9.png'}",
+        f"{path}:6 (id no-marker): 0 <image> in the conversation but 1 image(s)",
+        f"{path}:7 (id no-image): 1 <image> in the conversation but 0 image(s)",
+        f"{path}:8 (id no-reply): no 'gpt' turn to learn from",
+        f"{path}:9: invalid JSON",
+    ):
         assert f"\n  {line}" in err, err
 
 
 def test_sft_trains_on_llava_data_mixing_multi_turn_text_only_and_two_image_rows(llava_files, tmp_path):
     folder, root = llava_files
-    args = parse_args(["--tiny", "--llava_data", str(folder / "data.json"), "--image_root", str(root),
-                       "--max_steps", "1", "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "r")])
+    args = parse_args(
+        [
+            "--tiny",
+            "--llava_data",
+            str(folder / "data.json"),
+            "--image_root",
+            str(root),
+            "--max_steps",
+            "1",
+            "--per_device_train_batch_size",
+            "4",
+            "--output_dir",
+            str(tmp_path / "r"),
+        ]
+    )
     trainer = sft_cli.run(*args)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 1 and 0 < losses[0] < 20
@@ -104,18 +144,26 @@ def test_sft_trains_on_llava_data_mixing_multi_turn_text_only_and_two_image_rows
 def test_jsonl_lines_without_an_image_are_text_only_samples(tmp_path):
     Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
     path = tmp_path / "mixed.jsonl"
-    path.write_text(json.dumps({"image": "a.png", "question": "Q?", "answer": "1"}) + "\n"
-                    + json.dumps({"question": "Capital of France?", "answer": "Paris"}) + "\n")
+    path.write_text(
+        json.dumps({"image": "a.png", "question": "Q?", "answer": "1"})
+        + "\n"
+        + json.dumps({"question": "Capital of France?", "answer": "Paris"})
+        + "\n"
+    )
     assert read_jsonl_documents(str(path), str(tmp_path)) == [
-        (1, str(tmp_path / "a.png"), "Q?", "1"), (2, None, "Capital of France?", "Paris")]
+        (1, str(tmp_path / "a.png"), "Q?", "1"),
+        (2, None, "Capital of France?", "Paris"),
+    ]
     dataset = jsonl_dataset(str(path), str(tmp_path))
     assert dataset[1]["messages"][0]["content"] == [{"type": "text", "text": "Capital of France?"}]
     assert dataset[1]["images"] == [] and len(dataset[0]["images"]) == 1
 
 
 def chat(*content):
-    return [{"role": "user", "content": [*content, {"type": "text", "text": "q"}]},
-            {"role": "assistant", "content": [{"type": "text", "text": "a"}]}]
+    return [
+        {"role": "user", "content": [*content, {"type": "text", "text": "q"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "a"}]},
+    ]
 
 
 @pytest.fixture
@@ -141,14 +189,24 @@ def test_dataset_rows_whose_images_have_no_placeholder_are_refused_before_traini
     assert f"error: dataset {folder} (train): 2 of 4 rows have image placeholders that do not match" in err
     assert "\n  row 1: 0 {'type': 'image'} item(s) in messages, 1 image(s)" in err
     assert "\n  row 3: 0 {'type': 'image'} item(s) in messages, 2 image(s)" in err
-    assert len(named_dataset(str(saved_dataset([(chat({"type": "image"}), 1), (chat(), 0)], "ok")), None,
-                             "train")) == 2
+    assert len(named_dataset(str(saved_dataset([(chat({"type": "image"}), 1), (chat(), 0)], "ok")), None, "train")) == 2
 
 
 def test_evaluation_on_a_dataset_without_splits_is_refused_not_run_on_the_training_rows(saved_dataset, capsys):
     folder = saved_dataset([(chat({"type": "image"}), 1), (chat(), 0)])
-    status = sft_cli.main(["--tiny", "--dataset", str(folder), "--eval_strategy", "steps", "--eval_steps", "1",
-                           "--output_dir", str(folder / "run")])
+    status = sft_cli.main(
+        [
+            "--tiny",
+            "--dataset",
+            str(folder),
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "1",
+            "--output_dir",
+            str(folder / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2 and not (folder / "run").exists()
     assert f"error: dataset {folder} is one split (a saved Dataset), the training rows" in err

@@ -41,8 +41,17 @@ def test_full_run_folder_has_weights_code_processor_and_a_card_naming_the_base_m
     files = {p.name for p in out.iterdir()}
     config = json.loads((out / "config.json").read_text())
     code = {reference.split(".")[0] + ".py" for reference in config["auto_map"].values()}
-    assert {"model.safetensors", "config.json", "generation_config.json", "processor_config.json",
-            "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "README.md", *code} <= files
+    assert {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "processor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "README.md",
+        *code,
+    } <= files
     assert {p.name for p in base_checkpoint.glob("*.py")} <= files, "every remote-code file of the base"
 
     data, text = card_of(out)
@@ -60,8 +69,18 @@ def test_full_run_folder_has_weights_code_processor_and_a_card_naming_the_base_m
 
 def test_hub_model_id_and_base_model_options_go_into_the_card(base_checkpoint, tmp_path):
     out = tmp_path / "run"
-    sft("--model", str(base_checkpoint), "--output_dir", str(out), "--save_strategy", "no",
-        "--hub_model_id", "me/llava-vr-docs", "--base_model", "me/llava-vr-0.5b")
+    sft(
+        "--model",
+        str(base_checkpoint),
+        "--output_dir",
+        str(out),
+        "--save_strategy",
+        "no",
+        "--hub_model_id",
+        "me/llava-vr-docs",
+        "--base_model",
+        "me/llava-vr-0.5b",
+    )
     data, text = card_of(out)
     assert data["base_model"] == "me/llava-vr-0.5b"
     assert text.startswith("\n# llava-vr-docs\n") or "# llava-vr-docs" in text.splitlines()[:3]

@@ -12,9 +12,9 @@ from transformers import AutoModelForImageTextToText, LlavaNextConfig, LlavaOnev
 
 pytest.importorskip("trl")
 
+from llava_vr.hub.refusals import LlavaVRRefusal  # noqa: E402
 from llava_vr.testing_utils import tiny_text_config, tiny_vision_config  # noqa: E402
 from llava_vr.training import sft_cli  # noqa: E402
-from llava_vr.hub.refusals import LlavaVRRefusal  # noqa: E402
 from llava_vr.training.preflight import (  # noqa: E402
     accelerator_available,
     check_launch,
@@ -35,12 +35,16 @@ def refusal(argv, capsys):
 # ---- unconverted checkpoints, adapters, missing paths ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config_class, model_type, architecture", [
-    (LlavaNextConfig, "llava_next", "LlavaNextForConditionalGeneration"),
-    (LlavaOnevisionConfig, "llava_onevision", "LlavaOnevisionForConditionalGeneration"),
-])
-def test_unconverted_checkpoint_is_refused_with_the_convert_command(config_class, model_type, architecture, tmp_path,
-                                                                    capsys):
+@pytest.mark.parametrize(
+    "config_class, model_type, architecture",
+    [
+        (LlavaNextConfig, "llava_next", "LlavaNextForConditionalGeneration"),
+        (LlavaOnevisionConfig, "llava_onevision", "LlavaOnevisionForConditionalGeneration"),
+    ],
+)
+def test_unconverted_checkpoint_is_refused_with_the_convert_command(
+    config_class, model_type, architecture, tmp_path, capsys
+):
     source = tmp_path / "llava-next-tiny"
     config = config_class(vision_config=tiny_vision_config(), text_config=tiny_text_config())
     AutoModelForImageTextToText.from_config(config).save_pretrained(source)  # a whole (tiny) checkpoint
@@ -86,8 +90,10 @@ def test_a_hub_id_that_is_no_folder_is_looked_up_once_not_retried(monkeypatch, c
     monkeypatch.setattr(HfApi, "model_info", unreachable)
     status, err = refusal(["--model", "runs/stage9"], capsys)
     assert status == 2 and calls == [("runs/stage9", constants.HF_HUB_ETAG_TIMEOUT)]
-    assert err == ("error: --model runs/stage9: no such local folder, and the Hub cannot be reached to look it up "
-                   "(Name or service not known)\n")
+    assert err == (
+        "error: --model runs/stage9: no such local folder, and the Hub cannot be reached to look it up "
+        "(Name or service not known)\n"
+    )
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     status, err = refusal(["--model", "runs/stage9"], capsys)
     assert status == 2 and "HF_HUB_OFFLINE is set while it is not in the Hub cache" in err and len(calls) == 1
@@ -110,8 +116,22 @@ def test_bf16_on_a_cpu_only_machine_runs_bf16_autocast_on_the_cpu(tmp_path, caps
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch.autocast, "__enter__", record)
-        trainer = sft_cli.run(*parse_args(["--tiny", "--bf16", "--max_steps", "1", "--num_samples", "2",
-                                           "--output_dir", str(tmp_path / "run"), "--save_strategy", "no"]))
+        trainer = sft_cli.run(
+            *parse_args(
+                [
+                    "--tiny",
+                    "--bf16",
+                    "--max_steps",
+                    "1",
+                    "--num_samples",
+                    "2",
+                    "--output_dir",
+                    str(tmp_path / "run"),
+                    "--save_strategy",
+                    "no",
+                ]
+            )
+        )
     assert ("cpu", torch.bfloat16) in seen
     assert torch.isfinite(torch.tensor(trainer.state.log_history[0]["loss"]))
     assert "no GPU: --bf16 runs as bfloat16 autocast on the CPU" in capsys.readouterr().out
@@ -135,8 +155,9 @@ def test_a_tiny_run_prints_no_deprecation_pin_memory_or_special_token_warning(ex
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         LlavaVRSFTConfig(output_dir=str(tmp_path))
-        status = sft_cli.main(["--tiny", "--max_steps", "1", "--num_samples", "2", "--output_dir", str(tmp_path / "r"),
-                               *extra])
+        status = sft_cli.main(
+            ["--tiny", "--max_steps", "1", "--num_samples", "2", "--output_dir", str(tmp_path / "r"), *extra]
+        )
     assert status == 0
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "deprecated" in m or "pin_memory" in m], messages
@@ -151,9 +172,12 @@ def test_several_processes_without_a_distributed_run_are_refused(monkeypatch):
     training_args, _, _ = parse_args(["--tiny", "--output_dir", "runs/x"])
     check_launch(training_args)  # one process: fine
     monkeypatch.setenv("WORLD_SIZE", "8")
-    with pytest.raises(LlavaVRRefusal, match=r"^8 processes were launched but do not form one distributed run \(they found "
-                       r"no GPU to share\): each would train the whole model alone and all would write runs/x\. .*"
-                       r"or add --use_cpu"):
+    with pytest.raises(
+        LlavaVRRefusal,
+        match=r"^8 processes were launched but do not form one distributed run \(they found "
+        r"no GPU to share\): each would train the whole model alone and all would write runs/x\. .*"
+        r"or add --use_cpu",
+    ):
         check_launch(training_args)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(LlavaVRRefusal, match=r"accelerate applies the FSDP config on GPUs only") as raised:
@@ -162,12 +186,19 @@ def test_several_processes_without_a_distributed_run_are_refused(monkeypatch):
 
 
 def test_an_fsdp_config_the_trainer_does_not_apply_is_refused(monkeypatch):
-    trainer = SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=False,
-                              accelerator=SimpleNamespace(num_processes=2), args=SimpleNamespace(output_dir="runs/x"))
+    trainer = SimpleNamespace(
+        is_fsdp_enabled=False,
+        is_deepspeed_enabled=False,
+        accelerator=SimpleNamespace(num_processes=2),
+        args=SimpleNamespace(output_dir="runs/x"),
+    )
     check_sharding(trainer)  # no sharding asked for
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    with pytest.raises(LlavaVRRefusal, match=r"asks for FSDP, but accelerate applies it on GPUs only: here the 2 processes "
-                                         r"would each hold and train a full copy"):
+    with pytest.raises(
+        LlavaVRRefusal,
+        match=r"asks for FSDP, but accelerate applies it on GPUs only: here the 2 processes "
+        r"would each hold and train a full copy",
+    ):
         check_sharding(trainer)
     trainer.is_fsdp_enabled = True
     check_sharding(trainer)
@@ -202,8 +233,10 @@ def test_push_to_hub_offline_or_unreachable_is_one_line_before_anything_loads(tm
     monkeypatch.setattr(HfApi, "create_repo", unreachable)
     assert sft_cli.main(argv) == 2
     err = capfd.readouterr().err
-    assert "error: --push_to_hub: the Hub repo someone/model cannot be created or reached (Failed to resolve " \
-           "'huggingface.co'); log in with `hf auth login`" in err
+    assert (
+        "error: --push_to_hub: the Hub repo someone/model cannot be created or reached (Failed to resolve "
+        "'huggingface.co'); log in with `hf auth login`" in err
+    )
     assert "Traceback" not in err and not out.exists()
 
 

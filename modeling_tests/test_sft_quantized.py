@@ -27,8 +27,26 @@ def base_checkpoint(tmp_path_factory):
 
 def lora_run(base, out, *extra):
     """A 1-step LoRA run of `llava-vr sft` on `base` into `out` (adapter at the top, merged checkpoint in merged/)."""
-    args = parse_args(["--model", str(base), "--lora", "--max_steps", "1", "--num_samples", "2", "--image_size", "56",
-                       "--per_device_train_batch_size", "2", "--save_steps", "1000", "--output_dir", str(out), *extra])
+    args = parse_args(
+        [
+            "--model",
+            str(base),
+            "--lora",
+            "--max_steps",
+            "1",
+            "--num_samples",
+            "2",
+            "--image_size",
+            "56",
+            "--per_device_train_batch_size",
+            "2",
+            "--save_steps",
+            "1000",
+            "--output_dir",
+            str(out),
+            *extra,
+        ]
+    )
     return sft_cli.run(*args)
 
 
@@ -99,8 +117,9 @@ def test_merge_adapter_refuses_an_output_folder_that_is_not_empty(base_checkpoin
     (taken / "model.safetensors").write_bytes(b"keep me")
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
-    status = sft_cli.main(["--model", str(base_checkpoint), "--merge_adapter", str(tmp_path / "adapter"),
-                           "--output_dir", str(taken)])
+    status = sft_cli.main(
+        ["--model", str(base_checkpoint), "--merge_adapter", str(tmp_path / "adapter"), "--output_dir", str(taken)]
+    )
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1, err
     assert f"error: --output_dir {taken} exists and is not empty" in err
@@ -108,8 +127,9 @@ def test_merge_adapter_refuses_an_output_folder_that_is_not_empty(base_checkpoin
 
 
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
-def test_bitsandbytes_that_cannot_run_here_is_refused_in_one_line_before_loading(bits, base_checkpoint, tmp_path,
-                                                                                  capsys, monkeypatch):
+def test_bitsandbytes_that_cannot_run_here_is_refused_in_one_line_before_loading(
+    bits, base_checkpoint, tmp_path, capsys, monkeypatch
+):
     """A bitsandbytes whose back end lacks the layer on this device (older releases had no CPU 4-bit), and one that
     is missing: exit status 2, one line naming the option, what failed and the fix; nothing written."""
     import bitsandbytes as bnb
@@ -136,12 +156,21 @@ def test_bitsandbytes_that_cannot_run_here_is_refused_in_one_line_before_loading
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--model", "CKPT", "--load_in_4bit"], "--load_in_4bit loads a frozen quantized base: add --lora"),
-    (["--tiny", "--lora", "--load_in_8bit"], "--load_in_8bit quantizes a checkpoint while loading it: give --model"),
-    (["--model", "CKPT", "--lora", "--load_in_4bit", "--load_in_8bit"], "can't use 8 bit and 4 bit precision"),
-    (["--model", "CKPT", "--merge_adapter", "A", "--load_in_4bit"], "--merge_adapter loads the base in full precision"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "CKPT", "--load_in_4bit"], "--load_in_4bit loads a frozen quantized base: add --lora"),
+        (
+            ["--tiny", "--lora", "--load_in_8bit"],
+            "--load_in_8bit quantizes a checkpoint while loading it: give --model",
+        ),
+        (["--model", "CKPT", "--lora", "--load_in_4bit", "--load_in_8bit"], "can't use 8 bit and 4 bit precision"),
+        (
+            ["--model", "CKPT", "--merge_adapter", "A", "--load_in_4bit"],
+            "--merge_adapter loads the base in full precision",
+        ),
+    ],
+)
 def test_quantized_loading_options_that_cannot_work_are_parser_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exited:
         parse_args(argv)

@@ -35,8 +35,12 @@ def test_resuming_a_tied_head_checkpoint_reports_no_missing_lm_head(tmp_path, ca
     from llava_vr.testing_utils import build_tiny_tokenizer, tiny_config, tiny_model, tiny_processor, tiny_text_config
 
     tokenizer = build_tiny_tokenizer()
-    text = {**tiny_text_config(vocab_size=len(tokenizer)), "tie_word_embeddings": True,
-            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    text = {
+        **tiny_text_config(vocab_size=len(tokenizer)),
+        "tie_word_embeddings": True,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     config = tiny_config(text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
     model, processor = tiny_model(config), tiny_processor(config, kind="onevision")
     assert model.all_tied_weights_keys == {"lm_head.weight": "model.language_model.embed_tokens.weight"}
@@ -47,8 +51,9 @@ def test_resuming_a_tied_head_checkpoint_reports_no_missing_lm_head(tmp_path, ca
     common = ["--model", str(base), "--num_samples", "2", "--save_steps", "1", "--output_dir", str(out)]
     sft_cli.run(*parse_args([*common, "--max_steps", "1"]))
     capfd.readouterr()
-    trainer = sft_cli.run(*parse_args([*common, "--max_steps", "2", "--resume_from_checkpoint",
-                                       str(out / "checkpoint-1")]))
+    trainer = sft_cli.run(
+        *parse_args([*common, "--max_steps", "2", "--resume_from_checkpoint", str(out / "checkpoint-1")])
+    )
     assert trainer.state.global_step == 2
     output = "".join(capfd.readouterr())
     assert "missing keys" not in output and "unexpected keys" not in output, output

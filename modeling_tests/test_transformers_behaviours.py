@@ -57,7 +57,9 @@ def test_assisted_greedy_decoding_with_a_smaller_llava_vr_assistant_uses_the_ass
     assisted = model.generate(**inputs, max_new_tokens=8, do_sample=False, assistant_model=assistant)
     assert torch.equal(assisted, plain)
     own = assistant.get_image_features(inputs["pixel_values"], inputs["image_sizes"]).pooler_output
-    assert seen[0] is not None and all(torch.equal(a, b) for a, b in zip(seen[0]["image"].pooler_output, own))
+    assert seen[0] is not None and all(
+        torch.equal(a, b) for a, b in zip(seen[0]["image"].pooler_output, own, strict=False)
+    )
     assert all(images is None for images in seen[1:])  # later rounds continue from the assistant's cache
     assert assistant_vr == [inputs["input_ids"].shape[1]]
 
@@ -75,10 +77,12 @@ def test_get_image_features_returns_the_towers_attentions_and_hidden_states_when
     tower = model.model.vision_tower(tiles, output_attentions=True, output_hidden_states=True)
     assert len(out.attentions) == len(tower.attentions) == model.config.vision_config.num_hidden_layers
     assert len(out.hidden_states) == len(tower.hidden_states) == model.config.vision_config.num_hidden_layers + 1
-    for ours, stock in zip([*out.attentions, *out.hidden_states], [*tower.attentions, *tower.hidden_states]):
+    for ours, stock in zip(
+        [*out.attentions, *out.hidden_states], [*tower.attentions, *tower.hidden_states], strict=False
+    ):
         torch.testing.assert_close(ours, stock)
     assert plain.attentions is None
-    for a, b in zip(out.pooler_output, plain.pooler_output):
+    for a, b in zip(out.pooler_output, plain.pooler_output, strict=False):
         assert torch.equal(a, b)
 
 
@@ -138,7 +142,7 @@ def test_compiled_decode_step_with_static_cache_equals_eager_without_graph_break
     assert hasattr(model, "_compiled_call")
     with torch.compiler.set_stance("fail_on_recompile"):
         compiled.append(model.generate(**input_sets[1], **kwargs))
-    for a, b in zip(compiled, eager):
+    for a, b in zip(compiled, eager, strict=False):
         assert torch.equal(a, b)
 
 
@@ -170,14 +174,18 @@ def test_packed_samples_with_a_block_causal_4d_mask_equal_each_sample_alone(mode
     inputs, ids = image_inputs(model, SIZES)
     lengths = [len(sample) for sample in ids]
     mask = torch.block_diag(*[torch.ones(n, n).tril() for n in lengths]).bool()
-    packed = model(
-        input_ids=torch.cat(ids)[None],
-        attention_mask=mask[None, None],
-        position_ids=torch.cat([torch.arange(n) for n in lengths])[None],
-        pixel_values=inputs["pixel_values"],
-        image_sizes=inputs["image_sizes"],
-    ).logits[0].split(lengths)
-    for row, (sample, logits) in enumerate(zip(ids, packed)):
+    packed = (
+        model(
+            input_ids=torch.cat(ids)[None],
+            attention_mask=mask[None, None],
+            position_ids=torch.cat([torch.arange(n) for n in lengths])[None],
+            pixel_values=inputs["pixel_values"],
+            image_sizes=inputs["image_sizes"],
+        )
+        .logits[0]
+        .split(lengths)
+    )
+    for row, (sample, logits) in enumerate(zip(ids, packed, strict=False)):
         tiles = model.model.image_layouts(inputs["image_sizes"][row : row + 1])[0].num_tiles
         alone = model(
             input_ids=sample[None],

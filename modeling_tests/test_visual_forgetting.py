@@ -28,11 +28,31 @@ BUNDLED = REPO / "examples" / "trained_models" / "llava-vr-tiny-digit-grid"
 
 def test_experiment_smoke_preset_in_two_processes_writes_results_best_model_card_and_samples(tmp_path):
     output, best, samples = tmp_path / "runs", tmp_path / "best", tmp_path / "samples"
-    rows = visual_forgetting.run(visual_forgetting.parse_args([
-        "--preset", "smoke", "--seeds", "0", "1", "--jobs", "2", "--variants", "pool_vr_sela", "--test-samples", "4",
-        "--output-dir", str(output), "--save-best-to", str(best), "--save-samples-to", str(samples),
-        "--num-samples", "2",
-    ]))
+    rows = visual_forgetting.run(
+        visual_forgetting.parse_args(
+            [
+                "--preset",
+                "smoke",
+                "--seeds",
+                "0",
+                "1",
+                "--jobs",
+                "2",
+                "--variants",
+                "pool_vr_sela",
+                "--test-samples",
+                "4",
+                "--output-dir",
+                str(output),
+                "--save-best-to",
+                str(best),
+                "--save-samples-to",
+                str(samples),
+                "--num-samples",
+                "2",
+            ]
+        )
+    )
     assert sorted((r["variant"], r["seed"]) for r in rows) == [("pool_vr_sela", 0), ("pool_vr_sela", 1)]
     assert all(r["image_tokens"] == 5 and r["test_samples"] == 4 and len(r["losses"]) >= 1 for r in rows)
     assert all(set(r["tower_patch_accuracy"]) == {"digit", "position"} for r in rows)
@@ -56,8 +76,19 @@ def test_experiment_smoke_preset_in_two_processes_writes_results_best_model_card
     assert re.fullmatch(r"(?:[a-p][0-9]){16}", expected[0].answer)
 
     # saving again into the same (now non-empty) folders takes --overwrite
-    again = ["--preset", "smoke", "--output-dir", str(output), "--summarize-only", "--save-best-to", str(best),
-             "--save-samples-to", str(samples), "--num-samples", "1"]
+    again = [
+        "--preset",
+        "smoke",
+        "--output-dir",
+        str(output),
+        "--summarize-only",
+        "--save-best-to",
+        str(best),
+        "--save-samples-to",
+        str(samples),
+        "--num-samples",
+        "1",
+    ]
     with pytest.raises(LlavaVRRefusal, match="--overwrite"):
         visual_forgetting.run(visual_forgetting.parse_args(again))
     visual_forgetting.run(visual_forgetting.parse_args([*again, "--overwrite"]))
@@ -75,8 +106,20 @@ def test_experiment_refuses_to_replace_a_model_folder_without_overwrite(tmp_path
     bundled = tmp_path / "trained_models" / "llava-vr-tiny-digit-grid"
     bundled.mkdir(parents=True)
     (bundled / "config.json").write_text("{}")
-    args = visual_forgetting.parse_args(["--preset", "smoke", "--seeds", "0", "--variants", "pool_vr_sela",
-                                         "--output-dir", str(tmp_path / "runs"), "--save-best-to", str(bundled)])
+    args = visual_forgetting.parse_args(
+        [
+            "--preset",
+            "smoke",
+            "--seeds",
+            "0",
+            "--variants",
+            "pool_vr_sela",
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--save-best-to",
+            str(bundled),
+        ]
+    )
     with pytest.raises(LlavaVRRefusal) as stopped:
         visual_forgetting.run(args)
     message = str(stopped.value)
@@ -89,8 +132,9 @@ def test_experiment_refuses_to_train_a_finished_run_again_without_overwrite(tmp_
     finished = tmp_path / "runs" / "pool_vr_sela-seed0"
     finished.mkdir(parents=True)
     (finished / "result.json").write_text("{}")
-    args = visual_forgetting.parse_args(["--preset", "smoke", "--seeds", "0", "1", "--variants", "pool_vr_sela",
-                                         "--output-dir", str(tmp_path / "runs")])
+    args = visual_forgetting.parse_args(
+        ["--preset", "smoke", "--seeds", "0", "1", "--variants", "pool_vr_sela", "--output-dir", str(tmp_path / "runs")]
+    )
     with pytest.raises(LlavaVRRefusal, match=r"pool_vr_sela-seed0\. Pass --overwrite"):
         visual_forgetting.run(args)
 
@@ -132,8 +176,15 @@ def test_bundled_model_is_a_small_complete_vision_remember_checkpoint(bundled):
     model, _, experiment = bundled
     size = sum(f.stat().st_size for f in BUNDLED.iterdir())
     assert size <= 30 * 2**20
-    assert {"model.safetensors", "config.json", "tokenizer.json", "processor_config.json", "README.md",
-            "modeling_llava_vr.py", "chat_template.jinja"} <= {f.name for f in BUNDLED.iterdir()}
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "processor_config.json",
+        "README.md",
+        "modeling_llava_vr.py",
+        "chat_template.jinja",
+    } <= {f.name for f in BUNDLED.iterdir()}
     assert model.config.projector_type == "adaptive_avg_pool" and model.config.vision_remember_layers
     assert experiment["best"]["variant"].startswith("pool_vr")
     assert f"exact match {experiment['best']['accuracy']:.3f}" in (BUNDLED / "README.md").read_text()
@@ -176,8 +227,9 @@ def test_quickstart_answers_the_bundled_samples_through_pipeline(bundled):
 
     image = Image.open(REPO / "examples" / "sample" / first["image"]).convert("RGB")
     pipe = pipeline("image-text-to-text", model=model, processor=processor)
-    messages = [{"role": "user", "content": [{"type": "text", "text": first["question"]},
-                                             {"type": "image", "image": image}]}]
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": first["question"]}, {"type": "image", "image": image}]}
+    ]
     answer = pipe(text=messages, return_full_text=False, generate_kwargs={"max_new_tokens": 40, "do_sample": False})
     assert f"answer:   {answer[0]['generated_text'].strip()}" in printed
 
@@ -204,8 +256,19 @@ def test_bundled_model_reads_a_sample_through_its_own_code_without_the_package(t
     sample = json.loads((REPO / "examples" / "sample" / "questions.json").read_text())["samples"][0]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", REMOTE_READ, str(BUNDLED), str(REPO / "examples" / "sample" / sample["image"]),
-         sample["question"]], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            REMOTE_READ,
+            str(BUNDLED),
+            str(REPO / "examples" / "sample" / sample["image"]),
+            sample["question"],
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -215,16 +278,40 @@ def test_bundled_model_reads_a_sample_through_its_own_code_without_the_package(t
 
 def test_save_best_copies_the_best_run_of_the_chosen_variant_only(tmp_path):
     output = tmp_path / "runs"
-    visual_forgetting.run(visual_forgetting.parse_args([
-        "--preset", "smoke", "--seeds", "0", "--variants", "pool_vr_sela", "pool_vr_sela_v1", "--test-samples", "4",
-        "--output-dir", str(output),
-    ]))
+    visual_forgetting.run(
+        visual_forgetting.parse_args(
+            [
+                "--preset",
+                "smoke",
+                "--seeds",
+                "0",
+                "--variants",
+                "pool_vr_sela",
+                "pool_vr_sela_v1",
+                "--test-samples",
+                "4",
+                "--output-dir",
+                str(output),
+            ]
+        )
+    )
     for variant in ("pool_vr_sela_v1", "pool_vr_sela"):
         best = tmp_path / f"best-{variant}"
-        visual_forgetting.run(visual_forgetting.parse_args([
-            "--preset", "smoke", "--output-dir", str(output), "--summarize-only", "--save-best-to", str(best),
-            "--best-of", variant,
-        ]))
+        visual_forgetting.run(
+            visual_forgetting.parse_args(
+                [
+                    "--preset",
+                    "smoke",
+                    "--output-dir",
+                    str(output),
+                    "--summarize-only",
+                    "--save-best-to",
+                    str(best),
+                    "--best-of",
+                    variant,
+                ]
+            )
+        )
         assert json.loads((best / "experiment.json").read_text())["best"]["variant"] == variant
         config = json.loads((best / "config.json").read_text())
         assert config["vision_remember_self_attention"] == (variant == "pool_vr_sela")
@@ -234,11 +321,18 @@ def test_summary_reports_mean_std_and_the_share_of_the_pooling_loss_recovered():
     from llava_vr.experiments.visual_forgetting_results import recovered_share, summarize
 
     def run(variant, seed, accuracy, digits):
-        return dict(variant=variant, seed=seed, accuracy=accuracy, digit_accuracy=digits, image_tokens=5,
-                    train_seconds=1.0)
+        return dict(
+            variant=variant, seed=seed, accuracy=accuracy, digit_accuracy=digits, image_tokens=5, train_seconds=1.0
+        )
 
-    results = [run("mlp", 0, 1.0, 1.0), run("mlp", 1, 0.9, 1.0), run("pool", 0, 0.1, 0.6), run("pool", 1, 0.1, 0.6),
-               run("pool_vr_sela", 0, 0.8, 0.9), run("pool_vr_sela", 1, 0.6, 0.9)]
+    results = [
+        run("mlp", 0, 1.0, 1.0),
+        run("mlp", 1, 0.9, 1.0),
+        run("pool", 0, 0.1, 0.6),
+        run("pool", 1, 0.1, 0.6),
+        run("pool_vr_sela", 0, 0.8, 0.9),
+        run("pool_vr_sela", 1, 0.6, 0.9),
+    ]
     assert abs(recovered_share(results, "pool_vr_sela") - (0.7 - 0.1) / (0.95 - 0.1)) < 1e-12
     assert abs(recovered_share(results, "pool_vr_sela", "digit_accuracy") - 0.75) < 1e-12
     table = summarize(results)

@@ -94,15 +94,18 @@ def transformers_greedy(model_dir, requests, max_new_tokens: int) -> list[list[i
 
 
 def vllm_requests(requests) -> list[dict]:
-    return [{"prompt": text, "multi_modal_data": {"image": images}} if images else {"prompt": text}
-            for text, images in requests]
+    return [
+        {"prompt": text, "multi_modal_data": {"image": images}} if images else {"prompt": text}
+        for text, images in requests
+    ]
 
 
 def vllm_greedy(llm, requests, max_new_tokens: int) -> list[list[int]]:
     from vllm import SamplingParams
 
-    outputs = llm.generate(vllm_requests(requests), SamplingParams(temperature=0, max_tokens=max_new_tokens),
-                           use_tqdm=False)
+    outputs = llm.generate(
+        vllm_requests(requests), SamplingParams(temperature=0, max_tokens=max_new_tokens), use_tqdm=False
+    )
     return [list(o.outputs[0].token_ids) for o in outputs]
 
 
@@ -115,8 +118,16 @@ def openai_server(arguments: list[str], log_path: Path, start_timeout: float = 4
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *arguments,
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        *arguments,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = {**os.environ, **CPU_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     env.pop("VLLM_CPU_KVCACHE_SPACE")
     url = f"http://127.0.0.1:{port}"

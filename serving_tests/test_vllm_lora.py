@@ -131,8 +131,9 @@ def served(checkpoint, sft_adapter, tmp_path_factory):
 
     adapter, _, _ = sft_adapter
     base_out, adapter_out = split_adapter(adapter, checkpoint, tmp_path_factory.mktemp("split") / "served")
-    llm = LLM(model=str(base_out), trust_remote_code=True, enable_lora=True, max_lora_rank=8, max_loras=2,
-              **CPU_ENGINE_ARGS)
+    llm = LLM(
+        model=str(base_out), trust_remote_code=True, enable_lora=True, max_lora_rank=8, max_loras=2, **CPU_ENGINE_ARGS
+    )
     yield llm, base_out, adapter_out
     del llm
     gc.collect()
@@ -147,8 +148,12 @@ def test_sft_adapter_served_without_merging_matches_transformers_peft(served, sf
     lora = LoRARequest("sft", 1, str(adapter_out))
     prompts = vllm_requests(requests)
     # with and without the adapter in one batch; without it, the served base is the base with the adapter's copies
-    outputs = llm.generate(prompts + prompts, SamplingParams(temperature=0, max_tokens=MAX_TOKENS),
-                           lora_request=[lora] * len(prompts) + [None] * len(prompts), use_tqdm=False)
+    outputs = llm.generate(
+        prompts + prompts,
+        SamplingParams(temperature=0, max_tokens=MAX_TOKENS),
+        lora_request=[lora] * len(prompts) + [None] * len(prompts),
+        use_tqdm=False,
+    )
     got = [list(o.outputs[0].token_ids) for o in outputs]
     assert got[: len(prompts)] == peft_tokens
     assert got[len(prompts) :] == transformers_greedy(base_out, requests, MAX_TOKENS)
@@ -179,8 +184,9 @@ def test_adapter_check_command_says_what_to_do(sft_adapter, tmp_path, checkpoint
     command = [sys.executable, "-m", "llava_vr.serving.lora_adapters"]
     result = subprocess.run(command + ["check", str(adapter)], capture_output=True, text=True)
     assert result.returncode == 2 and "`split` it first" in result.stderr, result.stderr
-    result = subprocess.run(command + ["split", str(adapter), str(checkpoint), str(tmp_path / "out")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        command + ["split", str(adapter), str(checkpoint), str(tmp_path / "out")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     result = subprocess.run(command + ["check", str(tmp_path / "out" / "adapter")], capture_output=True, text=True)
     assert result.returncode == 0 and "can serve it as it is" in result.stdout, result.stderr
@@ -195,9 +201,21 @@ def test_server_with_lora_modules_answers_as_transformers_peft(checkpoint, sft_a
 
     adapter, peft_tokens, _ = sft_adapter
     base_out, adapter_out = split_adapter(adapter, checkpoint, tmp_path / "served")
-    arguments = ["--model", str(base_out), "--trust-remote-code", "--dtype", "float32", "--enforce-eager",
-                 "--max-model-len", "1024", "--enable-lora", "--max-lora-rank", "8", "--lora-modules",
-                 f"sft={adapter_out}"]
+    arguments = [
+        "--model",
+        str(base_out),
+        "--trust-remote-code",
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "1024",
+        "--enable-lora",
+        "--max-lora-rank",
+        "8",
+        "--lora-modules",
+        f"sft={adapter_out}",
+    ]
     (text_with_image, [image]), (text_only, _) = requests[0], requests[1]
     png = io.BytesIO()
     image.save(png, "PNG")
@@ -208,13 +226,23 @@ def test_server_with_lora_modules_answers_as_transformers_peft(checkpoint, sft_a
     with openai_server(arguments, tmp_path / "server.log") as url:
         for model, tokens in (("sft", peft_tokens), (str(base_out), expected_base)):
             content = [{"type": "text", "text": question}, {"type": "image_url", "image_url": {"url": image_url}}]
-            body = {"model": model, "max_tokens": MAX_TOKENS, "temperature": 0, "return_token_ids": True,
-                    "messages": [{"role": "user", "content": content}]}
+            body = {
+                "model": model,
+                "max_tokens": MAX_TOKENS,
+                "temperature": 0,
+                "return_token_ids": True,
+                "messages": [{"role": "user", "content": content}],
+            }
             response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
             assert response.status_code == 200, response.text
             assert response.json()["choices"][0]["token_ids"] == tokens[0], model
-            body = {"model": model, "prompt": text_only, "max_tokens": MAX_TOKENS, "temperature": 0,
-                    "return_token_ids": True}
+            body = {
+                "model": model,
+                "prompt": text_only,
+                "max_tokens": MAX_TOKENS,
+                "temperature": 0,
+                "return_token_ids": True,
+            }
             response = httpx.post(f"{url}/v1/completions", json=body, timeout=300)
             assert response.status_code == 200, response.text
             assert response.json()["choices"][0]["token_ids"] == tokens[1], model

@@ -93,8 +93,10 @@ def test_anyres_model_with_trained_vision_remember_matches_transformers(anyres_c
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(anyres_checkpoint, trust_remote_code=True)
-    extreme = [(chat_prompt(processor, "Describe the image.", 1), [random_image(*size, seed=6)])
-               for size in [(1, 900), (900, 1), (1, 1)]]  # unpadding keeps no crop row / column; one pixel
+    extreme = [
+        (chat_prompt(processor, "Describe the image.", 1), [random_image(*size, seed=6)])
+        for size in [(1, 900), (900, 1), (1, 1)]
+    ]  # unpadding keeps no crop row / column; one pixel
     requests = _requests(processor) + extreme
     expected = transformers_greedy(anyres_checkpoint, requests, max_new_tokens=12)
     llm = _llm(anyres_checkpoint)

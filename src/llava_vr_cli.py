@@ -24,8 +24,10 @@ SUBCOMMANDS = {
     "convert": ("llava_vr.conversion.convert:main", "convert a LLaVA-NeXT / LLaVA-OneVision checkpoint to LLaVA-VR"),
     "push": ("llava_vr.hub.push:main", "publish a LLaVA-VR folder to the Hub with its model card (or --dry-run)"),
     "sft": ("llava_vr.training.sft_cli:main", "fine-tune with TRL's SFTTrainer (full, staged or LoRA)"),
-    "bench": ("llava_vr.benchmarks.cli:main", "benchmarks: whole model (TTFT, decode, memory, FLOPs), VR alone, "
-                                              "serving"),
+    "bench": (
+        "llava_vr.benchmarks.cli:main",
+        "benchmarks: whole model (TTFT, decode, memory, FLOPs), VR alone, serving",
+    ),
     "experiment": ("llava_vr.experiments.visual_forgetting:main", "the visual-forgetting experiment"),
 }
 # subcommand -> "module:function" building its argparse parser from torch-free modules, for a fast `--help`

@@ -44,8 +44,7 @@ class LlavaVRGenerationMixin(GenerationMixin):
         generation_config = kwargs.get("generation_config") or self.generation_config
         chunk = kwargs.get("prefill_chunk_size", getattr(generation_config, "prefill_chunk_size", None))
         has_images = (
-            kwargs.get("pixel_values") is not None
-            or (kwargs.get("mm_encoder_outputs") or {}).get("image") is not None
+            kwargs.get("pixel_values") is not None or (kwargs.get("mm_encoder_outputs") or {}).get("image") is not None
         )
         if chunk and has_images and self.config.vision_remember_layers:
             raise ValueError(

@@ -286,7 +286,7 @@ class LlavaVRProcessor(ProcessorMixin):
         counts = self._placeholder_counts(text, kwargs.get("sanitize_control_tokens", False))
         if counts is not None and sum(counts) == len(flat):
             starts = np.cumsum([0] + counts).tolist()
-            return [flat[a:b] for a, b in zip(starts[:-1], starts[1:])], text, videos, audio
+            return [flat[a:b] for a, b in zip(starts[:-1], starts[1:], strict=False)], text, videos, audio
         return flat, text, videos, audio  # mismatches are reported by `validate_inputs`
 
     def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
@@ -341,7 +341,7 @@ class LlavaVRProcessor(ProcessorMixin):
             full_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             kept = [int(np.count_nonzero(np.asarray(ids) == self.image_token_id)) for ids in input_ids]
             total = [int(np.count_nonzero(np.asarray(ids) == self.image_token_id)) for ids in full_ids]
-            cut = [i for i, (k, t) in enumerate(zip(kept, total)) if k < t]
+            cut = [i for i, (k, t) in enumerate(zip(kept, total, strict=False)) if k < t]
             if not cut:
                 raise
             needed = max(self._length_keeping_images(full_ids[i]) for i in cut)
@@ -369,7 +369,7 @@ class LlavaVRProcessor(ProcessorMixin):
         use_anyres = images_use_anyres(batch_num_images, len(image_sizes), self.multi_image_anyres)
         return [
             anyres_layout(size, pinpoints, tile, self.token_grid, self.vision_aspect_ratio, tiled)
-            for size, tiled in zip(image_sizes, use_anyres)
+            for size, tiled in zip(image_sizes, use_anyres, strict=False)
         ]
 
     def _get_num_multimodal_tokens(self, image_sizes=None, batch_num_images=None, **kwargs):

@@ -1,13 +1,13 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
 """Vision projectors: map one tile's `(G*G, C_in)` tower features to `(g*g, D)` LLM tokens.
 
-| `projector_type`    | tokens per tile (CLIP-336 / SigLIP-384) | what it does                                          |
-|---------------------|-----------------------------------------|-------------------------------------------------------|
-| `mlp`               | 576 / 729                               | LLaVA-NeXT/OneVision's 2-layer MLP, no compression    |
-| `adaptive_avg_pool` | 144 / 196                               | 2D adaptive average pooling to g x g, then the MLP    |
-| `pixel_shuffle`     | 144 / 196                               | 2x2 space-to-depth (InternVL), LayerNorm, MLP         |
-| `ldpv2`             | 144 / 196                               | MobileVLM-v2 LDPv2: MLP, pooling, depthwise-conv PEG  |
-| `tokenpacker`       | 144 / 196                               | pooled queries re-read their region, then the MLP     |
+| `projector_type`    | tokens per tile (CLIP-336 / SigLIP-384) | what it does                                         |
+|---------------------|-----------------------------------------|------------------------------------------------------|
+| `mlp`               | 576 / 729                               | LLaVA-NeXT/OneVision's 2-layer MLP, no compression   |
+| `adaptive_avg_pool` | 144 / 196                               | 2D adaptive average pooling to g x g, then the MLP   |
+| `pixel_shuffle`     | 144 / 196                               | 2x2 space-to-depth (InternVL), LayerNorm, MLP        |
+| `ldpv2`             | 144 / 196                               | MobileVLM-v2 LDPv2: MLP, pooling, depthwise-conv PEG |
+| `tokenpacker`       | 144 / 196                               | pooled queries re-read their region, then the MLP    |
 
 All keep the MLP as `linear_1` / `act` / `linear_2` (the key names of Transformers' LLaVA projectors), so a
 LLaVA-NeXT/OneVision projector carries over. Residual layers added on top start as no-ops (zero-initialised PEG conv

@@ -16,7 +16,6 @@ from .modeling_llava_vr import LlavaVRForConditionalGeneration
 from .packing_llava_vr import grid_pinpoints
 from .processing_llava_vr import LlavaVRProcessor
 
-
 IMAGE_TOKEN_ID = 299
 TILE = 56
 
@@ -112,10 +111,12 @@ def image_inputs(model, sizes, prefix=(1, 2, 3), suffix=(4, 5), seed=0, batch_nu
     layouts = model.model.image_layouts(sizes, batch_num_images)
     tile = model.config.vision_config.image_size
     generator = torch.Generator().manual_seed(seed)
-    pixel_values = torch.randn(len(layouts), max(l.num_tiles for l in layouts), 3, tile, tile, generator=generator)
+    pixel_values = torch.randn(
+        len(layouts), max(layout.num_tiles for layout in layouts), 3, tile, tile, generator=generator
+    )
     ids = [
-        torch.tensor([*prefix, *([model.config.image_token_id] * l.num_tokens), *suffix], dtype=torch.long)
-        for l in layouts
+        torch.tensor([*prefix, *([model.config.image_token_id] * layout.num_tokens), *suffix], dtype=torch.long)
+        for layout in layouts
     ]
     return left_pad(ids) | {"pixel_values": pixel_values, "image_sizes": sizes}, ids
 

@@ -44,13 +44,12 @@ from .compat_llava_vr import (
 )
 from .configuration_llava_vr import LlavaVRConfig
 from .generation_llava_vr import LlavaVRGenerationMixin
-from .packing_llava_vr import anyres_layout, images_use_anyres, pack_tile_tokens, packed_token_cells
 from .initialization_llava_vr import init_llava_vr_leaf
 from .outputs_llava_vr import LlavaVRCausalLMOutputWithPast, LlavaVRImageFeaturesOutput, LlavaVRModelOutputWithPast
+from .packing_llava_vr import anyres_layout, images_use_anyres, pack_tile_tokens, packed_token_cells
 from .projectors_llava_vr import build_projector
 from .saliency_llava_vr import SaliencyRecorder, tower_encoder_layers
 from .vision_remember_llava_vr import VisionRemember, VisionRememberFeatures, VisionRememberInputs
-
 
 # Written into config.json's `auto_map` on save (register_for_auto_class alone records only the saved class).
 AUTO_MAP = {
@@ -92,7 +91,9 @@ def flatten_tiles(pixel_values: torch.Tensor, layouts: list, tile: int) -> torch
             raise ValueError(f"pixel_values hold {pixel_values.shape[0]} images but image_sizes {len(layouts)}")
         if max(layout.num_tiles for layout in layouts) > pixel_values.shape[1]:
             raise ValueError("pixel_values have fewer tiles than image_sizes imply: wrong image_grid_pinpoints?")
-        pixel_values = torch.cat([pv[: layout.num_tiles] for pv, layout in zip(pixel_values, layouts)], dim=0)
+        pixel_values = torch.cat(
+            [pv[: layout.num_tiles] for pv, layout in zip(pixel_values, layouts, strict=False)], dim=0
+        )
     elif pixel_values.dim() != 4:
         raise ValueError(f"pixel_values of shape {tuple(pixel_values.shape)}, expected 4 or 5 dimensions")
     total = sum(layout.num_tiles for layout in layouts)
@@ -350,7 +351,7 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
                 vision_aspect_ratio or config.vision_aspect_ratio,
                 tiled,
             )
-            for size, tiled in zip(image_sizes, use_anyres)
+            for size, tiled in zip(image_sizes, use_anyres, strict=False)
         ]
 
     @merge_with_config_defaults
@@ -394,7 +395,9 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         if vision_feature_select_strategy == "default":
             selected = selected[:, 1:]
         tile_tokens = self.multi_modal_projector(selected).split(tiles_per_image, dim=0)
-        packed = [pack_tile_tokens(t, layout, self.image_newline) for t, layout in zip(tile_tokens, layouts)]
+        packed = [
+            pack_tile_tokens(t, layout, self.image_newline) for t, layout in zip(tile_tokens, layouts, strict=False)
+        ]
 
         deepstack = None
         if vr_layers:

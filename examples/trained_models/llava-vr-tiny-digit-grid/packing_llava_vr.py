@@ -102,8 +102,9 @@ def anyres_layout(
         if ratio > 1.1:
             packed_h, packed_w = int(packed_h // ratio), int(packed_w // ratio)
     num_tokens = g * g + packed_h * (packed_w + 1)
-    return AnyResLayout(1 + crop_rows * crop_cols, crop_rows, crop_cols, g, (top, bottom, left, right),
-                        (packed_h, packed_w), num_tokens)
+    return AnyResLayout(
+        1 + crop_rows * crop_cols, crop_rows, crop_cols, g, (top, bottom, left, right), (packed_h, packed_w), num_tokens
+    )
 
 
 def pack_tile_tokens(tile_tokens: torch.Tensor, layout: AnyResLayout, newline: torch.Tensor | None) -> torch.Tensor:
@@ -145,7 +146,9 @@ def packed_token_cells(layout: AnyResLayout, device=None) -> torch.Tensor:
     Computed by packing a coordinate map with `pack_tile_tokens`, so it follows the packing exactly.
     """
     g = layout.token_grid
-    rows, cols = torch.meshgrid(torch.arange(g, dtype=torch.float64), torch.arange(g, dtype=torch.float64), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(g, dtype=torch.float64), torch.arange(g, dtype=torch.float64), indexing="ij"
+    )
     base = torch.stack((torch.zeros_like(rows), rows, cols), dim=-1).view(1, g * g, 3)
     coords = [base]
     if layout.num_tiles > 1:

@@ -53,8 +53,9 @@ def built_image_processor(src: Source, plan: Plan, config: LlavaVRConfig, args):
         mean, std, how = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, "CLIP mean/std (--assume-clip-normalisation)"
     tile = config.vision_config.image_size
     plan.notes.append(f"image processor built for {TOWER_NAMES[plan.tower]} ({tile}-px tiles, {how})")
-    return anyres_image_processor(kind, tile=tile, pinpoints=config.image_grid_pinpoints, image_mean=list(mean),
-                                  image_std=list(std))
+    return anyres_image_processor(
+        kind, tile=tile, pinpoints=config.image_grid_pinpoints, image_mean=list(mean), image_std=list(std)
+    )
 
 
 def stored_image_processor(path: Path) -> dict | None:
@@ -101,8 +102,10 @@ def source_image_processor(src: Source, plan: Plan, config: LlavaVRConfig, args)
             plan.notes.append("image processor pinpoints replaced by the model config's")
         image_processor.image_grid_pinpoints = config.image_grid_pinpoints
         if explicit:
-            plan.notes.append(f"image mean/std {list(image_processor.image_mean)}/{list(image_processor.image_std)} "
-                              f"replaced by --image-mean {args.image_mean} --image-std {args.image_std}")
+            plan.notes.append(
+                f"image mean/std {list(image_processor.image_mean)}/{list(image_processor.image_std)} "
+                f"replaced by --image-mean {args.image_mean} --image-std {args.image_std}"
+            )
             image_processor.image_mean, image_processor.image_std = list(args.image_mean), list(args.image_std)
         return image_processor
     if src.kind != "lmms_lab" and not (explicit or args.assume_clip_normalisation):

@@ -106,8 +106,10 @@ def conversion_card(src: Source, config: LlavaVRConfig, report: WeightReport, pl
     metadata = source_card_metadata(src.path)
     base_model = args.base_model or src.source_id
     if base_model is None:
-        log("  note: the source's Hub id is unknown (a local folder), so the card names no base_model: pass "
-            "--base-model OWNER/NAME here or to `llava-vr push`")
+        log(
+            "  note: the source's Hub id is unknown (a local folder), so the card names no base_model: pass "
+            "--base-model OWNER/NAME here or to `llava-vr push`"
+        )
     return render_model_card(
         config,
         base_model=base_model,
@@ -139,8 +141,10 @@ def convert_checkpoint(args: argparse.Namespace) -> Path:
     report = plan_weights(config, state_dict)
     report.grown = grown
     dtype = source_dtype(state_dict) if args.dtype == "auto" else getattr(torch, args.dtype)
-    log(f"Building LLaVA-VR ({config.projector_type}, VR before layers {config.vision_remember_layers or 'none'}, "
-        f"{config.num_image_tokens_per_tile} tokens per tile, {str(dtype).removeprefix('torch.')})")
+    log(
+        f"Building LLaVA-VR ({config.projector_type}, VR before layers {config.vision_remember_layers or 'none'}, "
+        f"{config.num_image_tokens_per_tile} tokens per tile, {str(dtype).removeprefix('torch.')})"
+    )
     model = build_model(config, state_dict, dtype)
     del state_dict
     model.generation_config = build_generation_config(src, tokenizer)
@@ -159,8 +163,10 @@ def print_summary(output: Path, report: WeightReport, plan: Plan) -> None:
     for module, keys in report.new.items():
         log(f"  NEW      {module} ({len(keys)} tensors, untrained)")
     if report.dropped:
-        log(f"  dropped  {len(report.dropped)} source tensors: {', '.join(report.dropped[:4])}"
-            + (" ..." if len(report.dropped) > 4 else ""))
+        log(
+            f"  dropped  {len(report.dropped)} source tensors: {', '.join(report.dropped[:4])}"
+            + (" ..." if len(report.dropped) > 4 else "")
+        )
     log(f"  new parameters: {report.parameters_new:,} of {report.parameters_total:,}")
 
 
@@ -176,8 +182,14 @@ def convert_and_push(args: argparse.Namespace) -> None:
         hf_logging.set_verbosity(verbosity)
     if args.push_to_hub:
         message = args.commit_message or f"Add LLaVA-VR conversion of {args.base_model or args.source}"
-        push_folder(output, args.push_to_hub, private=args.private, dry_run=args.dry_run, base_model=args.base_model,
-                    commit_message=message)
+        push_folder(
+            output,
+            args.push_to_hub,
+            private=args.private,
+            dry_run=args.dry_run,
+            base_model=args.base_model,
+            commit_message=message,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -195,8 +195,10 @@ def check_lmms_lab_config(raw: dict, keys: list[str]) -> tuple[str, str]:
     """Refuses what LLaVA-VR does not implement; returns (image_aspect_ratio, mm_vision_select_feature)."""
     if raw.get("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
         raise LlavaVRRefusal(f"mm_projector_type {raw['mm_projector_type']!r} is not supported (mlp2x_gelu only)")
-    if any(k.startswith("model.mm_projector.") and not k.startswith(("model.mm_projector.0.", "model.mm_projector.2."))
-           for k in keys):
+    if any(
+        k.startswith("model.mm_projector.") and not k.startswith(("model.mm_projector.0.", "model.mm_projector.2."))
+        for k in keys
+    ):
         raise LlavaVRRefusal("the mm_projector has more than two linear layers (mlp2x_gelu only)")
     resampler = raw.get("mm_resampler_type")
     if resampler:
@@ -218,8 +220,9 @@ def lmms_lab_plan(src: Source, args) -> Plan:
     raw = src.raw_config
     shapes = renamed_shapes(src.shapes, src.layout)
     aspect, feature = check_lmms_lab_config(raw, src.keys)
-    vision = infer_vision_config(shapes, raw.get("mm_vision_tower"), args.vision_num_attention_heads,
-                                 raw.get("image_grid_pinpoints"))
+    vision = infer_vision_config(
+        shapes, raw.get("mm_vision_tower"), args.vision_num_attention_heads, raw.get("image_grid_pinpoints")
+    )
     heads_from = vision.pop("_heads_from")
     tower = vision["model_type"].split("_")[0]
     mm_hidden = raw.get("mm_hidden_size")

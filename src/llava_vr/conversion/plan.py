@@ -32,7 +32,8 @@ def check_llm(model_type: str, architectures=None) -> None:
     """Refuses a non-Qwen2 LLM."""
     if model_type != "qwen2":
         raise LlavaVRRefusal(
-            f"the source's LLM is {model_type!r}" + (f" ({', '.join(architectures)})" if architectures else "")
+            f"the source's LLM is {model_type!r}"
+            + (f" ({', '.join(architectures)})" if architectures else "")
             + "; LLaVA-VR's decoder is Qwen2, only Qwen2-based checkpoints convert"
         )
 
@@ -74,9 +75,15 @@ def transformers_plan(src: Source) -> Plan:
 
 
 VR_FLAG_FIELDS = (
-    "vision_remember_layers", "vision_remember_feature_layers", "vision_remember_interaction",
-    "vision_remember_hidden_size", "vision_remember_num_heads", "vision_remember_window_size",
-    "vision_remember_window_layout", "vision_remember_saliency", "vision_remember_self_attention",
+    "vision_remember_layers",
+    "vision_remember_feature_layers",
+    "vision_remember_interaction",
+    "vision_remember_hidden_size",
+    "vision_remember_num_heads",
+    "vision_remember_window_size",
+    "vision_remember_window_layout",
+    "vision_remember_saliency",
+    "vision_remember_self_attention",
 )
 """Config fields set by the `--vision-remember-*` flags of the same names; None (unset) keeps the config's default."""
 

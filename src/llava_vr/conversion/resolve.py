@@ -56,8 +56,10 @@ def hub_problem(repo_id: str) -> tuple[str, str] | None:
     try:
         HfApi().model_info(repo_id, timeout=constants.HF_HUB_ETAG_TIMEOUT)
     except GatedRepoError:
-        return "refused", (f"{repo_id} is gated on the Hub: accept its terms on {constants.ENDPOINT}/{repo_id} and "
-                           "log in (`hf auth login`)")
+        return "refused", (
+            f"{repo_id} is gated on the Hub: accept its terms on {constants.ENDPOINT}/{repo_id} and "
+            "log in (`hf auth login`)"
+        )
     except RepositoryNotFoundError:
         return "refused", f"there is no Hub model {repo_id} either (a private one needs `hf auth login`)"
     except HfHubHTTPError as error:

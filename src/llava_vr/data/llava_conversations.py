@@ -105,8 +105,12 @@ def report(path: str, problems: list[tuple[int, str, str]], total: int, image_ro
     """The refusal: a summary line, then `FILE:ROW (id ID): reason` per bad row (beyond `MAX_LISTED`, in a file)."""
     lines = [f"{path}:{number}{f' (id {rid})' if rid else ''}: {reason}" for number, rid, reason in problems]
     head = f"{path}: {len(problems)} of {total} rows cannot be used; fix or remove them (nothing was trained):"
-    if image_root is not None and problems and all(reason.startswith("no image file") for *_, reason in problems) \
-            and len(problems) == total:
+    if (
+        image_root is not None
+        and problems
+        and all(reason.startswith("no image file") for *_, reason in problems)
+        and len(problems) == total
+    ):
         head += f"\n  none of the images exists under --image_root {image_root}: is it the right folder?"
     if len(lines) > MAX_LISTED:
         handle, listing = tempfile.mkstemp(prefix="llava-vr-bad-rows-", suffix=".txt")
@@ -139,14 +143,17 @@ def llava_conversation_dataset(path: str, image_root: str | None = None):
 
     check_llava_conversations(path, image_root)
     item = {"type": Value("string"), "text": Value("string")}
-    features = Features({
-        "messages": List({"role": Value("string"), "content": List(item)}),
-        "images": List(Image()),
-    })
+    features = Features(
+        {
+            "messages": List({"role": Value("string"), "content": List(item)}),
+            "images": List(Image()),
+        }
+    )
 
     stamp = os.stat(path)  # part of the datasets cache key: an edited file is read again
     return Dataset.from_generator(
-        chats, features=features,
+        chats,
+        features=features,
         gen_kwargs={"path": path, "image_root": image_root, "stamp": (stamp.st_size, stamp.st_mtime_ns)},
     )
 

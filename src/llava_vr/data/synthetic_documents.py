@@ -160,8 +160,16 @@ def generate_samples(num_samples: int, seed: int = 0, split: str = "train", kind
     return samples
 
 
-def synthetic_document_dataset(num_samples: int, seed: int = 0, split: str = "train", kinds=KINDS, size: int = 336,
-                               exclude=None, question_first: bool = False, **kwargs):
+def synthetic_document_dataset(
+    num_samples: int,
+    seed: int = 0,
+    split: str = "train",
+    kinds=KINDS,
+    size: int = 336,
+    exclude=None,
+    question_first: bool = False,
+    **kwargs,
+):
     """A `datasets.Dataset` with `messages` and `images` columns (TRL's VLM format).
 
     `exclude`: content keys (e.g. the training images') that must not appear; matching samples are dropped.

@@ -67,14 +67,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=Path("runs/visual_forgetting"))
     parser.add_argument("--summarize-only", action="store_true", help="train nothing: summarise the folder's runs")
     parser.add_argument("--save-best-to", type=Path, help="copy the best run of --best-of here, with a model card")
-    parser.add_argument("--best-of", choices=[v for v in VARIANTS if v.startswith("pool_vr")], default="pool_vr_sela",
-                        help="the Vision Remember variant whose most accurate run --save-best-to copies (default: the "
-                        "default VR, SELA)")
-    parser.add_argument("--save-samples-to", type=Path, help="with --save-best-to: write the first held-out test "
-                        "images of the best model's seed here (PNG + questions.json), for the quickstart")
+    parser.add_argument(
+        "--best-of",
+        choices=[v for v in VARIANTS if v.startswith("pool_vr")],
+        default="pool_vr_sela",
+        help="the Vision Remember variant whose most accurate run --save-best-to copies (default: the "
+        "default VR, SELA)",
+    )
+    parser.add_argument(
+        "--save-samples-to",
+        type=Path,
+        help="with --save-best-to: write the first held-out test "
+        "images of the best model's seed here (PNG + questions.json), for the quickstart",
+    )
     parser.add_argument("--num-samples", type=int, default=3)
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --save-best-to / "
-                        "--save-samples-to folder and finished runs of the same variant and seed in --output-dir")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --save-best-to / "
+        "--save-samples-to folder and finished runs of the same variant and seed in --output-dir",
+    )
     args = parser.parse_args(argv)
     if args.save_samples_to and not args.save_best_to:
         parser.error("--save-samples-to writes the samples of the model --save-best-to saves: give both")
@@ -99,16 +111,20 @@ def refuse_to_overwrite(args) -> None:
         if folder is not None and folder.is_dir() and any(folder.iterdir()):
             names = sorted(p.name for p in folder.iterdir())
             listing = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
-            raise LlavaVRRefusal(f"{option} {folder} is not empty ({listing}): the experiment would replace it. "
-                                 "Pass --overwrite to replace it, or name a new folder.")
+            raise LlavaVRRefusal(
+                f"{option} {folder} is not empty ({listing}): the experiment would replace it. "
+                "Pass --overwrite to replace it, or name a new folder."
+            )
     if args.summarize_only:
         return
     finished = [run_dir(args.output_dir, v, seed) for seed in args.seeds for v in args.variants]
     finished = [folder for folder in finished if (folder / "result.json").is_file()]
     if finished:
-        raise LlavaVRRefusal(f"{args.output_dir} already holds finished runs that this command would train again: "
-                             f"{', '.join(f.name for f in finished)}. Pass --overwrite to replace them, --output-dir "
-                             "for a new folder, or --summarize-only to summarise what is there.")
+        raise LlavaVRRefusal(
+            f"{args.output_dir} already holds finished runs that this command would train again: "
+            f"{', '.join(f.name for f in finished)}. Pass --overwrite to replace them, --output-dir "
+            "for a new folder, or --summarize-only to summarise what is there."
+        )
 
 
 def print_plan(args, preset: dict) -> None:
@@ -120,18 +136,23 @@ def print_plan(args, preset: dict) -> None:
     setup_seconds, step_seconds = RUN_SECONDS[args.preset]
     minutes = (setup_seconds + step_seconds * preset["steps"]) / 60
     total = math.ceil(runs / args.jobs) * minutes
-    print(f"plan: {runs} runs ({', '.join(args.variants)} x seeds {', '.join(map(str, args.seeds))}), preset "
-          f"{args.preset!r}: {preset['steps']} steps of batch {preset['batch']} each, {args.jobs} at a time with "
-          f"{args.threads} thread(s) each; about {minutes:.1f} min per run on one core of the reference 2-core CPU, "
-          f"so about {total:.0f} min in all; results in {args.output_dir}", flush=True)
+    print(
+        f"plan: {runs} runs ({', '.join(args.variants)} x seeds {', '.join(map(str, args.seeds))}), preset "
+        f"{args.preset!r}: {preset['steps']} steps of batch {preset['batch']} each, {args.jobs} at a time with "
+        f"{args.threads} thread(s) each; about {minutes:.1f} min per run on one core of the reference 2-core CPU, "
+        f"so about {total:.0f} min in all; results in {args.output_dir}",
+        flush=True,
+    )
 
 
 def run_seeds(args, seeds: list[int], variants: list[str]) -> None:
     """Every (seed, variant) in this process: one tokenizer, one dataset pair per seed."""
     preset, tokenizer = preset_of(args), build_tokenizer()
     for seed in seeds:
-        print(f"seed {seed}: rendering {preset['train']} training and {args.test_samples} held-out test images",
-              flush=True)
+        print(
+            f"seed {seed}: rendering {preset['train']} training and {args.test_samples} held-out test images",
+            flush=True,
+        )
         data = datasets_for(preset, seed, args.test_samples)
         for variant in variants:
             run_one(variant, seed, preset, tokenizer, data, args)
@@ -162,8 +183,11 @@ def run_in_processes(args, pairs: list[tuple[str, int]]) -> None:
     failed, start = [], time.monotonic()
     with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
         for done, (variant, seed, log_path, succeeded) in enumerate(pool.imap_unordered(run_logged, tasks), 1):
-            print(f"finished {variant} seed {seed}: {'ok' if succeeded else 'failed'} ({done} of {len(tasks)} runs "
-                  f"done, {(time.monotonic() - start) / 60:.1f} min so far)", flush=True)
+            print(
+                f"finished {variant} seed {seed}: {'ok' if succeeded else 'failed'} ({done} of {len(tasks)} runs "
+                f"done, {(time.monotonic() - start) / 60:.1f} min so far)",
+                flush=True,
+            )
             if not succeeded:
                 failed.append(f"{variant} seed {seed} (see {log_path})")
     if failed:

@@ -83,12 +83,23 @@ def render_experiment_card(config, best: dict, results: list[dict], preset: dict
     """The bundled model's card (hub template `llava_vr_visual_forgetting.md`) with its measured accuracy."""
     model = LlavaVRForConditionalGeneration(config)
     return render_card(
-        config, CARD_TEMPLATE, card_data(license="apache-2.0", extra_tags=["synthetic-digit-grids"]),
-        model_name=name, repo_id=name, best=best, results=results, grid=preset["grid"], image=preset["image"],
-        patch=PATCH, question="Read the grid.", steps=preset["steps"],
+        config,
+        CARD_TEMPLATE,
+        card_data(license="apache-2.0", extra_tags=["synthetic-digit-grids"]),
+        model_name=name,
+        repo_id=name,
+        best=best,
+        results=results,
+        grid=preset["grid"],
+        image=preset["image"],
+        patch=PATCH,
+        question="Read the grid.",
+        steps=preset["steps"],
         example_answer=held_out_samples(preset, best["seed"], 1)[0].answer,
-        batch=preset["batch"], seeds=sorted({r["seed"] for r in results}),
-        variants=list(dict.fromkeys(r["variant"] for r in results)), vocab_size=config.text_config.vocab_size,
+        batch=preset["batch"],
+        seeds=sorted({r["seed"] for r in results}),
+        variants=list(dict.fromkeys(r["variant"] for r in results)),
+        vocab_size=config.text_config.vocab_size,
         parameters_total=f"{sum(p.numel() for p in model.parameters()):,}",
     )
 
@@ -104,17 +115,27 @@ def save_samples(folder: Path, preset: dict, seed: int, count: int) -> None:
         name = f"digit_grid_test_seed{seed}_{index}.png"
         sample.image.save(folder / name)
         entries.append(dict(image=name, question=sample.question, answer=sample.answer))
-    (folder / "questions.json").write_text(json.dumps(dict(
-        source=f"visual-forgetting experiment, test split of seed {seed} (first {count} images)", samples=entries),
-        indent=2) + "\n")
+    (folder / "questions.json").write_text(
+        json.dumps(
+            dict(
+                source=f"visual-forgetting experiment, test split of seed {seed} (first {count} images)",
+                samples=entries,
+            ),
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {count} held-out samples to {folder}")
 
 
 def save_best(results: list[dict], args, preset: dict) -> None:
     """Copies the most accurate run of `--best-of` (a pool_vr_* variant) to `--save-best-to` and writes its model card
     and results."""
-    candidates = [r for r in results if r["variant"] == args.best_of
-                  and (run_dir(args.output_dir, r["variant"], r["seed"]) / "model").is_dir()]
+    candidates = [
+        r
+        for r in results
+        if r["variant"] == args.best_of and (run_dir(args.output_dir, r["variant"], r["seed"]) / "model").is_dir()
+    ]
     if not candidates:
         raise LlavaVRRefusal(f"no trained {args.best_of} model in {args.output_dir} to save (--best-of)")
     best = max(candidates, key=lambda r: (r["accuracy"], r["digit_accuracy"]))
@@ -123,15 +144,25 @@ def save_best(results: list[dict], args, preset: dict) -> None:
         shutil.rmtree(target)
     shutil.copytree(run_dir(args.output_dir, best["variant"], best["seed"]) / "model", target)
     slim = [{k: v for k, v in r.items() if k not in ("losses", "preset")} for r in results]
-    (target / "experiment.json").write_text(json.dumps(dict(preset=preset, best=slim[results.index(best)],
-                                                            results=slim), indent=2))
+    (target / "experiment.json").write_text(
+        json.dumps(dict(preset=preset, best=slim[results.index(best)], results=slim), indent=2)
+    )
     card = render_experiment_card(LlavaVRConfig.from_pretrained(target), best, results, preset, target.name)
     card.save(target / "README.md")
-    print(f"saved the best Vision Remember model ({best['variant']}, seed {best['seed']}, exact match "
-          f"{best['accuracy']:.3f}) to {target}")
+    print(
+        f"saved the best Vision Remember model ({best['variant']}, seed {best['seed']}, exact match "
+        f"{best['accuracy']:.3f}) to {target}"
+    )
     if args.save_samples_to:
         save_samples(args.save_samples_to, preset, best["seed"], args.num_samples)
 
 
-__all__ = ["collect", "recovered_share", "render_experiment_card", "save_best", "save_samples", "summarize",
-           "write_summary"]
+__all__ = [
+    "collect",
+    "recovered_share",
+    "render_experiment_card",
+    "save_best",
+    "save_samples",
+    "summarize",
+    "write_summary",
+]

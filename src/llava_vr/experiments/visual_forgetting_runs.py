@@ -38,8 +38,12 @@ def pretrain_tower(model, processor, preset: dict, seed: int, steps: int = 400, 
 
     def batch_of(samples, chunk: int = 256):
         """Pixel values `(len(samples), 3, image, image)` (the base tile) and the digits `(len(samples), grid**2)`."""
-        pixels = [processor.image_processor([s.image for s in samples[i : i + chunk]], return_tensors="pt")
-                  ["pixel_values"][:, 0].clone() for i in range(0, len(samples), chunk)]
+        pixels = [
+            processor.image_processor([s.image for s in samples[i : i + chunk]], return_tensors="pt")["pixel_values"][
+                :, 0
+            ].clone()
+            for i in range(0, len(samples), chunk)
+        ]
         labels = torch.tensor([[int(d) for d in grid_digits(s.answer)] for s in samples])
         return torch.cat(pixels), labels
 
@@ -56,8 +60,9 @@ def pretrain_tower(model, processor, preset: dict, seed: int, steps: int = 400, 
         pixels, labels = train_pixels[index], train_labels[index]
         features = tower(pixel_values=pixels).last_hidden_state[:, 1:]
         loss = torch.nn.functional.cross_entropy(digit_head(features).flatten(0, 1), labels.flatten())
-        loss = loss + torch.nn.functional.cross_entropy(position_head(features).flatten(0, 1),
-                                                        positions.repeat(len(index)))
+        loss = loss + torch.nn.functional.cross_entropy(
+            position_head(features).flatten(0, 1), positions.repeat(len(index))
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -117,8 +122,11 @@ def evaluate(model, processor, dataset, batch_size: int = 64):
         prefill_times.append(time.perf_counter() - begin)
         generated = model.generate(**inputs, max_new_tokens=40, do_sample=False)
         texts = processor.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        correct += sum(t.strip() == a for t, a in zip(texts, answers))
-        chars += sum(sum(x == y for x, y in zip(grid_digits(t), grid_digits(a))) for t, a in zip(texts, answers))
+        correct += sum(t.strip() == a for t, a in zip(texts, answers, strict=False))
+        chars += sum(
+            sum(x == y for x, y in zip(grid_digits(t), grid_digits(a), strict=False))
+            for t, a in zip(texts, answers, strict=False)
+        )
         char_total += sum(len(grid_digits(a)) for a in answers)
     return correct / len(dataset), chars / char_total, statistics.median(prefill_times)
 
@@ -135,8 +143,10 @@ def frozen_pretrained_tower(model, processor, preset: dict, seed: int):
         return None
     torch.manual_seed(seed)
     accuracy = pretrain_tower(model, processor, preset, seed, steps=preset.get("tower_steps", 400))
-    print(f"pretrained tower, held-out per-patch accuracy: digit {accuracy[0]:.3f}, position {accuracy[1]:.3f}",
-          flush=True)
+    print(
+        f"pretrained tower, held-out per-patch accuracy: digit {accuracy[0]:.3f}, position {accuracy[1]:.3f}",
+        flush=True,
+    )
     set_trainable(model, ["projector", "vision_remember", "llm", "lm_head"])
     return accuracy
 
@@ -151,13 +161,24 @@ def run_one(variant: str, seed: int, preset: dict, tokenizer, datasets, args) ->
     tower_accuracy = frozen_pretrained_tower(model, processor, preset, seed)  # (digit, position)
     runtime, losses = train(model, processor, train_set, preset, seed, folder / "trainer", args.learning_rate)
     accuracy, digit_accuracy, prefill = evaluate(model, processor, test_set)
-    row = dict(variant=variant, seed=seed, accuracy=accuracy, digit_accuracy=round(digit_accuracy, 4),
-               tower_patch_accuracy=tower_accuracy and dict(digit=tower_accuracy[0], position=tower_accuracy[1]),
-               train_seconds=round(runtime, 1), threads=torch.get_num_threads(),
-               image_tokens=model.model.image_layouts(torch.tensor([[preset["image"]] * 2]))[0].num_tokens,
-               prefill_seconds_per_batch=round(prefill, 4), first_loss=losses[0] if losses else math.nan,
-               last_loss=losses[-1] if losses else math.nan, losses=losses, steps=preset["steps"],
-               learning_rate=args.learning_rate, test_samples=len(test_set), preset=preset)
+    row = dict(
+        variant=variant,
+        seed=seed,
+        accuracy=accuracy,
+        digit_accuracy=round(digit_accuracy, 4),
+        tower_patch_accuracy=tower_accuracy and dict(digit=tower_accuracy[0], position=tower_accuracy[1]),
+        train_seconds=round(runtime, 1),
+        threads=torch.get_num_threads(),
+        image_tokens=model.model.image_layouts(torch.tensor([[preset["image"]] * 2]))[0].num_tokens,
+        prefill_seconds_per_batch=round(prefill, 4),
+        first_loss=losses[0] if losses else math.nan,
+        last_loss=losses[-1] if losses else math.nan,
+        losses=losses,
+        steps=preset["steps"],
+        learning_rate=args.learning_rate,
+        test_samples=len(test_set),
+        preset=preset,
+    )
     shutil.rmtree(folder / "trainer", ignore_errors=True)
     if variant.startswith("pool_vr"):
         model.save_pretrained(folder / "model")

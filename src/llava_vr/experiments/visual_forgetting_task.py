@@ -31,10 +31,32 @@ PRESETS = {
     # image px, digits per side, answer format, tower (hidden, layers), LLM (hidden, layers), VR layers, optimizer
     # steps, batch, training images; `pretrained_tower`: the tower first learns the digit and position of each
     # patch, then is frozen
-    "cpu": dict(image=56, grid=4, question="all_labelled", tower=(32, 4), llm=(128, 4), vr_layers=[1, 3],
-                steps=1500, batch=32, train=20000, pretrained_tower=True),
-    "smoke": dict(image=56, grid=4, question="all_labelled", tower=(32, 2), llm=(64, 2), vr_layers=[1], steps=4,
-                  batch=4, train=16, pretrained_tower=True, tower_steps=2, tower_eval=8),
+    "cpu": dict(
+        image=56,
+        grid=4,
+        question="all_labelled",
+        tower=(32, 4),
+        llm=(128, 4),
+        vr_layers=[1, 3],
+        steps=1500,
+        batch=32,
+        train=20000,
+        pretrained_tower=True,
+    ),
+    "smoke": dict(
+        image=56,
+        grid=4,
+        question="all_labelled",
+        tower=(32, 2),
+        llm=(64, 2),
+        vr_layers=[1],
+        steps=4,
+        batch=4,
+        train=16,
+        pretrained_tower=True,
+        tower_steps=2,
+        tower_eval=8,
+    ),
 }
 
 # preset -> (seconds of data, tower pretraining and evaluation; seconds per optimizer step) of one run on one core of
@@ -72,12 +94,23 @@ def variant_config(variant: str, preset: dict, tokenizer) -> LlavaVRConfig:
         overrides["vision_remember_hidden_size"] = tower_hidden
     return LlavaVRConfig(
         vision_config=dict(
-            model_type="clip_vision_model", hidden_size=tower_hidden, intermediate_size=2 * tower_hidden,
-            num_hidden_layers=tower_layers, num_attention_heads=4, image_size=image, patch_size=PATCH,
+            model_type="clip_vision_model",
+            hidden_size=tower_hidden,
+            intermediate_size=2 * tower_hidden,
+            num_hidden_layers=tower_layers,
+            num_attention_heads=4,
+            image_size=image,
+            patch_size=PATCH,
         ),
         text_config=dict(
-            model_type="qwen2", hidden_size=llm_hidden, intermediate_size=2 * llm_hidden, num_hidden_layers=llm_layers,
-            num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=512,
+            model_type="qwen2",
+            hidden_size=llm_hidden,
+            intermediate_size=2 * llm_hidden,
+            num_hidden_layers=llm_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=512,
             tie_word_embeddings=True,
             # the tokenizer's own: otherwise TRL re-aligns them and says so on every run
             **{name: getattr(tokenizer, name) for name in SPECIAL_TOKEN_IDS if getattr(tokenizer, name) is not None},
@@ -112,8 +145,9 @@ def datasets_for(preset: dict, seed: int, test_samples: int):
     samples = generate_samples(preset["train"], seed, "train", **grid_task(preset))  # rendered once
     train = Dataset.from_list([s.to_chat(question_first=True) for s in samples])
     train_keys = {content_key(s.image) for s in samples}
-    test = synthetic_document_dataset(test_samples, seed=seed, split="test", exclude=train_keys, question_first=True,
-                                      **grid_task(preset))
+    test = synthetic_document_dataset(
+        test_samples, seed=seed, split="test", exclude=train_keys, question_first=True, **grid_task(preset)
+    )
     return train, test
 
 

@@ -1,12 +1,12 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
 """The floor under `llava_vr.conversion` and `llava_vr.training` (both import it; it imports neither):
 
-    refusals.py      `LlavaVRRefusal`, the one refusal type, and `run_command`: refusal -> one `error:` line, exit 2
-    ids.py           `is_hub_id` (the one check of `OWNER/NAME`), `REPO_PLACEHOLDER`
-    card.py          model cards from the templates in `templates/` (converted, fine-tuned, experiment), and
-                     `card_metadata`, the one reader of a README's card metadata
-    push.py          `llava-vr push` (command line in `push_options.py`): the files it uploads (`selection.py`), its
-                     checks (`validation.py`), the card it uploads (`upload_card.py`)
+refusals.py      `LlavaVRRefusal`, the one refusal type, and `run_command`: refusal -> one `error:` line, exit 2
+ids.py           `is_hub_id` (the one check of `OWNER/NAME`), `REPO_PLACEHOLDER`
+card.py          model cards from the templates in `templates/` (converted, fine-tuned, experiment), and
+                 `card_metadata`, the one reader of a README's card metadata
+push.py          `llava-vr push` (command line in `push_options.py`): the files it uploads (`selection.py`), its
+                 checks (`validation.py`), the card it uploads (`upload_card.py`)
 """
 
 from .card import (

@@ -33,8 +33,9 @@ def template_path(name: str) -> Path:
     return path
 
 
-def card_data(base_model: str | None = None, license: str | None = "apache-2.0", datasets=None, language=None,
-              extra_tags=()) -> ModelCardData:
+def card_data(
+    base_model: str | None = None, license: str | None = "apache-2.0", datasets=None, language=None, extra_tags=()
+) -> ModelCardData:
     """The card's YAML front matter: transformers, image-text-to-text, LLaVA-VR's tags (+ `extra_tags`)."""
     return ModelCardData(
         library_name="transformers",
@@ -83,8 +84,9 @@ def architecture_kwargs(config) -> dict:
 def render_card(config, template: str, data: ModelCardData, **values) -> ModelCard:
     """The card of a model of `config` from the package template `template` (`architecture_kwargs(config)` and
     `values` are its variables)."""
-    return ModelCard.from_template(data, template_path=str(template_path(template)),
-                                   **{**architecture_kwargs(config), **values})
+    return ModelCard.from_template(
+        data, template_path=str(template_path(template)), **{**architecture_kwargs(config), **values}
+    )
 
 
 def card_metadata(folder, *, strict: bool = False) -> dict:
@@ -147,13 +149,19 @@ def group_new(new: dict[str, list[str]], numel: dict[str, int], config) -> list[
     """One entry per new module; the TokenPacker attention's leaves are grouped into one."""
     groups: dict[str, list[str]] = {}
     for module, keys in new.items():
-        if config.projector_type == "tokenpacker" and module.startswith("model.multi_modal_projector.") and \
-                module.split(".")[-1] in TOKENPACKER_ATTENTION:
+        if (
+            config.projector_type == "tokenpacker"
+            and module.startswith("model.multi_modal_projector.")
+            and module.split(".")[-1] in TOKENPACKER_ATTENTION
+        ):
             module = "model.multi_modal_projector.{q,k,v,o}_proj + {query,region}_norm"
         groups.setdefault(module, []).extend(keys)
     return [
-        {"name": module, "description": describe_new(keys[0].rsplit(".", 1)[0] if "{" in module else module, config),
-         "parameters": sum(numel[k] for k in keys)}
+        {
+            "name": module,
+            "description": describe_new(keys[0].rsplit(".", 1)[0] if "{" in module else module, config),
+            "parameters": sum(numel[k] for k in keys),
+        }
         for module, keys in groups.items()
     ]
 
@@ -167,14 +175,24 @@ def carried_entries(report, config) -> list[dict]:
             note = "embeddings grown by the `<image>` row(s), mean-initialised (replaced by image features, never read)"
         if component == "projector" and config.projector_type != "mlp":
             note = "the MLP of the source's projector; it now reads pooled / compressed features"
-        carried.append({"name": component, "tensors": len(keys), "parameters": sum(report.numel[k] for k in keys),
-                        "note": note})
+        carried.append(
+            {"name": component, "tensors": len(keys), "parameters": sum(report.numel[k] for k in keys), "note": note}
+        )
     return carried
 
 
-def render_model_card(config, *, base_model: str | None, source_description: str, report, repo_id: str | None = None,
-                      source_name: str | None = None, license: str | None = "apache-2.0", datasets=None,
-                      notes=()) -> ModelCard:
+def render_model_card(
+    config,
+    *,
+    base_model: str | None,
+    source_description: str,
+    report,
+    repo_id: str | None = None,
+    source_name: str | None = None,
+    license: str | None = "apache-2.0",
+    datasets=None,
+    notes=(),
+) -> ModelCard:
     """Card of a converted folder: provenance of every weight (carried / NEW and untrained); `report` is the
     conversion's `WeightReport`. `base_model` (a Hub id, or None when unknown) goes into the metadata; `source_name`
     (default `base_model`) names the source in the text; without `repo_id` the usage code shows `OWNER/NAME`, which
@@ -200,8 +218,9 @@ def render_model_card(config, *, base_model: str | None, source_description: str
     )
 
 
-def render_generic_card(config, *, repo_id: str, base_model: str | None = None, license: str | None = "apache-2.0",
-                        datasets=None) -> ModelCard:
+def render_generic_card(
+    config, *, repo_id: str, base_model: str | None = None, license: str | None = "apache-2.0", datasets=None
+) -> ModelCard:
     """Card for a folder published without one of ours (e.g. a fine-tuned checkpoint): architecture, usage, and the
     model it was fine-tuned from (`base_model`, a Hub id, when known)."""
     return render_card(

@@ -37,8 +37,10 @@ def format_size(size: float) -> str:
 def print_dry_run(folder: Path, repo_id: str, files: list[tuple[str, int]], card: str, visibility: str) -> None:
     """The files the push would send, with sizes, and the card."""
     total = sum(size for _, size in files)
-    print(f"Dry run: would create {visibility} model repo {repo_id} (if missing) and upload {len(files)} files "
-          f"({format_size(total)}) from {folder}:")
+    print(
+        f"Dry run: would create {visibility} model repo {repo_id} (if missing) and upload {len(files)} files "
+        f"({format_size(total)}) from {folder}:"
+    )
     width = max(len(name) for name, _ in files)
     for name, size in files:
         print(f"  {name:<{width}}  {size:>12,} bytes  ({format_size(size)})")
@@ -47,8 +49,9 @@ def print_dry_run(folder: Path, repo_id: str, files: list[tuple[str, int]], card
     print("--- end of model card; nothing was uploaded ---")
 
 
-def upload(folder: Path, repo_id: str, files: list[tuple[str, int]], card: str, private: bool,
-           commit_message: str) -> str:
+def upload(
+    folder: Path, repo_id: str, files: list[tuple[str, int]], card: str, private: bool, commit_message: str
+) -> str:
     """`create_repo(exist_ok=True)` + one commit of `files` (README.md = `card`); returns the commit URL."""
     from huggingface_hub import CommitOperationAdd, create_commit, create_repo  # at call time: tests replace them
 
@@ -56,16 +59,25 @@ def upload(folder: Path, repo_id: str, files: list[tuple[str, int]], card: str, 
     operations.append(CommitOperationAdd("README.md", card.encode("utf-8")))
     try:
         url = create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        print(f"Uploading {len(operations)} files ({format_size(sum(size for _, size in files))}) to {url} ...",
-              flush=True)
+        print(
+            f"Uploading {len(operations)} files ({format_size(sum(size for _, size in files))}) to {url} ...",
+            flush=True,
+        )
         info = create_commit(repo_id, operations, commit_message=commit_message, repo_type="model")
     except Exception as error:
         raise LlavaVRRefusal(f"upload to {repo_id} failed: {one_line(error)}") from None
     return info.commit_url
 
 
-def push_folder(folder, repo_id: str, *, private: bool = False, dry_run: bool = False,
-                commit_message: str | None = None, base_model: str | None = None) -> str | None:
+def push_folder(
+    folder,
+    repo_id: str,
+    *,
+    private: bool = False,
+    dry_run: bool = False,
+    commit_message: str | None = None,
+    base_model: str | None = None,
+) -> str | None:
     """Checks `folder`, prepares its card, then uploads its model files (or, with `dry_run`, prints what would
     upload). Returns the commit URL."""
     folder = Path(folder).expanduser().resolve()
@@ -92,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     """`llava-vr push`: 0 when done, 2 on a refusal, 1 on an unexpected error, 130 when interrupted (one line on
     stderr each; `--debug` raises instead)."""
     args = parse_args(argv)
-    return run_command(lambda: push_folder(args.folder, args.repo_id, private=args.private, dry_run=args.dry_run,
-                                           commit_message=args.commit_message, base_model=args.base_model),
-                       debug=args.debug, catch_errors=True)
+    return run_command(
+        lambda: push_folder(
+            args.folder,
+            args.repo_id,
+            private=args.private,
+            dry_run=args.dry_run,
+            commit_message=args.commit_message,
+            base_model=args.base_model,
+        ),
+        debug=args.debug,
+        catch_errors=True,
+    )

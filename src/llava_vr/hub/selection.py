@@ -23,14 +23,36 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib",
 """Weight formats a published folder must not hold (safetensors only)."""
 
 MODEL_FILES = [
-    "*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json", "processor_config.json",
-    "preprocessor_config.json", "video_preprocessor_config.json", "tokenizer*", "special_tokens_map.json",
-    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.json", "chat_template.jinja", "*.py",
-    "README.md", "LICENSE*", "NOTICE*", "*.md",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.json",
+    "chat_template.jinja",
+    "*.py",
+    "README.md",
+    "LICENSE*",
+    "NOTICE*",
+    "*.md",
 ]
 TRAINING_STATE = [
-    "training_args.bin", "optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "rng_state*.pth",
-    "trainer_state.json", "*_results.json", "events.out.tfevents.*",
+    "training_args.bin",
+    "optimizer.pt",
+    "optimizer.bin",
+    "scheduler.pt",
+    "scaler.pt",
+    "rng_state*.pth",
+    "trainer_state.json",
+    "*_results.json",
+    "events.out.tfevents.*",
 ]
 
 

@@ -76,21 +76,30 @@ def card_for_upload(folder: Path, repo_id: str, base_model: str | None = None) -
     if data and is_llava_vr_card(data):
         text, changes = complete_card((folder / "README.md").read_text(encoding="utf-8"), repo_id, base)
         if changes:
-            messages.append(f"model card: README.md completed for the upload ({'; '.join(changes)}); the folder's "
-                            "copy is unchanged")
+            messages.append(
+                f"model card: README.md completed for the upload ({'; '.join(changes)}); the folder's copy is unchanged"
+            )
     else:
         metadata = source_card_metadata(folder) if data else {}
-        card = render_generic_card(LlavaVRConfig.from_pretrained(folder), repo_id=repo_id, base_model=base,
-                                   license=metadata.get("license") or "apache-2.0", datasets=metadata.get("datasets"))
+        card = render_generic_card(
+            LlavaVRConfig.from_pretrained(folder),
+            repo_id=repo_id,
+            base_model=base,
+            license=metadata.get("license") or "apache-2.0",
+            datasets=metadata.get("datasets"),
+        )
         text = str(card).rstrip("\n") + "\n"
         messages.append(
             "model card: README.md is not a LLaVA-VR card (e.g. TRL's training card): uploading a generated LLaVA-VR "
-            "card as README.md instead; the folder's copy is unchanged" if (folder / "README.md").is_file()
+            "card as README.md instead; the folder's copy is unchanged"
+            if (folder / "README.md").is_file()
             else "model card: the folder has no README.md: uploading a generated LLaVA-VR card"
         )
     if base:
         messages.append(f"base_model: {base} (from {where})")
     else:
-        messages.append("base_model: unknown (no Hub id in the folder's card or config): pass --base-model OWNER/NAME "
-                        "to name the model this one comes from")
+        messages.append(
+            "base_model: unknown (no Hub id in the folder's card or config): pass --base-model OWNER/NAME "
+            "to name the model this one comes from"
+        )
     return text, messages

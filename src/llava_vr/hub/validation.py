@@ -63,8 +63,11 @@ def code_roots(folder: Path, config: dict) -> set[str]:
             f"{folder}/config.json's auto_map lacks {', '.join(missing)} (save with LLaVA-VR's save_pretrained)"
         )
     processor_map = next(
-        (m for f in PROCESSOR_FILES
-         if (folder / f).is_file() and "AutoProcessor" in (m := read_json(folder / f).get("auto_map") or {})),
+        (
+            m
+            for f in PROCESSOR_FILES
+            if (folder / f).is_file() and "AutoProcessor" in (m := read_json(folder / f).get("auto_map") or {})
+        ),
         None,
     )
     if processor_map is None:
@@ -81,9 +84,12 @@ def check_model_folder(folder: Path) -> None:
     if not (folder / "config.json").is_file():
         if (folder / "adapter_config.json").is_file():
             merged = folder / "merged"
-            hint = (f"publish {merged} instead" if (merged / "config.json").is_file() else
-                    "merge it first (`llava-vr sft --merge_adapter ADAPTER --model BASE --output_dir DIR`) and "
-                    "publish DIR")
+            hint = (
+                f"publish {merged} instead"
+                if (merged / "config.json").is_file()
+                else "merge it first (`llava-vr sft --merge_adapter ADAPTER --model BASE --output_dir DIR`) and "
+                "publish DIR"
+            )
             raise LlavaVRRefusal(f"{folder} holds a LoRA adapter, not a full LLaVA-VR model: {hint}")
         raise LlavaVRRefusal(f"{folder} has no config.json (not a saved model folder)")
 
@@ -99,8 +105,11 @@ def validate_folder(folder: Path, selection: Selection | None = None) -> dict:
     if config.get("model_type") != "llava_vr":
         raise LlavaVRRefusal(
             f"{folder}/config.json has model_type {config.get('model_type')!r}, not 'llava_vr'"
-            + (": convert it first (`llava-vr convert --source ... --output ...`)"
-               if config.get("model_type") in ("llava_next", "llava_onevision") else "")
+            + (
+                ": convert it first (`llava-vr convert --source ... --output ...`)"
+                if config.get("model_type") in ("llava_next", "llava_onevision")
+                else ""
+            )
         )
     code_files(folder, code_roots(folder, config))
     index = folder / "model.safetensors.index.json"

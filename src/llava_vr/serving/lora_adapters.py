@@ -134,16 +134,20 @@ def split_adapter(adapter_dir, base_dir, output_dir) -> tuple[Path, Path]:
             weights = {name: f.get_tensor(name) for name in f.keys()}
         for name in weights.keys() & copies.keys():
             if copies[name].shape != weights[name].shape:
-                raise ValueError(f"{name}: the adapter's copy is {tuple(copies[name].shape)}, the base's "
-                                 f"{tuple(weights[name].shape)}; is {base_dir} the adapter's base model?")
+                raise ValueError(
+                    f"{name}: the adapter's copy is {tuple(copies[name].shape)}, the base's "
+                    f"{tuple(weights[name].shape)}; is {base_dir} the adapter's base model?"
+                )
             weights[name] = copies[name].to(weights[name].dtype)
             replaced.add(name)
         save_file(weights, base_out / path.name, metadata=metadata)
     missing = sorted(copies.keys() - replaced)
     if missing:
         shutil.rmtree(output_dir)
-        raise ValueError(f"the adapter's full copies {missing[:3]} have no counterpart in {base_dir}; is it the "
-                         "adapter's base model?")
+        raise ValueError(
+            f"the adapter's full copies {missing[:3]} have no counterpart in {base_dir}; is it the "
+            "adapter's base model?"
+        )
     adapter_out.mkdir(parents=True)
     save_file(lora, adapter_out / "adapter_model.safetensors", metadata={"format": "pt"})
     config = {**config, "modules_to_save": None, "base_model_name_or_path": str(base_out)}
@@ -175,8 +179,10 @@ def main(argv=None) -> int:
                 raise ValueError(refusal_message(unreachable, args.adapter))
             saved = json.loads((adapter / "adapter_config.json").read_text()).get("modules_to_save")
             if saved:
-                raise ValueError(f"{args.adapter} also trains {saved} fully (modules_to_save), which vLLM cannot "
-                                 "swap per request: `split` it first")
+                raise ValueError(
+                    f"{args.adapter} also trains {saved} fully (modules_to_save), which vLLM cannot "
+                    "swap per request: `split` it first"
+                )
             print(f"{args.adapter}: vLLM can serve it as it is")
         else:
             base, adapter = split_adapter(args.adapter, args.base, args.output)

@@ -30,8 +30,9 @@ def max_image_tokens(config) -> int:
     """An upper bound on the tokens of one image (exact for `pad`): for every AnyRes crop grid, every unpadded canvas
     it can keep (full width and any height, or full height and any width), counted by `anyres_layout`."""
     pinpoints = tuple(sorted({(int(h), int(w)) for h, w in config.image_grid_pinpoints}))
-    return _max_image_tokens(pinpoints, config.vision_config.image_size, config.token_grid_size,
-                             config.vision_aspect_ratio)
+    return _max_image_tokens(
+        pinpoints, config.vision_config.image_size, config.token_grid_size, config.vision_aspect_ratio
+    )
 
 
 @lru_cache(maxsize=16)

@@ -103,7 +103,8 @@ def _size_cpu_kv_cache(vllm_config) -> None:
     cache.kv_cache_memory_bytes = cpu_kv_cache_bytes(vllm_config, psutil.virtual_memory().available)
     logger.info(
         "LLaVA-VR: KV cache of %.2f GiB on this CPU (set VLLM_CPU_KVCACHE_SPACE=GiB or --kv-cache-memory-bytes to "
-        "choose)", cache.kv_cache_memory_bytes / 2**30,
+        "choose)",
+        cache.kv_cache_memory_bytes / 2**30,
     )
 
 
@@ -112,8 +113,11 @@ def _capture_decode_only(vllm_config) -> None:
     if compilation.cudagraph_mode is None:
         compilation.cudagraph_mode = CUDAGraphMode.FULL_DECODE_ONLY
     elif compilation.cudagraph_mode == CUDAGraphMode.FULL:
-        _refuse("cudagraph_mode=FULL", "a CUDA graph replaying a prefill would skip Vision Remember; use "
-                "FULL_DECODE_ONLY (the default for LLaVA-VR) or NONE")
+        _refuse(
+            "cudagraph_mode=FULL",
+            "a CUDA graph replaying a prefill would skip Vision Remember; use "
+            "FULL_DECODE_ONLY (the default for LLaVA-VR) or NONE",
+        )
 
 
 def _refuse_partial_image_paths(vllm_config) -> None:

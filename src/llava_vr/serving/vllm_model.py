@@ -151,7 +151,9 @@ class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsLoR
             pixel_values = torch.cat(list(pixel_values))
         dtype = self.image_encoder.vision_tower.dtype
         return encode_images(
-            self.image_encoder, pixel_values.to(dtype), torch.as_tensor(image_sizes).reshape(-1, 2),
+            self.image_encoder,
+            pixel_values.to(dtype),
+            torch.as_tensor(image_sizes).reshape(-1, 2),
             torch.as_tensor(image_num_tiles).reshape(-1),
         )
 

@@ -65,8 +65,10 @@ def _check_processor_matches_config(processor, config) -> None:
     """The vLLM model counts and packs image tokens from the model config, the pixels come from the processor:
     refuses a checkpoint whose processor tiles or counts differently (Transformers would fail on it per request)."""
     pairs = {
-        "image_grid_pinpoints": ([list(p) for p in processor.image_processor.image_grid_pinpoints],
-                                 [list(p) for p in config.image_grid_pinpoints]),
+        "image_grid_pinpoints": (
+            [list(p) for p in processor.image_processor.image_grid_pinpoints],
+            [list(p) for p in config.image_grid_pinpoints],
+        ),
         "tile size": (processor.tile_size, config.vision_config.image_size),
         "tokens per tile": (processor.num_image_tokens, config.num_image_tokens_per_tile),
         "vision_aspect_ratio": (processor.vision_aspect_ratio, config.vision_aspect_ratio),

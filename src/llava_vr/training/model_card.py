@@ -40,8 +40,10 @@ def source_metadata(model_name_or_path: str | None) -> dict:
         return {}
     base = data.get("base_model")
     base = base[0] if isinstance(base, list) and len(base) == 1 else base
-    return {"base_model": base if isinstance(base, str) and names_hub_model(base) else None,
-            "license": data.get("license")}
+    return {
+        "base_model": base if isinstance(base, str) and names_hub_model(base) else None,
+        "license": data.get("license"),
+    }
 
 
 def framework_versions() -> list[tuple[str, str]]:
@@ -61,8 +63,10 @@ def training_summary(trainer) -> dict:
     peft_config = getattr(trainer.model, "peft_config", {}).get("default")
     if peft_config is not None:
         saved = ", ".join(peft_config.modules_to_save or []) or "nothing else"
-        method = (f"LoRA (r={peft_config.r}, alpha={peft_config.lora_alpha}) on the LLM's linear layers; fully "
-                  f"trained: {saved}")
+        method = (
+            f"LoRA (r={peft_config.r}, alpha={peft_config.lora_alpha}) on the LLM's linear layers; fully "
+            f"trained: {saved}"
+        )
     else:
         method = "full fine-tuning of " + ", ".join(rates)
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
@@ -89,15 +93,24 @@ def origin_text(base_model: str | None, source: str | None) -> str:
     return link or "a LLaVA-VR checkpoint"
 
 
-def render_sft_card(trainer, *, model_name: str, base_model: str | None = None, source: str | None = None,
-                    dataset_name: str | None = None, data: str = "its training data", license: str | None = None,
-                    origin: str | None = None) -> ModelCard:
+def render_sft_card(
+    trainer,
+    *,
+    model_name: str,
+    base_model: str | None = None,
+    source: str | None = None,
+    dataset_name: str | None = None,
+    data: str = "its training data",
+    license: str | None = None,
+    origin: str | None = None,
+) -> ModelCard:
     """The card of a fine-tuned folder: `base_model` (a Hub id) in the metadata and the text, `source` (the
     `--model` given, when it is not that Hub id) in the text, or `origin` (words, e.g. for a random model);
     `dataset_name` (a Hub dataset) or `data` (words); `license` (the base model's, when known)."""
     base_model = base_model if names_hub_model(base_model) else None
-    card = card_data(base_model, license=license, datasets=[dataset_name] if dataset_name else None,
-                     extra_tags=("sft",))
+    card = card_data(
+        base_model, license=license, datasets=[dataset_name] if dataset_name else None, extra_tags=("sft",)
+    )
     return ModelCard.from_template(
         card,
         template_path=str(template_path(SFT_TEMPLATE)),

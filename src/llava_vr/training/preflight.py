@@ -20,7 +20,6 @@ from ..hub.refusals import LlavaVRRefusal
 LLAVA_VR_MODEL_TYPE = "llava_vr"
 
 
-
 def accelerator_available() -> bool:
     """Whether torch sees a GPU (or another accelerator); `False` on a CPU-only machine."""
     import torch
@@ -108,8 +107,10 @@ def check_quantized_loading(model_args) -> None:
         import bitsandbytes as bnb
     except Exception as error:  # not installed, or a build that fails to import (missing native library)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise LlavaVRRefusal(f"{option} needs bitsandbytes, which cannot be imported ({reason}): `pip install "
-                         "bitsandbytes`, or drop the option and train LoRA on the full-precision model") from None
+        raise LlavaVRRefusal(
+            f"{option} needs bitsandbytes, which cannot be imported ({reason}): `pip install "
+            "bitsandbytes`, or drop the option and train LoRA on the full-precision model"
+        ) from None
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -147,15 +148,17 @@ def check_hub_push(training_args) -> None:
     repo = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
     where = f"--push_to_hub: the Hub repo {repo}"
     if constants.HF_HUB_OFFLINE:
-        raise LlavaVRRefusal(f"{where} cannot be reached: HF_HUB_OFFLINE is set (unset it, or drop --push_to_hub and "
-                         f"publish {training_args.output_dir} later with `llava-vr push`)")
+        raise LlavaVRRefusal(
+            f"{where} cannot be reached: HF_HUB_OFFLINE is set (unset it, or drop --push_to_hub and "
+            f"publish {training_args.output_dir} later with `llava-vr push`)"
+        )
     try:
-        HfApi().create_repo(repo, token=training_args.hub_token, private=training_args.hub_private_repo,
-                            exist_ok=True)
+        HfApi().create_repo(repo, token=training_args.hub_token, private=training_args.hub_private_repo, exist_ok=True)
     except Exception as error:  # no login, no network, no write access
-        raise LlavaVRRefusal(f"{where} cannot be created or reached ({one_line(error)}); log in with `hf auth login`, "
-                         f"or drop --push_to_hub and publish {training_args.output_dir} later with `llava-vr push`"
-                         ) from None
+        raise LlavaVRRefusal(
+            f"{where} cannot be created or reached ({one_line(error)}); log in with `hf auth login`, "
+            f"or drop --push_to_hub and publish {training_args.output_dir} later with `llava-vr push`"
+        ) from None
 
 
 def requested_sharding() -> str | None:
@@ -167,13 +170,15 @@ def requested_sharding() -> str | None:
 
 
 def single_process_hint(output_dir: str) -> str:
-    return (f"on a CPU-only machine run one process: `llava-vr sft ... --output_dir {output_dir}` (no `accelerate "
-            "launch`, or `--num_processes 1`)")
+    return (
+        f"on a CPU-only machine run one process: `llava-vr sft ... --output_dir {output_dir}` (no `accelerate "
+        "launch`, or `--num_processes 1`)"
+    )
 
 
 def launch_refusal(world_size: int, output_dir: str, sharding: str | None) -> LlavaVRRefusal:
     """The refusal of `world_size` processes that do not form one distributed run."""
-    why = (f"accelerate applies the {sharding} config on GPUs only" if sharding else "they found no GPU to share")
+    why = f"accelerate applies the {sharding} config on GPUs only" if sharding else "they found no GPU to share"
     alternative = "" if sharding else "; or add --use_cpu for one data-parallel run over the CPU processes (gloo)"
     return LlavaVRRefusal(
         f"{world_size} processes were launched but do not form one distributed run ({why}): each would train the "

@@ -109,8 +109,9 @@ def default_max_length(config, images_per_sample: int = 1, text_tokens: int = 10
 
     tile = config.vision_config.image_size
     per_image = max(
-        anyres_layout(pinpoint, config.image_grid_pinpoints, tile, config.token_grid_size, config.vision_aspect_ratio)
-        .num_tokens
+        anyres_layout(
+            pinpoint, config.image_grid_pinpoints, tile, config.token_grid_size, config.vision_aspect_ratio
+        ).num_tokens
         for pinpoint in config.image_grid_pinpoints
     )
     return per_image * images_per_sample + text_tokens
@@ -123,11 +124,15 @@ def merge_adapter(model_args, training_args, options) -> None:
 
     output_dir = training_args.output_dir
     if os.path.isdir(output_dir) and os.listdir(output_dir):
-        raise LlavaVRRefusal(f"--output_dir {output_dir} exists and is not empty: give a new folder for the merged "
-                         "checkpoint (nothing was written)")
+        raise LlavaVRRefusal(
+            f"--output_dir {output_dir} exists and is not empty: give a new folder for the merged "
+            "checkpoint (nothing was written)"
+        )
     if not os.path.isfile(os.path.join(options.merge_adapter, "adapter_config.json")):
-        raise LlavaVRRefusal(f"--merge_adapter {options.merge_adapter} has no adapter_config.json: give the output folder "
-                         "of a `llava-vr sft --lora` run")
+        raise LlavaVRRefusal(
+            f"--merge_adapter {options.merge_adapter} has no adapter_config.json: give the output folder "
+            "of a `llava-vr sft --lora` run"
+        )
     base, revision = model_args.model_name_or_path, model_args.model_revision
     processor = AutoProcessor.from_pretrained(base, trust_remote_code=True, revision=revision)
     merged = merge_adapter_into_base(base, options.merge_adapter, output_dir, processor, revision)
@@ -154,9 +159,14 @@ def choose_trainable(model, model_args, components):
     `set_trainable(model, components)`."""
     if model_args.use_peft:
         return lora_config_for(
-            model, r=model_args.lora_r, alpha=model_args.lora_alpha, dropout=model_args.lora_dropout,
-            train_vision_remember="vision_remember" in components, train_projector="projector" in components,
-            use_rslora=model_args.use_rslora, use_dora=model_args.use_dora,
+            model,
+            r=model_args.lora_r,
+            alpha=model_args.lora_alpha,
+            dropout=model_args.lora_dropout,
+            train_vision_remember="vision_remember" in components,
+            train_projector="projector" in components,
+            use_rslora=model_args.use_rslora,
+            use_dora=model_args.use_dora,
         )
     counts = set_trainable(model, components)
     log("trainable parameters: " + ", ".join(f"{c} {n['trainable']:,}/{n['total']:,}" for c, n in counts.items()))
@@ -176,9 +186,14 @@ def card_details(model_args, options) -> dict:
     else:
         data = "offline synthetic documents (`llava_vr.data.synthetic_documents`)"
     dataset_name = options.dataset if names_hub_model(options.dataset) else None
-    return dict(base_model=options.base_model or metadata.get("base_model"), source=source, data=data,
-                dataset_name=dataset_name, license=metadata.get("license"),
-                origin="a tiny random LLaVA-VR (a smoke run)" if options.tiny else None)
+    return dict(
+        base_model=options.base_model or metadata.get("base_model"),
+        source=source,
+        data=data,
+        dataset_name=dataset_name,
+        license=metadata.get("license"),
+        origin="a tiny random LLaVA-VR (a smoke run)" if options.tiny else None,
+    )
 
 
 def build_trainer(training_args, model_args, options, model, processor, datasets) -> LlavaVRSFTTrainer:
@@ -204,8 +219,10 @@ def build_trainer(training_args, model_args, options, model, processor, datasets
             trainer.model, train_vision_remember="vision_remember" in rates, train_projector="projector" in rates
         )
         log(f"LoRA run, trainable: {summary}")
-    log(f"learning rates per component: {rates}; max_length {training_args.max_length}; "
-        f"AnyRes {'on' if options.anyres else 'off'}")
+    log(
+        f"learning rates per component: {rates}; max_length {training_args.max_length}; "
+        f"AnyRes {'on' if options.anyres else 'off'}"
+    )
     return trainer
 
 

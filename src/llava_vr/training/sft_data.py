@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 
 from ..data.llava_conversations import llava_conversation_dataset
-from ..hub.refusals import one_line
-from ..hub.refusals import LlavaVRRefusal
+from ..hub.refusals import LlavaVRRefusal, one_line
 
 
 def jsonl_dataset(path, image_root, num_threads=None):
@@ -27,10 +26,12 @@ def jsonl_dataset(path, image_root, num_threads=None):
     rows = {"messages": [], "images": []}
     for _, image_path, question, answer in read_jsonl_documents(path, image_root, num_threads):
         image = [] if image_path is None else [{"type": "image"}]  # a line without image: a text-only sample
-        rows["messages"].append([
-            {"role": "user", "content": [*image, {"type": "text", "text": question}]},
-            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-        ])
+        rows["messages"].append(
+            [
+                {"role": "user", "content": [*image, {"type": "text", "text": question}]},
+                {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+            ]
+        )
         rows["images"].append([] if image_path is None else [image_path])
     return Dataset.from_dict(rows).cast_column("images", List(Image()))
 
@@ -53,9 +54,11 @@ def named_dataset(name: str, config: str | None, split: str, role: str = "traini
                 raise LlavaVRRefusal(f"dataset {name} has no split {split!r} ({option}); its splits: {sorted(dataset)}")
             dataset = dataset[split]
         elif role != "training":
-            raise LlavaVRRefusal(f"dataset {name} is one split (a saved Dataset), the training rows: evaluating on it "
-                             "would score the model on what it trains on. Save a DatasetDict with a held-out split "
-                             f"({option}), or drop --eval_strategy")
+            raise LlavaVRRefusal(
+                f"dataset {name} is one split (a saved Dataset), the training rows: evaluating on it "
+                "would score the model on what it trains on. Save a DatasetDict with a held-out split "
+                f"({option}), or drop --eval_strategy"
+            )
     else:
         try:
             dataset = load_dataset(name, config, split=split)
@@ -65,8 +68,10 @@ def named_dataset(name: str, config: str | None, split: str, role: str = "traini
             raise LlavaVRRefusal(f"dataset {name} has no split {split!r} ({option}): {one_line(error)}") from None
     missing = {"messages", "images"} - set(dataset.column_names)
     if missing:
-        raise LlavaVRRefusal(f"dataset {name} lacks the columns {sorted(missing)} (TRL's vision format: `messages` "
-                         "chats with {'type': 'image'} items, and their `images`)")
+        raise LlavaVRRefusal(
+            f"dataset {name} lacks the columns {sorted(missing)} (TRL's vision format: `messages` "
+            "chats with {'type': 'image'} items, and their `images`)"
+        )
     check_image_placeholders(dataset, f"dataset {name} ({split})")
     return dataset
 
@@ -108,13 +113,21 @@ def check_image_placeholders(dataset, what: str) -> None:
     bad = np.flatnonzero(placeholders != images)
     if not len(bad):
         return
-    listed = [f"  row {i}: {placeholders[i]} {{'type': 'image'}} item(s) in messages, {images[i]} image(s)"
-              for i in bad[:MAX_LISTED_ROWS]]
+    listed = [
+        f"  row {i}: {placeholders[i]} {{'type': 'image'}} item(s) in messages, {images[i]} image(s)"
+        for i in bad[:MAX_LISTED_ROWS]
+    ]
     more = [f"  ... and {len(bad) - MAX_LISTED_ROWS} more"] if len(bad) > MAX_LISTED_ROWS else []
-    raise LlavaVRRefusal("\n".join([
-        f"{what}: {len(bad)} of {len(images)} rows have image placeholders that do not match their images; each "
-        "image needs one {'type': 'image'} item in the row's messages (nothing was trained):", *listed, *more,
-    ]))
+    raise LlavaVRRefusal(
+        "\n".join(
+            [
+                f"{what}: {len(bad)} of {len(images)} rows have image placeholders that do not match their images; "
+                "each image needs one {'type': 'image'} item in the row's messages (nothing was trained):",
+                *listed,
+                *more,
+            ]
+        )
+    )
 
 
 def synthetic_documents(options, seed: int, split: str, num_samples: int):

@@ -88,7 +88,8 @@ class LlavaVRModelConfig(ModelConfig):
     use_peft: bool = field(
         default=False,
         metadata={
-            "help": "LoRA on the LLM's decoder linear layers, VR and projector trained fully", "aliases": ["--lora"]
+            "help": "LoRA on the LLM's decoder linear layers, VR and projector trained fully",
+            "aliases": ["--lora"],
         },
     )
     dtype: str | None = field(
@@ -116,8 +117,10 @@ class LlavaVRSFTOptions:
     eval_jsonl: str | None = field(default=None, metadata={"help": "evaluation JSONL (images under --image_root)"})
     llava_data: str | None = field(
         default=None,
-        metadata={"help": "LLaVA conversation data (.json list or .jsonl lines of {id, image, conversations}, images "
-                  "under --image_root; multi-turn, text-only rows too)"},
+        metadata={
+            "help": "LLaVA conversation data (.json list or .jsonl lines of {id, image, conversations}, images "
+            "under --image_root; multi-turn, text-only rows too)"
+        },
     )
     eval_llava_data: str | None = field(default=None, metadata={"help": "evaluation data in LLaVA's format"})
     image_root: str | None = field(
@@ -148,8 +151,10 @@ class LlavaVRSFTOptions:
     )
     base_model: str | None = field(
         default=None,
-        metadata={"help": "Hub id the model card names as base model (default: --model when it is a Hub id, else "
-                  "the base_model in --model's README.md)"},
+        metadata={
+            "help": "Hub id the model card names as base model (default: --model when it is a Hub id, else "
+            "the base_model in --model's README.md)"
+        },
     )
 
 
@@ -164,7 +169,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 def build_parser(prog: str | None = None, description: str | None = None) -> TrlParser:
     """`TrlParser((LlavaVRSFTConfig, LlavaVRModelConfig, LlavaVRSFTOptions))` with `SFT_DEFAULTS`."""
     parser = TrlParser(
-        (LlavaVRSFTConfig, LlavaVRModelConfig, LlavaVRSFTOptions), prog=prog, description=description,
+        (LlavaVRSFTConfig, LlavaVRModelConfig, LlavaVRSFTOptions),
+        prog=prog,
+        description=description,
         formatter_class=_HelpFormatter,
     )
     parser.set_defaults(**SFT_DEFAULTS)
@@ -197,14 +204,18 @@ def check_options(parser, training_args, model_args, options) -> None:
     if quantized and not lora and not options.merge_adapter:
         parser.error(f"{quantized} loads a frozen quantized base: add --lora to train adapters on it (QLoRA)")
     if quantized and options.tiny:
-        parser.error(f"{quantized} quantizes a checkpoint while loading it: give --model PATH (--tiny builds its "
-                     "model in memory)")
+        parser.error(
+            f"{quantized} quantizes a checkpoint while loading it: give --model PATH (--tiny builds its "
+            "model in memory)"
+        )
     if quantized and options.merge_adapter:
         parser.error(f"--merge_adapter loads the base in full precision to merge exactly: drop {quantized}")
     given = [name for name in UNSUPPORTED_MODEL_OPTIONS if getattr(model_args, name)]
     if given:
-        parser.error(f"--{given[0]} is not supported: LLaVA-VR's LoRA targets the LLM's decoder linear layers and "
-                     "saves the VR modules and the projector (see lora_config_for)")
+        parser.error(
+            f"--{given[0]} is not supported: LLaVA-VR's LoRA targets the LLM's decoder linear layers and "
+            "saves the VR modules and the projector (see lora_config_for)"
+        )
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None, description: str | None = None):

@@ -37,8 +37,13 @@ class LlavaVRSFTTrainer(_SFTTrainer):
     TRL's text-generation card.
     """
 
-    def __init__(self, *args, component_learning_rates: Mapping[str, float] | None = None,
-                 model_card: Mapping[str, str | None] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        component_learning_rates: Mapping[str, float] | None = None,
+        model_card: Mapping[str, str | None] | None = None,
+        **kwargs,
+    ):
         self.component_learning_rates = dict(component_learning_rates or {})
         self.model_card = dict(model_card or {})
         check_components(self.component_learning_rates)
