@@ -56,7 +56,10 @@ print(status, sorted(name for name in ("torch", "transformers", "llava_vr") if n
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["frobnicate"], ["convert", "--help"], ["push", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["--version"], ["frobnicate"], ["convert", "--help"], ["push", "--help"], ["experiment", "--help"]],
+)
 def test_llava_vr_help_version_and_usage_errors_do_not_import_torch(argv, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", CONSOLE_SCRIPT, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300

@@ -34,6 +34,7 @@ SUBCOMMANDS = {
 HELP_PARSERS = {
     "convert": "llava_vr.conversion.options:build_parser",
     "push": "llava_vr.hub.push_options:build_parser",
+    "experiment": "llava_vr.experiments.visual_forgetting_options:build_parser",
 }
 
 

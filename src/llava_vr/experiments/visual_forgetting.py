@@ -1,43 +1,9 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""The visual-forgetting experiment: does Vision Remember win back what token compression loses?
-
-A fine-grained task where compression must lose information: 4 x 4 grids of digits on a 56-px image, one digit per
-14-px tower patch, so each 2 x 2 pooled token mixes four digits. Question: "Read the grid."; answer: each cell's
-letter (`a`-`p`, reading order) and its digit, `a3b5c7...` (exact match needs all 16 digits; per-digit accuracy is
-reported too). The letters name the cells, so every variant finds a digit by content rather than by counting answer
-tokens, which a from-scratch LLM learns far more slowly than the `mlp` variant's one-token-per-patch copy.
-
-Protocol, the same for every variant and seed:
-1. The small CLIP-like tower learns the digit under each patch and the patch's position (linear heads on its
-   last hidden state, training-split images) and is then frozen: the stand-in for LLaVA's pretrained, frozen CLIP.
-   (A tower trained end to end from scratch could learn to pack four digits into every patch before pooling, so
-   pooling would not have to lose anything; and in trials with this answer format neither `mlp` nor pool + VR
-   left chance level within 1000 steps that way.)
-2. Projector, Vision Remember and a small Qwen2 (trained from scratch) learn the task through TRL's `SFTTrainer`
-   (this project's SFT path, loss on the assistant reply only), same data, steps and seed:
-
-    mlp                 16 tokens per image (no compression; + 1 newline)
-    pool                adaptive_avg_pool, 4 tokens
-    pool_vr_sela        adaptive_avg_pool + Vision Remember (SELA), 4 tokens
-    pool_vr_global / pool_vr_deformable  (optional; one `pool_vr_*` per registered VR interaction)
-
-Exact-match accuracy on a held-out test split that shares no image with training. Every run writes
-`<output-dir>/<variant>-seed<seed>/result.json` (and, for the Vision Remember variants, the trained model in
-`model/`); `results.json` / `results.md` summarise every run of the same preset found in the folder, so runs in
-several processes (`--jobs`) or several invocations add up. `--save-best-to` copies the best pool + VR model there
-as a complete trust_remote_code checkpoint with a model card stating its measured accuracy.
-
-Nothing is overwritten unasked: a non-empty `--save-best-to` / `--save-samples-to` folder, or a finished run of the
-same variant and seed in `--output-dir`, stops the command before anything trains unless `--overwrite` is given.
-
-    llava-vr experiment --seeds 0 1 --jobs 2                        # default CPU preset (about an hour)
-    llava-vr experiment --preset smoke --output-dir runs/smoke      # seconds: does it run here?
-    llava-vr experiment --summarize-only --save-best-to DIR         # table + best model
-"""
+"""`llava-vr experiment`: the visual-forgetting experiment (what it measures, its protocol and commands:
+`visual_forgetting_options.DESCRIPTION`, which its `--help` prints)."""
 
 from __future__ import annotations
 
-import argparse
 import math
 import multiprocessing
 import os
@@ -48,50 +14,10 @@ from pathlib import Path
 import torch
 
 from ..hub.refusals import LlavaVRRefusal, run_command
+from .visual_forgetting_options import PRESETS, RUN_SECONDS, parse_args
 from .visual_forgetting_results import collect, save_best, write_summary
 from .visual_forgetting_runs import run_dir, run_one
-from .visual_forgetting_task import PRESETS, RUN_SECONDS, VARIANTS, build_tokenizer, datasets_for
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; `threads` defaults to cores / jobs."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=PRESETS, default="cpu")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["mlp", "pool", "pool_vr_sela"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--steps", type=int, help="override the preset's optimizer steps")
-    parser.add_argument("--test-samples", type=int, default=500)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each")
-    parser.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
-    parser.add_argument("--output-dir", type=Path, default=Path("runs/visual_forgetting"))
-    parser.add_argument("--summarize-only", action="store_true", help="train nothing: summarise the folder's runs")
-    parser.add_argument("--save-best-to", type=Path, help="copy the best run of --best-of here, with a model card")
-    parser.add_argument(
-        "--best-of",
-        choices=[v for v in VARIANTS if v.startswith("pool_vr")],
-        default="pool_vr_sela",
-        help="the Vision Remember variant whose most accurate run --save-best-to copies (default: the "
-        "default VR, SELA)",
-    )
-    parser.add_argument(
-        "--save-samples-to",
-        type=Path,
-        help="with --save-best-to: write the first held-out test "
-        "images of the best model's seed here (PNG + questions.json), for the quickstart",
-    )
-    parser.add_argument("--num-samples", type=int, default=3)
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a non-empty --save-best-to / "
-        "--save-samples-to folder and finished runs of the same variant and seed in --output-dir",
-    )
-    args = parser.parse_args(argv)
-    if args.save_samples_to and not args.save_best_to:
-        parser.error("--save-samples-to writes the samples of the model --save-best-to saves: give both")
-    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    return args
+from .visual_forgetting_task import build_tokenizer, datasets_for
 
 
 def preset_of(args) -> dict:

@@ -10,58 +10,10 @@ from llava_vr import LlavaVRConfig, LlavaVRForConditionalGeneration, LlavaVRProc
 from llava_vr.data.image_processors import anyres_image_processor
 from llava_vr.data.synthetic_documents import content_key, generate_samples, synthetic_document_dataset
 from llava_vr.data.tokenizers import train_chat_tokenizer
-from llava_vr.registries_llava_vr import VR_INTERACTIONS
+
+from .visual_forgetting_options import PRESETS, VARIANTS
 
 PATCH = 14
-# variant -> LlavaVRConfig overrides: no compression, pooling alone, pooling + each registered VR interaction at
-# the defaults (VR as wide as the multi-level features, token self-attention, saliency for SELA only), and two SELA
-# ablations: VR as wide as the tower (`narrow`, "tower" is replaced by the preset's tower width) and the paper's v1
-# (no token self-attention)
-VARIANTS = {
-    "mlp": dict(projector_type="mlp", vision_remember_layers=[]),
-    "pool": dict(projector_type="adaptive_avg_pool", vision_remember_layers=[]),
-    **{
-        f"pool_vr_{interaction}": dict(projector_type="adaptive_avg_pool", vision_remember_interaction=interaction)
-        for interaction in VR_INTERACTIONS
-    },
-    "pool_vr_sela_narrow": dict(projector_type="adaptive_avg_pool", vision_remember_hidden_size="tower"),
-    "pool_vr_sela_v1": dict(projector_type="adaptive_avg_pool", vision_remember_self_attention=False),
-}
-PRESETS = {
-    # image px, digits per side, answer format, tower (hidden, layers), LLM (hidden, layers), VR layers, optimizer
-    # steps, batch, training images; `pretrained_tower`: the tower first learns the digit and position of each
-    # patch, then is frozen
-    "cpu": dict(
-        image=56,
-        grid=4,
-        question="all_labelled",
-        tower=(32, 4),
-        llm=(128, 4),
-        vr_layers=[1, 3],
-        steps=1500,
-        batch=32,
-        train=20000,
-        pretrained_tower=True,
-    ),
-    "smoke": dict(
-        image=56,
-        grid=4,
-        question="all_labelled",
-        tower=(32, 2),
-        llm=(64, 2),
-        vr_layers=[1],
-        steps=4,
-        batch=4,
-        train=16,
-        pretrained_tower=True,
-        tower_steps=2,
-        tower_eval=8,
-    ),
-}
-
-# preset -> (seconds of data, tower pretraining and evaluation; seconds per optimizer step) of one run on one core of
-# the reference 2-core CPU (AMD EPYC), for the plan the command prints; not part of the preset (results match on it)
-RUN_SECONDS = {"cpu": (100, 0.42), "smoke": (10, 0.5)}
 
 
 def grid_digits(text: str) -> list[str]:
@@ -159,7 +111,6 @@ def held_out_samples(preset: dict, seed: int, count: int):
 __all__ = [
     "PATCH",
     "PRESETS",
-    "RUN_SECONDS",
     "VARIANTS",
     "build_model_and_processor",
     "build_tokenizer",
