@@ -5,6 +5,7 @@ Tiny random models; the conversions run in-process through `main(argv)`, the `tr
 refusal and the upload in subprocesses (one each)."""
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -269,6 +270,33 @@ def test_mlp_conversion_reproduces_the_source_logits(converted, sources, name, s
     assert ours.config.vision_remember_layers == [1, 4]
     inputs, _ = image_inputs_for(ours, IMAGE_TOKEN)
     assert_same_logits(ours, theirs, inputs)
+
+
+def test_next_source_with_a_tied_text_config_converts_untied_and_loads_without_a_tie_warning(tmp_path):
+    """LLaVA-NeXT ties by its top-level flag only: a Qwen2-0.5B text config's `tie_word_embeddings: true` is unused
+    there (separate lm_head). The conversion keeps it untied: loading warns nothing, the logits are the source's."""
+    text = {**tiny_text_config(vocab_size=tiny_tokenizer_vocab()), "tie_word_embeddings": True}
+    source = next_model(seed=3, text=text)
+    assert not source.config.tie_word_embeddings and source.config.text_config.tie_word_embeddings
+    assert source.lm_head.weight.data_ptr() != source.model.language_model.embed_tokens.weight.data_ptr()
+    folder = write_transformers_source(source, tmp_path / "source", "llava-hf")
+    convert(folder, tmp_path / "out", "--projector-type", "mlp", *VR_FLAGS)
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["tie_word_embeddings"] is False and saved["text_config"]["tie_word_embeddings"] is False
+
+    records = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = records.append
+    transformers_logger = logging.getLogger("transformers")
+    transformers_logger.addHandler(handler)
+    try:
+        ours = load(tmp_path / "out")
+    finally:
+        transformers_logger.removeHandler(handler)
+    assert [r.getMessage() for r in records if "tie" in r.getMessage()] == []
+    assert ours.lm_head.weight.data_ptr() != ours.model.language_model.embed_tokens.weight.data_ptr()
+    inputs, _ = image_inputs_for(ours, IMAGE_TOKEN)
+    assert_same_logits(ours, source, inputs)
 
 
 @pytest.mark.parametrize("name, source_model", [("onevision-lmms-mlp", "onevision"), ("next-lmms-mlp", "next")])

@@ -56,16 +56,20 @@ def transformers_plan(src: Source) -> Plan:
     text, vision = source_config.text_config, source_config.vision_config
     check_llm(text.model_type, getattr(text, "architectures", None))
     tower = check_tower(vision.model_type)
+    # Transformers ties lm_head to the embeddings by the top-level flag alone; LLaVA-NeXT's config leaves a
+    # `text_config.tie_word_embeddings: true` (Qwen2-0.5B's) unused, which LlavaVRConfig, like OneVision's, would
+    # promote to the top level: a tie the source never had (both matrices stored, a warning at every load).
+    tied = bool(getattr(source_config, "tie_word_embeddings", False))
     values = dict(
         vision_config=vision.to_dict(),
-        text_config=text.to_dict(),
+        text_config={**text.to_dict(), "tie_word_embeddings": tied},
         image_token_index=source_config.image_token_id,
         projector_hidden_act=source_config.projector_hidden_act,
         vision_feature_select_strategy=source_config.vision_feature_select_strategy,
         vision_feature_layer=source_config.vision_feature_layer,
         multimodal_projector_bias=getattr(source_config, "multimodal_projector_bias", True),
         image_grid_pinpoints=[list(p) for p in source_config.image_grid_pinpoints],
-        tie_word_embeddings=bool(getattr(source_config, "tie_word_embeddings", False)),
+        tie_word_embeddings=tied,
     )
     if src.kind == "llava_next":
         values.update(vision_aspect_ratio="anyres", multi_image_anyres=True)
