@@ -106,6 +106,24 @@ def test_split_adapter_keeps_lora_apart_and_puts_full_copies_in_the_base(checkpo
         split_adapter(adapter, checkpoint, tmp_path / "served")
 
 
+def test_a_refused_split_leaves_no_output_folder_so_a_rerun_is_not_refused_as_existing(tmp_path):
+    from safetensors.torch import save_file
+
+    base, adapter, output = tmp_path / "base", tmp_path / "adapter", tmp_path / "served"
+    base.mkdir(), adapter.mkdir()
+    (base / "config.json").write_text("{}")
+    save_file({"model.multi_modal_projector.linear_1.weight": torch.zeros(4, 4)}, base / "model.safetensors")
+    (adapter / "adapter_config.json").write_text(json.dumps({"modules_to_save": ["multi_modal_projector"]}))
+    lora = "base_model.model.model.language_model.layers.0.self_attn.q_proj"
+    tensors = {f"{lora}.lora_A.weight": torch.zeros(2, 4), f"{lora}.lora_B.weight": torch.zeros(4, 2)}
+    tensors["base_model.model.model.multi_modal_projector.linear_1.weight"] = torch.zeros(3, 4)  # another base's
+    save_file(tensors, adapter / "adapter_model.safetensors")
+    for _ in range(2):  # refused for its reason both times, never for a folder the first refusal left
+        with pytest.raises(ValueError, match=r"copy is \(3, 4\), the base's \(4, 4\)"):
+            split_adapter(adapter, base, output)
+        assert not output.exists()
+
+
 def test_unreachable_lora_modules_names_vision_remember_tower_and_projector():
     names = [
         "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight",

@@ -107,11 +107,9 @@ def split_adapter(adapter_dir, base_dir, output_dir) -> tuple[Path, Path]:
     in place of the original, byte for byte otherwise (config, processor, code files). `adapter/`: the LoRA weights
     alone and the adapter config without `modules_to_save`. PEFT's model (`base_dir` + adapter) and vLLM serving
     `base/` with `adapter/` compute the same function. Raises `ValueError` for LoRA on a module vLLM cannot adapt,
-    for a full copy without a counterpart in the base, and for an existing `output_dir`.
+    for a full copy without a counterpart in the base, and for an existing `output_dir` (a refused split leaves no
+    `output_dir` behind).
     """
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     adapter_dir, base_dir, output_dir = Path(adapter_dir), Path(base_dir), Path(output_dir)
     if output_dir.exists():
         raise ValueError(f"{output_dir} exists; choose a new folder")
@@ -124,6 +122,17 @@ def split_adapter(adapter_dir, base_dir, output_dir) -> tuple[Path, Path]:
     copies = {name.removeprefix("base_model.model."): t for name, t in tensors.items() if name not in lora}
     if not lora:
         raise ValueError(f"{adapter_dir} holds no LoRA weights")
+
+    try:
+        return _write_split(base_dir, output_dir, config, lora, copies)
+    except BaseException:  # a refusal or an interrupt mid-way: no half-written folder for the next run to refuse
+        shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+
+
+def _write_split(base_dir: Path, output_dir: Path, config: dict, lora: dict, copies: dict) -> tuple[Path, Path]:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
 
     base_out, adapter_out = output_dir / "base", output_dir / "adapter"
     shutil.copytree(base_dir, base_out, ignore=shutil.ignore_patterns("*.safetensors"))
@@ -143,7 +152,6 @@ def split_adapter(adapter_dir, base_dir, output_dir) -> tuple[Path, Path]:
         save_file(weights, base_out / path.name, metadata=metadata)
     missing = sorted(copies.keys() - replaced)
     if missing:
-        shutil.rmtree(output_dir)
         raise ValueError(
             f"the adapter's full copies {missing[:3]} have no counterpart in {base_dir}; is it the "
             "adapter's base model?"
