@@ -350,6 +350,22 @@ def test_text_only_rank_runs_tower_projector_and_vr_on_the_models_own_blank_imag
         assert any(name.startswith(prefix) for name in with_image), prefix
 
 
+def test_text_only_rank_stays_exact_in_fp16_when_the_blank_images_features_sum_past_its_range(monkeypatch):
+    """The blank image's features are tied into the graph as `0 * their sum`: that sum must not overflow fp16 (65504;
+    a converted 7B model's blank image has millions of features), or `0 * inf` makes the text-only rank's loss NaN."""
+    model = vr_model().to(torch.float16).train()
+    with torch.no_grad():
+        model.model.multi_modal_projector.linear_2.bias.fill_(500.0)  # blank image: 10 features x 64 x 500 > 65504
+    inputs = left_pad([torch.tensor([1, 2, 3, 4, 5]), torch.tensor([6, 7, 8])])
+    expected = model(**inputs).logits
+    monkeypatch.setattr(LlavaVRModel, "_is_data_parallel", staticmethod(lambda: True))
+    output = model(**inputs, labels=inputs["input_ids"])
+    torch.testing.assert_close(output.logits, expected, rtol=0, atol=0)
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def _recording(forward, encoded):
     def recorded(self, pixel_values, *args, **kwargs):
         encoded.append(pixel_values)

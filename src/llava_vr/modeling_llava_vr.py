@@ -454,7 +454,9 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         num_tiles = self.image_layouts(image_sizes)[0].num_tiles
         blank = inputs_embeds.new_zeros(1, num_tiles, 3, tile, tile, dtype=self.vision_tower.dtype)
         image_output = self.get_image_features(blank, image_sizes)
-        inputs_embeds = inputs_embeds + 0.0 * torch.cat(image_output.pooler_output).sum().to(inputs_embeds.dtype)
+        # summed in fp32: an fp16 sum of all the blank image's features can pass 65504, and 0 * inf is NaN
+        zero = 0.0 * torch.cat(image_output.pooler_output).sum(dtype=torch.float32)
+        inputs_embeds = inputs_embeds + zero.to(inputs_embeds.dtype)
         vision_remember_inputs = None
         if self.config.vision_remember_layers:
             image_features = image_output.vision_remember_features
