@@ -261,6 +261,26 @@ def test_disk_offloaded_tower_gives_the_saliency_and_logits_of_the_loaded_model(
         torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, rtol=1e-4, atol=1e-4)
 
 
+def test_saliency_hooks_live_only_while_the_tower_encodes_even_when_it_raises():
+    """The saliency hooks go on the modules present at each encoding and come off after it, also when the tower
+    fails midway: none pile up on the tower's q/k, and the saliency of the next encoding is unchanged."""
+    model = vr_model()
+    inputs, _ = image_inputs(model, SIZES)
+    attention = saliency_attention(model)
+    hooks = lambda: len(attention.q_proj._forward_hooks) + len(attention.k_proj._forward_hooks)  # noqa: E731
+    with torch.no_grad():
+        expected = saliency_of(model.model, inputs)
+        last_layer = tower_encoder_layers(model.model.vision_tower)[-1]  # runs after the saliency layer
+        failing = last_layer.register_forward_pre_hook(lambda *_: (_ for _ in ()).throw(RuntimeError("tower fails")))
+        with pytest.raises(RuntimeError, match="tower fails"):
+            saliency_of(model.model, inputs)
+        failing.remove()
+        assert hooks() == 0
+        model(**inputs)
+        assert hooks() == 0
+        torch.testing.assert_close(saliency_of(model.model, inputs), expected, rtol=0, atol=0)
+
+
 # ---- gradient checkpointing (Transformers' test_gradient_checkpointing_enable_disable and its PEFT twin) ------------
 
 
