@@ -4,6 +4,7 @@ reads the reference results in benchmarks/reference_results/."""
 
 import csv
 import json
+import logging
 import os
 import re
 import shlex
@@ -28,6 +29,7 @@ from llava_vr.benchmarks.model_variants import (
 )
 from llava_vr.benchmarks.reporting import DEFAULT_OUTPUT_DIR
 from llava_vr.registries_llava_vr import VR_INTERACTIONS
+from llava_vr.testing_utils import image_inputs, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -156,6 +158,28 @@ def test_every_documented_bench_command_parses():
         words = shlex.split(command)
         assert words[:2] == ["llava-vr", "bench"], command
         MODULES[words[2]].build_parser().parse_args(words[3:])  # a usage error exits
+
+
+def test_prefill_and_decode_steps_use_the_installed_transformers_cache_names_without_a_deprecation_warning():
+    """From Transformers 5.24 on, `past_key_values` warns ("deprecated. Use `cache`"); the decode timing passes and
+    reads the cache by the name the installed release takes, and gives the tokens of `generate()`."""
+    model = tiny_model(perturb_vr=True).eval()
+    inputs, _ = image_inputs(model, [(60, 100)])
+    records = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = records.append
+    transformers_logger = logging.getLogger("transformers")
+    logging.Logger.warning_once.cache_clear()  # Transformers' warn-once cache: a warning given earlier counts too
+    transformers_logger.addHandler(handler)
+    try:
+        with torch.inference_mode():
+            token, cache = model_benchmark.prefill(model, inputs)
+            last = model_benchmark.decode(model, token, cache, steps=3)
+    finally:
+        transformers_logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == []
+    expected = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert token.tolist() == expected[:, -4].tolist() and last.tolist() == expected[:, -1].tolist()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

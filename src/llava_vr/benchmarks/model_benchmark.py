@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from llava_vr import LlavaVRConfig
+from llava_vr.compat_llava_vr import GENERATION_CACHE, OUTPUT_CACHE
 from llava_vr.registries_llava_vr import VR_INTERACTIONS
 from llava_vr.vision_remember_llava_vr import VisionRememberInputs
 
@@ -376,14 +377,16 @@ def count_calls(model):
 def prefill(model, inputs):
     """The prompt's forward with a KV cache, logits of the last position only, and the greedy next token."""
     out = model(**inputs, use_cache=True, logits_to_keep=1)
-    return out.logits[:, -1].argmax(-1), out.past_key_values
+    return out.logits[:, -1].argmax(-1), getattr(out, OUTPUT_CACHE)
 
 
 def decode(model, token, cache, steps: int):
+    """`steps` greedy single-token steps on `cache`, passed and read under the installed Transformers' names (the
+    old `past_key_values` warns on every call from 5.24 on)."""
     for _ in range(steps):
-        out = model(input_ids=token[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=token[:, None], **{GENERATION_CACHE: cache}, use_cache=True, logits_to_keep=1)
         token = out.logits[:, -1].argmax(-1)
-        cache = out.past_key_values
+        cache = getattr(out, OUTPUT_CACHE)
     return token
 
 
