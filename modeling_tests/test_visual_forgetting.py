@@ -26,6 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "examples" / "trained_models" / "llava-vr-tiny-digit-grid"
 
 
+def test_the_smoke_preset_evaluates_few_test_images_unless_told_so_the_readme_smoke_run_takes_seconds():
+    """Evaluation generates every answer: 500 test images per run made `--preset smoke` (6 runs) take minutes."""
+    assert visual_forgetting.parse_args(["--preset", "smoke"]).test_samples == 8
+    assert visual_forgetting.parse_args([]).test_samples == 500  # the cpu preset: the README's results
+    assert visual_forgetting.parse_args(["--preset", "smoke", "--test-samples", "20"]).test_samples == 20
+
+
 def test_experiment_smoke_preset_in_two_processes_writes_results_best_model_card_and_samples(tmp_path):
     output, best, samples = tmp_path / "runs", tmp_path / "best", tmp_path / "samples"
     rows = visual_forgetting.run(

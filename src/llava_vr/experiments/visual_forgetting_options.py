@@ -95,6 +95,9 @@ PRESETS = {
 # preset -> (seconds of data, tower pretraining and evaluation; seconds per optimizer step) of one run on one core of
 # the reference 2-core CPU (AMD EPYC), for the plan the command prints; not part of the preset (results match on it)
 RUN_SECONDS = {"cpu": (100, 0.42), "smoke": (10, 0.5)}
+# preset -> held-out test images when --test-samples is not given (evaluation is generation: ~1 s per 6 images on one
+# core, so 500 would make the smoke run minutes instead of seconds); not part of the preset, like RUN_SECONDS
+TEST_SAMPLES = {"cpu": 500, "smoke": 8}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["mlp", "pool", "pool_vr_sela"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--steps", type=int, help="override the preset's optimizer steps")
-    parser.add_argument("--test-samples", type=int, default=500)
+    parser.add_argument(
+        "--test-samples",
+        type=int,
+        help="held-out test images per seed (default: "
+        + ", ".join(f"{count} for --preset {name}" for name, count in TEST_SAMPLES.items())
+        + ")",
+    )
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each")
     parser.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
@@ -143,7 +152,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.save_samples_to and not args.save_best_to:
         parser.error("--save-samples-to writes the samples of the model --save-best-to saves: give both")
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    if args.test_samples is None:
+        args.test_samples = TEST_SAMPLES[args.preset]
     return args
 
 
-__all__ = ["DESCRIPTION", "PRESETS", "RUN_SECONDS", "VARIANTS", "build_parser", "parse_args"]
+__all__ = ["DESCRIPTION", "PRESETS", "RUN_SECONDS", "TEST_SAMPLES", "VARIANTS", "build_parser", "parse_args"]
