@@ -43,7 +43,8 @@ def global_grad_abs_sum(param) -> float:
 
 
 def main(out_dir: Path):
-    dist.init_process_group("gloo", timeout=timedelta(seconds=90))
+    # the rendezvous waits for the slower rank's imports (minutes on a loaded 2-core machine)
+    dist.init_process_group("gloo", timeout=timedelta(seconds=300))
     rank = dist.get_rank()
     torch.manual_seed(0)
     model = tiny_model(perturb_vr=True).train()

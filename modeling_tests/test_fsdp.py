@@ -22,7 +22,8 @@ import torch
 
 WORKER = Path(__file__).resolve().parent / "fsdp_worker.py"
 ZERO3_WORKER = Path(__file__).resolve().parent / "zero3_worker.py"
-TIMEOUT_S = 120
+# generous: on a loaded 2-core machine each rank's imports (torch, Transformers, DeepSpeed) take minutes
+TIMEOUT_S = 600
 
 
 def free_port() -> int:

@@ -45,7 +45,8 @@ def batch(reference, rank, step):
 
 
 def main(out_dir: Path):
-    deepspeed.init_distributed(dist_backend="gloo", timeout=timedelta(seconds=90))
+    # the rendezvous waits for the slower rank's imports (minutes on a loaded 2-core machine)
+    deepspeed.init_distributed(dist_backend="gloo", timeout=timedelta(seconds=300))
     rank = torch.distributed.get_rank()
     torch.manual_seed(0)
     model = tiny_model(perturb_vr=True).train()
