@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from ..hub.refusals import LlavaVRRefusal
+from ..hub.refusals import LlavaVRRefusal, listed_refusal
 
 FIELDS = ("image", "question", "answer")
 MAX_LISTED = 100  # bad lines shown in the error message; the full list goes to a file beyond that
@@ -64,12 +63,7 @@ def report(path: str, problems: list[tuple[int, str]], total: int, image_root: s
     head = f"{path}: {len(problems)} of {total} lines cannot be used; fix or remove them (nothing was trained):"
     if image_root is not None and total and sum(reason.startswith("no image file") for _, reason in problems) == total:
         head += f"\n  none of the images exists under --image_root {image_root}: is it the right folder?"
-    if len(lines) > MAX_LISTED:
-        handle, listing = tempfile.mkstemp(prefix="llava-vr-bad-lines-", suffix=".txt")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write("\n".join(lines) + "\n")
-        lines = [*lines[:MAX_LISTED], f"... and {len(lines) - MAX_LISTED} more: all {len(problems)} in {listing}"]
-    return "\n".join([head, *("  " + line for line in lines)])
+    return listed_refusal(head, lines, MAX_LISTED, "bad-lines")
 
 
 def check_images(paths: list[str], num_threads: int | None = None, desc: str = "Checking images") -> list[str | None]:

@@ -22,10 +22,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 
-from ..hub.refusals import LlavaVRRefusal
+from ..hub.refusals import LlavaVRRefusal, listed_refusal
 
 IMAGE_MARKER = "<image>"
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -112,12 +111,7 @@ def report(path: str, problems: list[tuple[int, str, str]], total: int, image_ro
         and len(problems) == total
     ):
         head += f"\n  none of the images exists under --image_root {image_root}: is it the right folder?"
-    if len(lines) > MAX_LISTED:
-        handle, listing = tempfile.mkstemp(prefix="llava-vr-bad-rows-", suffix=".txt")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write("\n".join(lines) + "\n")
-        lines = [*lines[:MAX_LISTED], f"... and {len(lines) - MAX_LISTED} more: all {len(problems)} in {listing}"]
-    return "\n".join([head, *("  " + line for line in lines)])
+    return listed_refusal(head, lines, MAX_LISTED, "bad-rows")
 
 
 def check_llava_conversations(path: str, image_root: str | None = None) -> int:

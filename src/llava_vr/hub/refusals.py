@@ -13,12 +13,24 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable
 
 
 class LlavaVRRefusal(ValueError):
     """The command cannot do what was asked; the message names the problem and the fix (one line; a data refusal
     lists its bad lines below it)."""
+
+
+def listed_refusal(head: str, lines: list[str], max_listed: int, listing_name: str) -> str:
+    """A refusal that lists bad records: `head`, then `lines` indented; beyond `max_listed` of them, the first
+    `max_listed` and the path of a temporary file `llava-vr-{listing_name}-*.txt` that holds them all."""
+    if len(lines) > max_listed:
+        handle, listing = tempfile.mkstemp(prefix=f"llava-vr-{listing_name}-", suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
+        lines = [*lines[:max_listed], f"... and {len(lines) - max_listed} more: all {len(lines)} in {listing}"]
+    return "\n".join([head, *("  " + line for line in lines)])
 
 
 def one_line(message) -> str:
@@ -64,4 +76,4 @@ def run_command(body: Callable[[], object], *, debug: bool = False, catch_errors
     return 0
 
 
-__all__ = ["LlavaVRRefusal", "log", "one_line", "report_error", "run_command"]
+__all__ = ["LlavaVRRefusal", "listed_refusal", "log", "one_line", "report_error", "run_command"]
