@@ -136,6 +136,14 @@ def test_an_image_token_typed_in_the_text_is_a_4xx(server, samples, with_image):
     assert _answer(_chat(server, *samples[-1][:2])) == samples[-1][2]  # a text-only question still answers
 
 
+def test_a_refused_image_request_leaves_its_image_usable_by_the_next_request(server):
+    png = _png(Image.new("RGB", (56, 56), (250, 240, 230)))  # an image no other test sends: cached nowhere yet
+    refused = _chat(server, "Read <image> the grid.", [_data_url(png)])
+    assert 400 <= refused.status_code < 500, refused.text
+    response = _chat(server, "Read the grid.", [_data_url(png)])
+    assert response.status_code == 200, response.text
+
+
 def test_eight_concurrent_requests_all_come_back_right(server, samples):
     chosen = [samples[i % len(samples)] for i in range(8)]
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -104,6 +104,12 @@ class LlavaVRMultiModalProcessor(BaseMultiModalProcessor[LlavaVRProcessingInfo])
         placed = sum(p.length for p in result["mm_placeholders"].get("image", []))
         found = int((torch.tensor(result["prompt_token_ids"]) == image_token_id).sum())
         if found != placed:
+            # vLLM's processing has recorded these images in the front end's shadow of the engine's cache, but a
+            # refused request never reaches the engine: drop them (vLLM's drift recovery), or the next request with
+            # the same image would be sent without its data and fail with a 500
+            if inputs.cache is not None:
+                for mm_hash in (h for hashes in result["mm_hashes"].values() for h in hashes):
+                    inputs.cache.invalidate(mm_hash)
             images = inputs.mm_data_items.get_count("image", strict=False)
             raise ValueError(
                 f"the prompt holds {found - placed} image token(s) beyond the {images} image(s) given: each image "
