@@ -27,7 +27,7 @@ def refuse_image_tokens_without_images(architecture: str) -> None:
         if prompt_input["type"] != "token" or self.model_config.architecture != architecture:
             return
         image_token_id = getattr(self.model_config.hf_config, "image_token_id", None)
-        found = sum(1 for token in prompt_input["prompt_token_ids"] if token == image_token_id)
+        found = list(prompt_input["prompt_token_ids"]).count(image_token_id)
         if found:
             raise VLLMValidationError(
                 f"the prompt holds {found} image token(s) but no image: each image token stands for an image given "
