@@ -1,9 +1,14 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""AnyRes packing of per-tile vision tokens: the one source of truth for image-token counts.
+"""AnyRes packing of per-tile vision tokens, and video frames' pooling: the one source of truth for image- and
+video-token counts.
 
 The model packs its projected tiles with `pack_tile_tokens`, the processor counts placeholders with
 `anyres_layout(...).num_tokens`, and Vision Remember locates every packed token in its tile with
 `packed_token_cells`, which runs the packing itself on a coordinate map. All three read the same `AnyResLayout`.
+
+Videos (LLaVA-OneVision's layout): every frame is a base tile; its `g x g` projected tokens are bilinearly pooled to
+`ceil(g / stride)` per side (`pool_frame_tokens`), the frames' tokens follow each other and one newline ends the
+video: `video_num_tokens(frames, g, stride) = frames * ceil(g / stride)**2 + 1`; `video_token_cells` places them.
 """
 
 import math
@@ -11,6 +16,9 @@ from dataclasses import dataclass
 
 import torch
 from transformers.image_processing_utils import select_best_resolution
+
+VIDEO_POOL_STRIDES = (1, 2, 3, 4)
+"""Allowed `spatial_pool_stride` values (2 = LLaVA-OneVision's 2x2 bilinear pooling of each frame)."""
 
 
 def grid_pinpoints(tile: int, rows: int, cols: int) -> list[list[int]]:
@@ -167,11 +175,54 @@ def packed_token_cells(layout: AnyResLayout, device=None) -> torch.Tensor:
     return cells.to(device)
 
 
+def video_token_grid(token_grid: int, stride: int) -> int:
+    """Side of a video frame's token grid: the projector's `token_grid` pooled by `stride`, `ceil(g / stride)`."""
+    return math.ceil(int(token_grid) / int(stride))
+
+
+def video_num_tokens(num_frames: int, token_grid: int, stride: int) -> int:
+    """Tokens of one video: `num_frames * ceil(g / stride)**2` frame tokens + one newline (LLaVA-OneVision)."""
+    return int(num_frames) * video_token_grid(token_grid, stride) ** 2 + 1
+
+
+def pool_frame_tokens(frame_tokens: torch.Tensor, stride: int) -> torch.Tensor:
+    """LLaVA-OneVision's `apply_pooling` with a stride: `(frames, g*g, dim) -> (frames, ceil(g/s)**2, dim)` by
+    bilinear interpolation of each frame's token grid (identity for stride 1)."""
+    frames, cells, dim = frame_tokens.shape
+    g = math.isqrt(cells)
+    if g * g != cells:
+        raise ValueError(f"video frames give {cells} tokens each, not a square token grid")
+    pooled = video_token_grid(g, stride)
+    if pooled == g:
+        return frame_tokens
+    grid = frame_tokens.view(frames, g, g, dim).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, size=[pooled, pooled], mode="bilinear")
+    return grid.permute(0, 2, 3, 1).reshape(frames, pooled * pooled, dim)
+
+
+def video_token_cells(num_frames: int, video_grid: int, device=None) -> torch.Tensor:
+    """Where each token of one video sits: `(video_num_tokens, 3)` long rows `(frame, row, col)` in the frame's
+    `video_grid x video_grid` token grid, frames in order, then `(-1, -1, -1)` for the closing newline."""
+    frame, row, col = torch.meshgrid(
+        torch.arange(num_frames, device=device),
+        torch.arange(video_grid, device=device),
+        torch.arange(video_grid, device=device),
+        indexing="ij",
+    )
+    cells = torch.stack((frame, row, col), dim=-1).view(-1, 3)
+    return torch.cat((cells, cells.new_full((1, 3), -1)))
+
+
 __all__ = [
+    "VIDEO_POOL_STRIDES",
     "AnyResLayout",
     "anyres_layout",
     "images_use_anyres",
     "max_tiles_from_aspect_ratio",
     "pack_tile_tokens",
     "packed_token_cells",
+    "pool_frame_tokens",
+    "video_num_tokens",
+    "video_token_cells",
+    "video_token_grid",
 ]

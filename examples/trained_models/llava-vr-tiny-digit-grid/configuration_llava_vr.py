@@ -8,7 +8,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig
 
-from .packing_llava_vr import grid_pinpoints
+from .packing_llava_vr import VIDEO_POOL_STRIDES, grid_pinpoints, video_token_grid
 from .registries_llava_vr import Formulation, ProjectorType, SaliencyMode, VisionRememberInteraction, WindowLayout
 
 # Default tower: CLIP-ViT-L/14 at 336 px (LLaVA-NeXT / LLaVA-OneVision-SI's).
@@ -47,6 +47,8 @@ class LlavaVRConfig(PreTrainedConfig):
             LLM config (`qwen2`). Defaults to Qwen2's defaults.
         image_token_index (`int`, *optional*, defaults to 151646):
             Id of the `<image>` placeholder token (alias `image_token_id`).
+        video_token_index (`int`, *optional*, defaults to 151647):
+            Id of the `<video>` placeholder token (alias `video_token_id`; LLaVA-OneVision's default).
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the projector MLP.
         vision_feature_select_strategy (`str`, *optional*, defaults to `"default"`):
@@ -117,19 +119,34 @@ class LlavaVRConfig(PreTrainedConfig):
             `plain` (keys and values projected for every feature cell), `absorbed` (the projections moved onto the
             queries and the attended features, see `token_feature_attention_llava_vr.py`) or `auto` (whichever costs
             fewer FLOPs for each call).
+        spatial_pool_stride (`int`, *optional*, defaults to 2):
+            Video frames (LLaVA-OneVision's layout: every frame through the tower at the base tile resolution, the
+            projector, then bilinear pooling of the frame's token grid): the pooled grid side is
+            `ceil(token_grid / spatial_pool_stride)`, so a frame gives `ceil(g / s)**2` tokens (2: OneVision's 2x2,
+            SigLIP-384 + `mlp` 27x27 -> 14x14 = 196; 3 -> 9x9 = 81; 4 -> 7x7 = 49), and a video
+            `frames * ceil(g / s)**2 + 1` (one `image_newline` per video). 1 keeps the projector's grid. One of 1-4
+            (the name of Transformers' LLaVA-NeXT-Video setting; lmms-lab's `mm_spatial_pool_stride`).
+        vision_remember_video (`bool`, *optional*, defaults to `True`):
+            Whether Vision Remember rewrites video tokens too (the paper leaves video to future work; this package's
+            choice): each video token re-reads its own frame's multi-level features, a frame being a base tile with a
+            `ceil(g / s)` token grid (`sela` windows of the frame, its saliency, `deformable` around the token's cell;
+            `global` and the token self-attention span one frame). A `vision_remember_window_size` `w` is scaled to
+            `w * spatial_pool_stride` feature cells for frames (clipped to the feature grid), keeping the ratio of
+            window to token region. `False`: video tokens go through the LLM as projected (images keep VR).
 
     Every resolved Vision Remember setting is stored explicitly, so `config.json` pins the model.
     """
 
     model_type = "llava_vr"
     _auto_class = "AutoConfig"  # save_pretrained copies this file beside config.json (trust_remote_code)
-    attribute_map = {"image_token_id": "image_token_index"}
+    attribute_map = {"image_token_id": "image_token_index", "video_token_id": "video_token_index"}
     # Plain `sub_configs` (5.19 has no `SubConfigSpec`): `__post_init__` builds them the same way on every version.
     sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
     image_token_index: int = 151646
+    video_token_index: int = 151647
     projector_hidden_act: str = "gelu"
     vision_feature_select_strategy: Literal["default", "full"] = "default"
     vision_feature_layer: int | list[int] = -2
@@ -152,6 +169,8 @@ class LlavaVRConfig(PreTrainedConfig):
     vision_remember_deformable_points: int = 4
     vision_remember_self_attention: bool = True
     vision_remember_formulation: Formulation = "auto"
+    spatial_pool_stride: int = 2
+    vision_remember_video: bool = True
 
     def __post_init__(self, **kwargs):
         self.vision_config = _sub_config(self.vision_config, "clip_vision_model", CLIP_VIT_L_336)
@@ -214,6 +233,11 @@ class LlavaVRConfig(PreTrainedConfig):
             raise ValueError("projector_type='pixel_shuffle' needs projector_pooled_grid_size == ceil(patch_grid / 2)")
         if self.vision_remember_hidden_size % self.vision_remember_num_heads:
             raise ValueError("vision_remember_hidden_size must be divisible by vision_remember_num_heads")
+        if isinstance(self.spatial_pool_stride, bool) or self.spatial_pool_stride not in VIDEO_POOL_STRIDES:
+            raise ValueError(
+                f"spatial_pool_stride={self.spatial_pool_stride!r}: the video frames' pooling stride must be one of "
+                f"{VIDEO_POOL_STRIDES} (2 = LLaVA-OneVision's 2x2 bilinear pooling)"
+            )
 
     # ---- derived quantities (not serialised) -------------------------------------------------------------------
     @property
@@ -231,6 +255,24 @@ class LlavaVRConfig(PreTrainedConfig):
     @property
     def num_image_tokens_per_tile(self) -> int:
         return self.token_grid_size**2
+
+    @property
+    def video_token_grid_size(self) -> int:
+        """Side of one video frame's token grid after the projector and the pooling (`ceil(g / spatial_pool_stride)`:
+        14 for SigLIP-384 + `mlp` at stride 2)."""
+        return video_token_grid(self.token_grid_size, self.spatial_pool_stride)
+
+    @property
+    def num_video_tokens_per_frame(self) -> int:
+        return self.video_token_grid_size**2
+
+    @property
+    def video_vision_remember_window_size(self) -> int | None:
+        """`sela`'s window for video tokens: `vision_remember_window_size * spatial_pool_stride` feature cells,
+        clipped to the feature grid (`None` stays `None`: the token's own region, `patch_grid / video grid`)."""
+        if self.vision_remember_window_size is None:
+            return None
+        return min(self.vision_remember_window_size * self.spatial_pool_stride, self.patch_grid_size)
 
     @property
     def vision_remember_feature_size(self) -> int:
