@@ -1,8 +1,9 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
 """
-Processor class for LLaVA-VR: Transformers' own AnyRes image processors (LLaVA-NeXT's or LLaVA-OneVision's) and a
-Qwen2 tokenizer. Every `<image>` placeholder is expanded to exactly the number of vision tokens the model scatters,
-counted with the model's own `anyres_layout` (one source of truth, see `packing_llava_vr.py`).
+Processor class for LLaVA-VR: Transformers' own AnyRes image processors (LLaVA-NeXT's or LLaVA-OneVision's), the
+torchvision-free video frames of `video_processing_llava_vr.py`, and a Qwen2 tokenizer. Every `<image>` / `<video>`
+placeholder is expanded to exactly the number of vision tokens the model scatters, counted with the model's own
+`anyres_layout` / `video_num_tokens` (one source of truth, see `packing_llava_vr.py`).
 """
 
 import math
@@ -17,7 +18,15 @@ from transformers.processing_utils import MultiModalData, ProcessingKwargs, Proc
 from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
 from transformers.video_utils import VideoInput
 
-from .packing_llava_vr import AnyResLayout, anyres_layout, images_use_anyres, max_tiles_from_aspect_ratio
+from .packing_llava_vr import (
+    VIDEO_POOL_STRIDES,
+    AnyResLayout,
+    anyres_layout,
+    images_use_anyres,
+    max_tiles_from_aspect_ratio,
+    video_num_tokens,
+)
+from .video_processing_llava_vr import LlavaVRVideoProcessor, flat_videos
 
 # `apply_chat_template(..., sanitize_control_tokens=True)` (Transformers >= 5.23) wraps every control token it finds
 # in user text between these two private-use characters before rendering, so that such a token is encoded as text: a
@@ -27,8 +36,9 @@ CONTROL_TOKEN_MARKERS = ("\U000f0000", "\U000f0001")
 MARKED_CONTROL_TOKEN = re.compile(f"{CONTROL_TOKEN_MARKERS[0]}.*?{CONTROL_TOKEN_MARKERS[1]}")
 
 
-# Qwen2 chat format. A message's content is a string or a list of `{"type": "text", "text": ...}` and
-# `{"type": "image", ...}` items; an image renders as `<image>` + newline (LLaVA-OneVision's layout). Each assistant
+# Qwen2 chat format. A message's content is a string or a list of `{"type": "text", "text": ...}`,
+# `{"type": "image", ...}` and `{"type": "video", ...}` items; an image renders as `<image>` + newline, a video as
+# `<video>` + newline (LLaVA-OneVision's layout). Each assistant
 # reply, with its `<|im_end|>`, sits in a `{% generation %}` block, so `return_assistant_tokens_mask=True` (and TRL's
 # `assistant_only_loss=True`) covers exactly the replies. No default system message.
 DEFAULT_CHAT_TEMPLATE = (
@@ -37,6 +47,7 @@ DEFAULT_CHAT_TEMPLATE = (
     "{%- else -%}"
     "{%- for item in content -%}"
     "{%- if item['type'] == 'image' -%}{{ '<image>\n' }}"
+    "{%- elif item['type'] == 'video' -%}{{ '<video>\n' }}"
     "{%- elif item['type'] == 'text' -%}{{ item['text'] }}"
     "{%- endif -%}"
     "{%- endfor -%}"
@@ -132,13 +143,16 @@ def _side(size) -> int | None:
 
 class LlavaVRProcessor(ProcessorMixin):
     r"""
-    Constructs a LLaVA-VR processor: a Transformers AnyRes image processor and a Qwen2 tokenizer in one processor.
+    Constructs a LLaVA-VR processor: a Transformers AnyRes image processor, video frames (`video_processor`, a
+    [`LlavaVRVideoProcessor`] built from the image processor's settings) and a Qwen2 tokenizer in one processor.
 
     [`LlavaVRProcessor`] tiles images exactly as LLaVA-NeXT / LLaVA-OneVision do (Transformers'
     `LlavaNextImageProcessor(Pil)` or `LlavaOnevisionImageProcessor(Pil)`; no torchvision needed) and expands each
     `<image>` in the text into `anyres_layout(...).num_tokens` image tokens, the count the model's packing produces:
     `g*g` base-tile tokens, plus, for a tiled image, its unpadded crop tokens (down-interpolated for `anyres_max_N`)
     with one newline per row; `g*g + 1` for an image encoded by its base tile only. `g = isqrt(num_image_tokens)`.
+    Each `<video>` becomes `frames * ceil(g / spatial_pool_stride)**2 + 1` video tokens (LLaVA-OneVision's layout:
+    every frame at the base tile resolution, pooled, one newline per video).
 
     Args:
         image_processor ([`LlavaNextImageProcessorPil`] or [`LlavaOnevisionImageProcessorPil`], *optional*):
@@ -161,6 +175,14 @@ class LlavaVRProcessor(ProcessorMixin):
             is encoded by its base tile only. `True` (LLaVA-NeXT): every image is tiled.
         image_token (`str`, *optional*, defaults to `"<image>"`):
             The placeholder (the tokenizer's `image_token` wins when it defines one).
+        video_token (`str`, *optional*, defaults to `"<video>"`):
+            The video placeholder (the tokenizer's `video_token` wins when it defines one). A tokenizer without it
+            leaves the processor image-only (`video_token_id` is `None` and `videos=` raises `ValueError`).
+        spatial_pool_stride (`int`, *optional*, defaults to 2):
+            `config.spatial_pool_stride`: each frame's token grid is pooled to `ceil(g / stride)` per side.
+        num_frames (`int`, *optional*):
+            Frames sampled uniformly from every video by default (`None`: all frames; a call's `num_frames` / `fps`
+            wins).
         chat_template (`str`, *optional*):
             Jinja chat template; defaults to [`DEFAULT_CHAT_TEMPLATE`] (Qwen2 format with generation markers).
     """
@@ -175,6 +197,9 @@ class LlavaVRProcessor(ProcessorMixin):
         vision_aspect_ratio="anyres_max_9",
         multi_image_anyres=False,
         image_token="<image>",
+        video_token="<video>",
+        spatial_pool_stride=2,
+        num_frames=None,
         chat_template=None,
         **kwargs,
     ):
@@ -198,6 +223,18 @@ class LlavaVRProcessor(ProcessorMixin):
             self.image_token_id == tokenizer.unk_token_id and self.image_token != tokenizer.unk_token
         ):
             raise ValueError(f"the tokenizer has no {self.image_token!r} token: add it as a special token")
+        if int(spatial_pool_stride) not in VIDEO_POOL_STRIDES:
+            raise ValueError(f"spatial_pool_stride={spatial_pool_stride!r}: expected one of {VIDEO_POOL_STRIDES}")
+        self.spatial_pool_stride = int(spatial_pool_stride)
+        self.num_frames = num_frames
+        self.video_token = getattr(tokenizer, "video_token", None) or video_token or "<video>"
+        self.video_token_id = getattr(tokenizer, "video_token_id", None)
+        if self.video_token_id is None:
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+        if self.video_token_id is None or (
+            self.video_token_id == tokenizer.unk_token_id and self.video_token != tokenizer.unk_token
+        ):
+            self.video_token = self.video_token_id = None  # image-only: `videos=` is refused
         super().__init__(image_processor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
 
     @classmethod
@@ -210,6 +247,7 @@ class LlavaVRProcessor(ProcessorMixin):
             num_image_tokens=config.num_image_tokens_per_tile,
             vision_aspect_ratio=config.vision_aspect_ratio,
             multi_image_anyres=config.multi_image_anyres,
+            spatial_pool_stride=config.spatial_pool_stride,
             **kwargs,
         )
 
@@ -229,6 +267,15 @@ class LlavaVRProcessor(ProcessorMixin):
         if int(value) < 1 or grid * grid != int(value):
             raise ValueError(f"num_image_tokens={value} is not the size of a square token grid (g * g)")
         self.__dict__["num_image_tokens"] = int(value)
+
+    @property
+    def video_processor(self) -> LlavaVRVideoProcessor:
+        """Loads, samples and preprocesses videos with this processor's image settings (tile, mean/std, rescale)."""
+        return LlavaVRVideoProcessor.from_image_processor(self.image_processor, self.tile_size, self.num_frames)
+
+    def video_num_tokens(self, num_frames: int) -> int:
+        """Video tokens of one video of `num_frames` frames: `frames * ceil(g / spatial_pool_stride)**2 + 1`."""
+        return video_num_tokens(num_frames, self.token_grid, self.spatial_pool_stride)
 
     @property
     def token_grid(self) -> int:
@@ -251,9 +298,14 @@ class LlavaVRProcessor(ProcessorMixin):
                 The images, flat (matched to the `<image>` placeholders in order) or nested per prompt. Any PIL mode
                 works (greyscale, palette, RGBA, 16-bit, ...); URLs and paths are loaded.
             text (`str` or `list[str]`):
-                Prompts with one `<image>` per image.
-            **kwargs: tokenizer and image-processor arguments (`padding`, `truncation`, `max_length`,
-                `return_tensors`, `images_kwargs`, ...), as for any Transformers processor.
+                Prompts with one `<image>` per image and one `<video>` per video.
+            videos (a video, a list of videos, or a list of lists per prompt):
+                A video is a list of PIL frames, a `(frames, height, width, channels)` numpy array or tensor, a path to
+                a GIF / APNG (PIL), or a path to an mp4 / webm when PyAV is installed (`llava-vr[video]`). `[]` = no
+                videos. `num_frames=N` samples N frames uniformly from each video (`fps=F` where the file gives its
+                frame rate); every video of one call must end with the same number of frames.
+            **kwargs: tokenizer, image-processor and video arguments (`padding`, `truncation`, `max_length`,
+                `return_tensors`, `images_kwargs`, `num_frames`, `fps`, ...), as for any Transformers processor.
 
         Returns:
             [`BatchFeature`] with:
@@ -262,14 +314,23 @@ class LlavaVRProcessor(ProcessorMixin):
               with zeros to the batch's largest tile count.
             - `image_sizes`: `(num_images, 2)`, original `(height, width)`.
             - `batch_num_images`: `(batch_size,)` images per prompt, when known (text given or nested images).
+            - `pixel_values_videos`: `(num_videos, frames, 3, tile, tile)`, when videos are given.
 
         Raises:
-            `ValueError`: placeholders and images do not match (per prompt when nested), or `truncation` would cut
-            through an image's tokens.
+            `ValueError`: placeholders and images / videos do not match (per prompt when nested), `truncation` would
+            cut through an image's tokens, a video has no frames, frames of different sizes, cannot be read, or more
+            tokens than the tokenizer's `model_max_length`.
         """
-        if videos is not None or audio is not None:
-            raise ValueError("LlavaVRProcessor is image-only: videos and audio are not supported")
-        return super().__call__(images=images, text=text, **kwargs)
+        if audio is not None:
+            raise ValueError("LlavaVRProcessor does not take audio")
+        if videos is not None and not flat_videos(videos):
+            videos = None  # `videos=[]` (lmms-eval) or empty per-prompt lists: no videos
+        if videos is not None and self.video_token is None:
+            raise ValueError(
+                "the tokenizer has no '<video>' token, so this processor is image-only: add <video> to the tokenizer "
+                "as a special token (and set the model's video_token_index to its id) to pass videos"
+            )
+        return super().__call__(images=images, text=text, videos=videos, **kwargs)
 
     # ---- hooks of `ProcessorMixin.__call__` ------------------------------------------------------------------------
     def prepare_inputs_layout(self, images=None, text=None, videos=None, audio=None, **kwargs):
@@ -277,6 +338,8 @@ class LlavaVRProcessor(ProcessorMixin):
         images, text, videos, audio = super().prepare_inputs_layout(
             images=images, text=text, videos=videos, audio=audio, **kwargs
         )
+        if videos is not None:
+            videos = flat_videos(videos)  # matched to the `<video>` placeholders in order
         if images is None:
             return images, text, videos, audio
         if _is_nested(images):
@@ -290,7 +353,14 @@ class LlavaVRProcessor(ProcessorMixin):
         return flat, text, videos, audio  # mismatches are reported by `validate_inputs`
 
     def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
-        """Raises `ValueError` when the `<image>` placeholders and the images disagree (both counts, per prompt)."""
+        """Raises `ValueError` when the `<image>` placeholders and the images disagree (both counts, per prompt), or
+        the `<video>` placeholders and the videos."""
+        video_counts = self._placeholder_counts(text, token=self.video_token) if self.video_token else None
+        if video_counts is not None and sum(video_counts) != len(videos or []):
+            raise ValueError(
+                f"{sum(video_counts)} {self.video_token} placeholders in the text (per prompt: {video_counts}) but "
+                f"{len(videos or [])} videos were given: each video needs exactly one placeholder"
+            )
         counts = self._placeholder_counts(text)
         if counts is not None and images is not None:
             if _is_nested(images):
@@ -310,6 +380,9 @@ class LlavaVRProcessor(ProcessorMixin):
                 f"{sum(counts)} {self.image_token} placeholders in the text (per prompt: {counts}) but no images were "
                 "given"
             )
+        if videos is not None and text is not None:  # counted above; Transformers' own count stacks the frames
+            prompts = [text] if isinstance(text, str) else list(text)
+            text, videos = [prompt.replace(self.video_token, "") for prompt in prompts], None
         super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
 
     def _process_images(self, images, **kwargs):
@@ -330,6 +403,22 @@ class LlavaVRProcessor(ProcessorMixin):
             processed["batch_num_images"] = batch_num_images
         layouts = self.image_layouts(processed["image_sizes"], processed.get("batch_num_images"), **kwargs)
         return processed, [self.image_token * layout.num_tokens for layout in layouts]
+
+    def _process_videos(self, videos, **kwargs):
+        """Loads, samples and preprocesses the videos (`video_processor`) and builds each video's replacement
+        string; refuses a video with more tokens than the tokenizer's `model_max_length`."""
+        processed = self.video_processor(videos, **kwargs)
+        num_frames = int(processed["pixel_values_videos"].shape[1])
+        num_tokens = self.video_num_tokens(num_frames)
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        if limit is not None and limit < 10**9 and num_tokens > limit:
+            per_frame = (num_tokens - 1) // num_frames
+            raise ValueError(
+                f"a video of {num_frames} frames takes {num_tokens} tokens ({per_frame} per frame + 1 newline), more "
+                f"than the tokenizer's model_max_length {limit}: sample fewer frames (num_frames=) or pool more "
+                "(spatial_pool_stride 3 or 4)"
+            )
+        return processed, [self.video_token * num_tokens] * len(processed["pixel_values_videos"])
 
     def _check_special_mm_tokens(self, text: list[str], text_inputs, modalities: list[str]):
         """Raises `ValueError` when truncation dropped image tokens, with the `max_length` that keeps them all."""
@@ -372,7 +461,7 @@ class LlavaVRProcessor(ProcessorMixin):
             for size, tiled in zip(image_sizes, use_anyres, strict=False)
         ]
 
-    def _get_num_multimodal_tokens(self, image_sizes=None, batch_num_images=None, **kwargs):
+    def _get_num_multimodal_tokens(self, image_sizes=None, batch_num_images=None, video_sizes=None, **kwargs):
         """
         Computes the number of placeholder tokens needed for images of the given sizes (what vLLM calls).
 
@@ -383,13 +472,17 @@ class LlavaVRProcessor(ProcessorMixin):
                 Images per prompt, in order (`[len(image_sizes)]` for the images of one prompt). `None`: each image
                 alone in its prompt. With `multi_image_anyres=False` an image that shares its prompt is encoded by
                 its base tile only, so its count is `g*g + 1`.
+            video_sizes (`list[list[int]]`, *optional*):
+                `(num_frames, height, width)` per video (after frame sampling).
             **kwargs: image-processor arguments (`images_kwargs`, `image_grid_pinpoints`, `size`, ...).
 
         Returns:
             `MultiModalData` with `num_image_tokens` and `num_image_patches` (1 per image: pixel values are not
-            flattened across tiles) per image.
+            flattened across tiles) per image, and `num_video_tokens` per video.
         """
         vision_data = {}
+        if video_sizes is not None:
+            vision_data["num_video_tokens"] = [self.video_num_tokens(int(size[0])) for size in video_sizes]
         if image_sizes is not None:
             image_sizes = list(image_sizes)
             if batch_num_images is None:
@@ -406,13 +499,14 @@ class LlavaVRProcessor(ProcessorMixin):
             vision_data["num_image_patches"] = [1] * len(image_sizes)
         return MultiModalData(**vision_data)
 
-    def _placeholder_counts(self, text, sanitized: bool = False) -> list[int] | None:
+    def _placeholder_counts(self, text, sanitized: bool = False, token: str | None = None) -> list[int] | None:
+        """Per prompt, the `token` (default the image token) placeholders, marked control tokens left out."""
         if text is None:
             return None
         prompts = [text] if isinstance(text, str) else list(text)
         if sanitized:
             prompts = [MARKED_CONTROL_TOKEN.sub("", prompt) for prompt in prompts]
-        return [prompt.count(self.image_token) for prompt in prompts]
+        return [prompt.count(token or self.image_token) for prompt in prompts]
 
     def _length_keeping_images(self, ids: list[int]) -> int:
         """Smallest `max_length` at which truncation on the tokenizer's side keeps every image token of `ids`."""
@@ -426,7 +520,7 @@ class LlavaVRProcessor(ProcessorMixin):
     @property
     def model_input_names(self):
         names = list(self.tokenizer.model_input_names) + list(self.image_processor.model_input_names)
-        return list(dict.fromkeys(names + ["batch_num_images"]))
+        return list(dict.fromkeys(names + ["batch_num_images", "pixel_values_videos"]))
 
 
 __all__ = ["DEFAULT_CHAT_TEMPLATE", "LlavaVRProcessor"]
