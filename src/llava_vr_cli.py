@@ -30,11 +30,14 @@ SUBCOMMANDS = {
     ),
     "experiment": ("llava_vr.experiments.visual_forgetting:main", "the visual-forgetting experiment"),
 }
-# subcommand -> "module:function" building its argparse parser from torch-free modules, for a fast `--help`
+# subcommand -> "module:function" building its argparse parser from torch-free modules, for a fast `--help` (or
+# returning None where it cannot: the command's own parsing answers then)
 HELP_PARSERS = {
     "convert": "llava_vr.conversion.options:build_parser",
     "push": "llava_vr.hub.push_options:build_parser",
     "experiment": "llava_vr.experiments.visual_forgetting_options:build_parser",
+    "sft": "llava_vr.training.sft_help:build_parser",  # None where its stored help does not fit what is installed
+    "bench": "llava_vr.benchmarks.cli:build_parser",  # the list of benchmarks; `bench NAME --help` is the slow path
 }
 
 
@@ -74,8 +77,9 @@ class PackagesWithoutInit:
 
 def print_help_without_torch(command: str, argv: list[str]) -> None:
     """Parses `argv` with `command`'s torch-free parser (`--help` prints it and exits). Returns, the bare packages
-    removed from `sys.modules` again, where that parser does not import so (the caller then imports the command as
-    usual). Used only where `llava_vr` is not imported yet."""
+    removed from `sys.modules` again, where there is no such parser (it does not import so, or its builder returns
+    `None`) or `--help` was not its own (`bench NAME --help`): the caller then imports the command as usual. Used only
+    where `llava_vr` is not imported yet."""
     module_name, function_name = HELP_PARSERS[command].split(":")
     finder = PackagesWithoutInit()
     sys.meta_path.insert(0, finder)
@@ -87,7 +91,8 @@ def print_help_without_torch(command: str, argv: list[str]) -> None:
         sys.meta_path.remove(finder)
         for name in [n for n in sys.modules if n.split(".")[0] == "llava_vr"]:
             del sys.modules[name]
-    parser.parse_args(argv)
+    if parser is not None:
+        parser.parse_known_args(argv)  # prints the help and exits, unless `--help` belongs to what follows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,15 +8,13 @@
 
 `llava-vr bench NAME --help` lists a benchmark's options. Each benchmark module has `build_parser(prog)` (on
 `benchmark_parser`: the options they share) and `run(argv, prog)`, which returns the payload of its JSON file.
+This module imports torch only inside its functions, so that `llava-vr bench --help` (`build_parser`) needs none.
 """
 
 import argparse
 import importlib
 import sys
 from pathlib import Path
-
-from .machine import DTYPES, available_cores, resolve_device, resolve_dtype, torch_threads
-from .reporting import DEFAULT_OUTPUT_DIR, command_line
 
 # name -> (module of `run`, one-line help)
 BENCHMARKS = {
@@ -56,6 +54,9 @@ def benchmark_parser(
     """A benchmark's parser with the options every benchmark takes: `--preset`, `--device` (unless `device=False`:
     CPU only), `--dtype`, `--repeats` (spelled `repeats`), `--threads`, `--seed` (unless `seed=False`), `--output-dir`
     and `--tag` (the file name stem, default `stem`). The description is `doc`'s first paragraph."""
+    from .machine import DTYPES
+    from .reporting import DEFAULT_OUTPUT_DIR
+
     parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(presets), default=default_preset)
     if device:
@@ -90,6 +91,9 @@ def run_benchmark(parser: argparse.ArgumentParser, presets: dict, body, argv: li
     from a second thread, and on a busy machine OpenMP barriers make them 100x slower), and returns
     `body(args, preset, device, dtype, threads, command)` with torch's thread count restored afterwards. A CUDA
     device on a machine without one is a usage error (exit 2), not a traceback."""
+    from .machine import available_cores, resolve_device, resolve_dtype, torch_threads
+    from .reporting import command_line
+
     args = parser.parse_args(argv)
     preset = presets[args.preset]
     try:
