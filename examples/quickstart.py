@@ -15,9 +15,13 @@ import json
 import time
 from pathlib import Path
 
-import torch
-from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
+from llava_vr_cli import drop_known_import_notices
+
+drop_known_import_notices()  # torchao's notices about its CUDA-only kernels, where the `quant` extra is installed
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "trained_models" / "llava-vr-tiny-digit-grid"

@@ -175,3 +175,45 @@ def test_bundled_checkpoint_ships_the_packages_own_code_files():
     needed = {p.name for p in PACKAGE.glob("*_llava_vr.py")}
     missing = needed - {f.name for f in shipped}
     assert not missing, f"bundled checkpoint lacks {sorted(missing)}"
+
+
+IMPORT_TRANSFORMERS_MODELS = """
+import sys
+if sys.argv[1] == "drop":
+    from llava_vr_cli import drop_known_import_notices
+    drop_known_import_notices()
+import transformers.modeling_utils
+"""
+
+
+def test_the_commands_drop_torchaos_notices_about_its_cuda_kernels(tmp_path):
+    """Where torchao is installed, Transformers imports it and it prints notices no user can act on; `llava-vr`'s
+    commands (and the quickstart) drop exactly those."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchao") is None:
+        pytest.skip("torchao is not installed: nothing prints these notices")
+    kept, dropped = (
+        subprocess.run(
+            [sys.executable, "-c", IMPORT_TRANSFORMERS_MODELS, mode],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        ).stderr
+        for mode in ("keep", "drop")
+    )
+    if "Failed to load" not in kept:
+        pytest.skip("this torchao release prints no notice on a CPU torch")
+    assert "Failed to load" not in dropped and "Enum subclass" not in dropped, dropped
+
+
+def test_the_notice_filter_keeps_every_other_record():
+    import logging
+
+    from llava_vr_cli import DropKnownImportNotices
+
+    keep = DropKnownImportNotices(("Failed to load ",))
+    make = lambda message: logging.LogRecord("torchao", logging.WARNING, __file__, 1, message, None, None)  # noqa: E731
+    assert not keep.filter(make("Failed to load /x/_C_mxfp8.so: no CUDA"))
+    assert keep.filter(make("Skipping import of cpp extensions due to incompatible torch version"))

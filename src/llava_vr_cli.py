@@ -17,6 +17,7 @@ is torch-free (`HELP_PARSERS`) answers `--help` from that parser alone, without 
 import argparse
 import importlib
 import importlib.machinery
+import logging
 import sys
 
 # subcommand -> ("module:function", one-line help); the function takes the remaining arguments
@@ -39,6 +40,38 @@ HELP_PARSERS = {
     "sft": "llava_vr.training.sft_help:build_parser",  # None where its stored help does not fit what is installed
     "bench": "llava_vr.benchmarks.cli:build_parser",  # the list of benchmarks; `bench NAME --help` is the slow path
 }
+
+
+# Notices that releases this project installs print on import and that no user can act on, as (logger, start of the
+# message): torchao 0.18 (the `quant` extra, which Transformers imports when installed) tries to load its CUDA-only
+# kernels (`_C_mxfp8`, `_C_cutlass_90a`) into a CPU torch, and its `register_constant` calls make torch 2.13 warn
+# that Enum subclasses no longer need it. Everything else from these loggers is kept.
+KNOWN_IMPORT_NOTICES = (
+    ("torchao", "Failed to load "),
+    ("torch.utils._pytree", "<enum "),
+)
+
+
+class DropKnownImportNotices(logging.Filter):
+    """Drops the records of `KNOWN_IMPORT_NOTICES` from the logger it is added to."""
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+def drop_known_import_notices() -> None:
+    """Adds `DropKnownImportNotices` to each logger of `KNOWN_IMPORT_NOTICES` (before torch is imported; once)."""
+    by_logger: dict[str, tuple[str, ...]] = {}
+    for name, prefix in KNOWN_IMPORT_NOTICES:
+        by_logger[name] = (*by_logger.get(name, ()), prefix)
+    for name, prefixes in by_logger.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropKnownImportNotices) for f in logger.filters):
+            logger.addFilter(DropKnownImportNotices(prefixes))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if not argv else 2
     command = argv[0]
+    drop_known_import_notices()
     if command in HELP_PARSERS and {"-h", "--help"} & set(argv[1:]) and "llava_vr" not in sys.modules:
         print_help_without_torch(command, argv[1:])  # exits: usage, or a usage error as the full parse would give
     module_name, function_name = SUBCOMMANDS[command][0].split(":")
