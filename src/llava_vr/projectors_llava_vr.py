@@ -40,6 +40,15 @@ class LlavaVRMultiModalProjector(nn.Module):
         self.patch_grid = config.patch_grid_size
         self.token_grid = config.token_grid_size
 
+    @classmethod
+    def token_grids(cls, patch_grid: int) -> range:
+        """Token-grid sides `g` (`g*g` tokens per tile) the projector can produce from a `patch_grid` tile, checked
+        by `check_token_budget`: `mlp` (this class) has no budget, it keeps the patch grid; a compressing subclass
+        (pooling, selection) any `g` from 1 to the patch grid unless it overrides this."""
+        if cls is LlavaVRMultiModalProjector:
+            return range(patch_grid, patch_grid + 1)
+        return range(1, patch_grid + 1)
+
     def mlp(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.act(self.linear_1(features)))
 
@@ -71,6 +80,11 @@ class LlavaVRPixelShuffleProjector(LlavaVRMultiModalProjector):
         in_features = 4 * config.vision_config.hidden_size * num_feature_layers
         super().__init__(config, in_features=in_features)
         self.norm = nn.LayerNorm(in_features)
+
+    @classmethod
+    def token_grids(cls, patch_grid: int) -> range:
+        """Only `ceil(patch_grid / 2)`: a 2x2 space-to-depth has no other budget."""
+        return range(math.ceil(patch_grid / 2), math.ceil(patch_grid / 2) + 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         grid = self.to_grid(features)
@@ -137,8 +151,30 @@ PROJECTOR_CLASSES = {
 check_implemented(PROJECTORS, PROJECTOR_CLASSES, "projector_type")
 
 
+def check_token_budget(config) -> None:
+    """Raises `ValueError` when `config.projector_type` cannot produce `config.projector_pooled_grid_size` (the token
+    budget, `g*g` tokens per tile; `None` = the projector's default) from the tower's patch grid: `mlp` keeps the patch
+    grid, `pixel_shuffle` gives `ceil(G / 2)` only, the pooling projectors any `g <= G`. Runs in
+    `LlavaVRConfig.validate_architecture` and again when the projector is built (`from_pretrained(path,
+    projector_pooled_grid_size=g)` sets the budget after the config's own validation)."""
+    patch_grid = config.patch_grid_size
+    grid = config.projector_pooled_grid_size
+    grid = config.token_grid_size if grid is None else grid
+    grids = PROJECTOR_CLASSES[config.projector_type].token_grids(patch_grid)
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid not in grids:
+        low, high = grids[0], grids[-1]
+        can = f"g = {low} to {high} ({low**2} to {high**2} tokens)" if low < high else f"g = {low} ({low**2} tokens)"
+        raise ValueError(
+            f"projector_pooled_grid_size={grid!r}: projector_type={config.projector_type!r} cannot give that token "
+            f"budget from this tower's {patch_grid}x{patch_grid} patch grid per tile; it gives {can} per tile"
+        )
+
+
 def build_projector(config) -> LlavaVRMultiModalProjector:
+    check_token_budget(config)
     return PROJECTOR_CLASSES[config.projector_type](config)
 
 
-__all__ = ["PROJECTOR_CLASSES", "build_projector"] + [cls.__name__ for cls in PROJECTOR_CLASSES.values()]
+__all__ = ["PROJECTOR_CLASSES", "build_projector", "check_token_budget"] + [
+    cls.__name__ for cls in PROJECTOR_CLASSES.values()
+]

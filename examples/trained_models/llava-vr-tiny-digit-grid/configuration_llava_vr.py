@@ -228,9 +228,9 @@ class LlavaVRConfig(PreTrainedConfig):
                     f"hidden-state indices of the tower's {num_vision_layers} layers (0 = embeddings .. "
                     f"{num_vision_layers})"
                 )
-        grid = self.patch_grid_size
-        if self.projector_type == "pixel_shuffle" and self.token_grid_size != math.ceil(grid / 2):
-            raise ValueError("projector_type='pixel_shuffle' needs projector_pooled_grid_size == ceil(patch_grid / 2)")
+        from .projectors_llava_vr import check_token_budget  # the token grids each projector class can produce
+
+        check_token_budget(self)
         if self.vision_remember_hidden_size % self.vision_remember_num_heads:
             raise ValueError("vision_remember_hidden_size must be divisible by vision_remember_num_heads")
         if isinstance(self.spatial_pool_stride, bool) or self.spatial_pool_stride not in VIDEO_POOL_STRIDES:
