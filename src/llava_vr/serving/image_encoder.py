@@ -5,15 +5,16 @@ AnyRes packing, the saliency or Vision Remember.
 `build_image_encoder` constructs the package's `LlavaVRModel` on the meta device, keeps its vision tower, projector,
 `image_newline` and saliency hooks (a `LlavaVRModel` whose `get_image_features` runs exactly as in Transformers),
 takes its `VisionRemember` modules out of the text model and drops the Transformers LLM, which vLLM replaces. Only
-the kept parts are materialised. `encode_images` turns what the vLLM processor produced into one row tensor per
-image (see `image_rows.py`).
+the kept parts are materialised. `encode_images` / `encode_videos` turn what the vLLM processor produced into one
+row tensor per image / video (see `image_rows.py`); videos run the package's `get_video_features` (LLaVA-OneVision's
+layout: frames through the tower, projector, per-frame pooling, one newline per video).
 """
 
 import torch
 from torch import nn
 
 from ..modeling_llava_vr import LlavaVRModel
-from ..packing_llava_vr import packed_token_cells
+from ..packing_llava_vr import packed_token_cells, video_token_cells
 from .image_rows import encode_image_rows
 
 
@@ -72,6 +73,37 @@ def encode_images(
     return rows
 
 
+def encode_videos(encoder: LlavaVRModel, pixel_values_videos: torch.Tensor, num_frames: torch.Tensor) -> list:
+    """Encodes a batch of videos into their vLLM rows, in order.
+
+    Args:
+        pixel_values_videos: `(total_frames, 3, T, T)`, each video's frames one after the other.
+        num_frames: `(num_videos,)` frames of each video.
+    Returns:
+        Per video `(frames_v * gv**2 + 1, D + HEADER_WIDTH + W_v)` (see `encode_image_rows`; `W_v = 0` without VR on
+        video).
+    """
+    num_frames = [int(n) for n in num_frames]
+    if sum(num_frames) != pixel_values_videos.shape[0] or min(num_frames, default=1) < 1:
+        raise ValueError(f"{pixel_values_videos.shape[0]} frames for videos of {num_frames} frames")
+    per_video = list(pixel_values_videos.split(num_frames))
+    rows: list[torch.Tensor | None] = [None] * len(num_frames)
+    grid = encoder.config.video_token_grid_size
+    for frames in sorted(set(num_frames)):  # one tower batch per frame count (get_video_features stacks videos)
+        chosen = [i for i, n in enumerate(num_frames) if n == frames]
+        output = encoder.get_video_features(torch.stack([per_video[i] for i in chosen]))
+        vision_remember = output.vision_remember_features
+        for j, i in enumerate(chosen):
+            if vision_remember is None:
+                cells = video_token_cells(frames, grid, pixel_values_videos.device)
+                features = saliency = None
+            else:
+                cells = vision_remember.token_cells[j]
+                features, saliency = vision_remember.features[j], vision_remember.saliency[j]
+            rows[i] = encode_image_rows(output.pooler_output[j], cells, features, saliency, video=True)
+    return rows
+
+
 def encoder_cells(encoder: LlavaVRModel, image_size: torch.Tensor, num_tiles: int) -> torch.Tensor:
     """Token cells of an image for a model without Vision Remember (its features carry none)."""
     aspect_ratio = None if num_tiles > 1 else "pad"
@@ -79,4 +111,4 @@ def encoder_cells(encoder: LlavaVRModel, image_size: torch.Tensor, num_tiles: in
     return packed_token_cells(layout, image_size.device)
 
 
-__all__ = ["build_image_encoder", "encode_images"]
+__all__ = ["build_image_encoder", "encode_images", "encode_videos"]

@@ -1,5 +1,5 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""One image's encoder output as vLLM carries it: one row per placeholder token, `(tokens, width)`.
+"""One image's (or video's) encoder output as vLLM carries it: one row per placeholder token, `(tokens, width)`.
 
 vLLM caches what a model's `embed_multimodal` returns per image and hands the decoder step slices of its rows, in
 prompt order, next to an `is_multimodal` mask. Vision Remember needs more than the token embeddings: the image's
@@ -9,15 +9,25 @@ multi-level tower features, their saliency, and where every token sits in its ti
     [ embedding (D) | header (HEADER_WIDTH) | chunk of flat(features, saliency), zero-padded ]
 
 Header (integers, base-256 digits so that they are exact in bf16/fp16): the row's index in the image, the image's
-token count, its tile count, and the row's token cell `(tile, row, col)` (+1, so 0 = newline token). A slice of rows
-therefore says by itself whether it holds the whole image (VR needs all of it in one forward) and rebuilds the
+token count, its tile count, the row's token cell `(tile, row, col)` (+1, so 0 = newline token), and whether the item
+is a video (its tiles are its frames, its cells on the pooled frame grid: VR reads it with the video settings). A slice
+of rows therefore says by itself whether it holds the whole item (VR needs all of it in one forward) and rebuilds the
 package's `VisionRememberInputs` ingredients exactly.
 """
 
 import torch
 
 # (name, base-256 digits): row index, tokens in the image, tiles, token tile + 1, token row + 1, token col + 1
-_HEADER_FIELDS = (("row", 3), ("tokens", 3), ("tiles", 2), ("tile", 2), ("cell_row", 2), ("cell_col", 2))
+# video: 1 for a video's rows, 0 for an image's
+_HEADER_FIELDS = (
+    ("row", 3),
+    ("tokens", 3),
+    ("tiles", 2),
+    ("tile", 2),
+    ("cell_row", 2),
+    ("cell_col", 2),
+    ("video", 1),
+)
 HEADER_WIDTH = sum(digits for _, digits in _HEADER_FIELDS)
 _MAX_VALUE = {name: 256**digits - 1 for name, digits in _HEADER_FIELDS}
 
@@ -34,7 +44,7 @@ def _from_digits(columns: torch.Tensor) -> torch.Tensor:
     return (columns.round().long() * powers).sum(-1)
 
 
-def _header(num_tokens: int, num_tiles: int, cells: torch.Tensor) -> torch.Tensor:
+def _header(num_tokens: int, num_tiles: int, cells: torch.Tensor, video: bool) -> torch.Tensor:
     """`(tokens, HEADER_WIDTH)` long."""
     device = cells.device
     fields = {
@@ -44,6 +54,7 @@ def _header(num_tokens: int, num_tiles: int, cells: torch.Tensor) -> torch.Tenso
         "tile": cells[:, 0] + 1,
         "cell_row": cells[:, 1] + 1,
         "cell_col": cells[:, 2] + 1,
+        "video": torch.full((num_tokens,), int(video), device=device),
     }
     for name, values in fields.items():
         if int(values.max()) > _MAX_VALUE[name]:
@@ -56,14 +67,16 @@ def encode_image_rows(
     cells: torch.Tensor,
     features: torch.Tensor | None = None,
     saliency: torch.Tensor | None = None,
+    video: bool = False,
 ) -> torch.Tensor:
-    """Packs one image into its encoder-output rows.
+    """Packs one image (or video) into its encoder-output rows.
 
     Args:
         embeddings: `(tokens, D)` packed vision tokens (what is scattered into the prompt).
         cells: `(tokens, 3)` long `(tile, row, col)`, `-1` rows for newline tokens (`packed_token_cells`).
         features: `(tiles, G*G, C_ml)` multi-level features, `None` for a model without Vision Remember.
         saliency: `(tiles, G*G)`, with `features`.
+        video: the rows are a video's (tiles = frames, cells on the pooled frame grid, `video_token_cells`).
     Returns:
         `(tokens, D + HEADER_WIDTH + W)` in `embeddings.dtype`, `W = ceil(tiles*G*G*(C_ml+1) / tokens)` (0 without VR).
     """
@@ -71,7 +84,7 @@ def encode_image_rows(
     if cells.shape != (num_tokens, 3):
         raise ValueError(f"token cells of shape {tuple(cells.shape)} for {num_tokens} image tokens")
     num_tiles = 0 if features is None else features.shape[0]
-    parts = [embeddings, _header(num_tokens, num_tiles, cells.to(embeddings.device)).to(embeddings.dtype)]
+    parts = [embeddings, _header(num_tokens, num_tiles, cells.to(embeddings.device), video).to(embeddings.dtype)]
     if features is not None:
         flat = torch.cat((features.reshape(-1), saliency.reshape(-1))).to(embeddings.dtype)
         width = -(-flat.numel() // num_tokens)
@@ -106,6 +119,12 @@ def decode_image_rows(rows: torch.Tensor, hidden_size: int, cells_per_tile: int,
     return embeddings, cells, features, saliency, whole
 
 
+def rows_are_video(rows: torch.Tensor, hidden_size: int) -> bool:
+    """Whether the rows (any slice of one item's) are a video's."""
+    start = hidden_size + HEADER_WIDTH - dict(_HEADER_FIELDS)["video"]
+    return bool(_from_digits(rows[:1, start : hidden_size + HEADER_WIDTH])[0])
+
+
 def describe_rows(rows: torch.Tensor, hidden_size: int) -> str:
     """`'rows a..b of N'` for error messages."""
     columns = rows[:, hidden_size : hidden_size + HEADER_WIDTH]
@@ -114,4 +133,4 @@ def describe_rows(rows: torch.Tensor, hidden_size: int) -> str:
     return f"rows {first}..{first + rows.shape[0] - 1} of its {total}"
 
 
-__all__ = ["HEADER_WIDTH", "decode_image_rows", "describe_rows", "encode_image_rows"]
+__all__ = ["HEADER_WIDTH", "decode_image_rows", "describe_rows", "encode_image_rows", "rows_are_video"]

@@ -1,11 +1,16 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""Image-token counts for serving, all from the package's `anyres_layout` (the one source of truth the Transformers
-model and processor use): per image in its prompt, and the most any image can take (vLLM sizes its encoder budget
-and refuses to start when one image would not fit in a step)."""
+"""Image- and video-token counts for serving, all from the package's `anyres_layout` / `video_num_tokens` (the one
+source of truth the Transformers model and processor use): per image in its prompt, per video, and the most one item
+can take (vLLM sizes its encoder budget from it and refuses to start when one item would not fit in a step)."""
 
 from functools import lru_cache
 
-from ..packing_llava_vr import AnyResLayout, anyres_layout, images_use_anyres
+from ..packing_llava_vr import AnyResLayout, anyres_layout, images_use_anyres, video_num_tokens
+
+# Frames of the longest video vLLM profiles and budgets for (vLLM's own default for a `video_url`: 32 frames); fewer
+# when `max_model_len` holds fewer. A longer video is served while its tokens fit the encoder budget (vLLM answers a
+# 400 naming the budget otherwise).
+MAX_PROFILED_VIDEO_FRAMES = 32
 
 
 def is_tiled(config, num_prompt_images: int) -> bool:
@@ -61,4 +66,35 @@ def image_size_with_most_tokens(config) -> tuple[int, int]:
     )
 
 
-__all__ = ["image_layout", "image_size_with_most_tokens", "is_tiled", "max_image_tokens"]
+def video_tokens(config, num_frames: int) -> int:
+    """Tokens of one video of `num_frames` frames: `frames * ceil(g / spatial_pool_stride)**2 + 1`."""
+    return video_num_tokens(num_frames, config.token_grid_size, config.spatial_pool_stride)
+
+
+def max_video_frames(config, seq_len: int) -> int:
+    """Frames of the longest video vLLM profiles: `MAX_PROFILED_VIDEO_FRAMES`, or as many as `seq_len` holds (>= 1)."""
+    per_frame = config.num_video_tokens_per_frame
+    return max(1, min(MAX_PROFILED_VIDEO_FRAMES, (seq_len - 1) // per_frame))
+
+
+def supports_video(config) -> bool:
+    """Whether the config can take videos: a video token distinct from the image token, inside the vocabulary (the
+    config's default id, OneVision's 151647, lies outside a small model's vocabulary)."""
+    video_token = getattr(config, "video_token_id", None)
+    return (
+        video_token is not None
+        and video_token != config.image_token_id
+        and 0 <= video_token < config.text_config.vocab_size
+    )
+
+
+__all__ = [
+    "MAX_PROFILED_VIDEO_FRAMES",
+    "image_layout",
+    "image_size_with_most_tokens",
+    "is_tiled",
+    "max_image_tokens",
+    "max_video_frames",
+    "supports_video",
+    "video_tokens",
+]

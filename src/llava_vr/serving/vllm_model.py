@@ -3,12 +3,15 @@
 
 The shape of vLLM's Qwen3-VL DeepStack:
 - `embed_multimodal` runs the package's `LlavaVRModel.get_image_features` (tower, saliency, projector, AnyRes
-  packing) and returns per image one row per placeholder token: the token embedding plus what Vision Remember reads
-  (header, multi-level features, saliency; `image_rows.py`). vLLM's encoder cache keeps it per image.
+  packing) or `get_video_features` (LLaVA-OneVision's frames: tower, projector, per-frame pooling, one newline) and
+  returns per image / video one row per placeholder token: the token embedding plus what Vision Remember reads
+  (header, multi-level features, saliency; `image_rows.py`). vLLM's encoder cache keeps it per item.
 - `embed_input_ids` scatters the embeddings by `is_multimodal` and rebuilds the package's `VisionRememberInputs` for
-  the step from the rows it was handed. Rows that are only part of an image raise (the scheduler settings the model
-  enforces keep every image whole in one step, see `vllm_config_hook.py`).
-- `forward` runs vLLM's Qwen2 layers and, before each VR layer, the package's `VisionRemember` on the image rows.
+  the step from the rows it was handed: one for the images, one for the videos (each frame read as its own tile, as
+  the Transformers model reads it). Rows that are only part of an item raise (the scheduler settings the model
+  enforces keep every image and video whole in one step, see `vllm_config_hook.py`).
+- `forward` runs vLLM's Qwen2 layers and, before each VR layer, the package's `VisionRemember` on the image and video
+  rows.
   vLLM fuses the residual add into the next layer's norm, so `hidden + residual` is rebuilt first. A step without
   image rows (decode steps, text-only prefills) carries no VR inputs: VR is skipped by construction.
 """
@@ -29,10 +32,12 @@ from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, _
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.sequence import IntermediateTensors
 
+from ..modeling_llava_vr import video_vision_remember_inputs
 from ..vision_remember_llava_vr import VisionRemember, VisionRememberFeatures, VisionRememberInputs
-from .image_encoder import build_image_encoder, encode_images
-from .image_rows import decode_image_rows, describe_rows
+from .image_encoder import build_image_encoder, encode_images, encode_videos
+from .image_rows import decode_image_rows, describe_rows, rows_are_video
 from .lora_adapters import check_lora_tensor_name
+from .token_counts import supports_video
 from .vllm_processing import LlavaVRDummyInputsBuilder, LlavaVRMultiModalProcessor, LlavaVRProcessingInfo
 
 
@@ -47,17 +52,18 @@ class LlavaVRQwen2Model(Qwen2Model):
         intermediate_tensors: IntermediateTensors | None = None,
         inputs_embeds: torch.Tensor | None = None,
         vision_remember: nn.ModuleDict | None = None,
-        vision_remember_inputs: VisionRememberInputs | None = None,
+        vision_remember_inputs: tuple[VisionRememberInputs, ...] = (),
     ) -> torch.Tensor:
         if intermediate_tensors is not None:
             raise ValueError("LLaVA-VR does not support pipeline parallelism")
         hidden_states = inputs_embeds if inputs_embeds is not None else self.embed_input_ids(input_ids)
         residual = None
         for index, layer in enumerate(self.layers):
-            if vision_remember_inputs is not None and str(index) in vision_remember:
+            if vision_remember_inputs and str(index) in vision_remember:
                 if residual is not None:  # the stream entering this layer, as Transformers' layer loop has it
                     hidden_states, residual = hidden_states + residual, None
-                hidden_states = vision_remember[str(index)](hidden_states[None], vision_remember_inputs)[0]
+                for inputs in vision_remember_inputs:  # images', videos': disjoint rows, as in Transformers
+                    hidden_states = vision_remember[str(index)](hidden_states[None], inputs)[0]
             hidden_states, residual = layer(positions, hidden_states, residual)
         hidden_states, _ = self.norm(hidden_states, residual)
         return hidden_states
@@ -107,7 +113,9 @@ class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsLoR
     def get_placeholder_str(cls, modality: str, i: int) -> str | None:
         if modality.startswith("image"):
             return "<image>"
-        raise ValueError("LLaVA-VR accepts images only")
+        if modality.startswith("video"):
+            return "<video>"
+        raise ValueError("LLaVA-VR accepts images and videos only")
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
         super().__init__()
@@ -116,7 +124,7 @@ class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsLoR
         self.hidden_size = config.text_config.hidden_size
         self.cells_per_tile = config.patch_grid_size**2
         self.feature_channels = config.vision_remember_feature_size
-        with self._mark_tower_model(vllm_config, "image"):
+        with self._mark_tower_model(vllm_config, {"image", "video"}):
             self.image_encoder, self.vision_remember = build_image_encoder(
                 config, vllm_config.device_config.device, vllm_config.model_config.dtype
             )
@@ -127,8 +135,9 @@ class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsLoR
         if config.tie_word_embeddings:
             self.lm_head = self.lm_head.tie_weights(self.language_model.embed_tokens)
         self.logits_processor = LogitsProcessor(config.text_config.vocab_size)
-        self.configure_mm_token_handling(config.text_config.vocab_size, [config.image_token_id])
-        self._step_vision_remember_inputs: VisionRememberInputs | None = None
+        mm_token_ids = [config.image_token_id] + [config.video_token_id] * supports_video(config)
+        self.configure_mm_token_handling(config.text_config.vocab_size, mm_token_ids)
+        self._step_vision_remember_inputs: tuple[VisionRememberInputs, ...] = ()
 
     def get_language_model(self) -> nn.Module:
         return self.language_model
@@ -142,20 +151,29 @@ class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsLoR
         )
 
     def embed_multimodal(
-        self, pixel_values=None, image_sizes=None, image_num_tiles=None, **kwargs
+        self,
+        pixel_values=None,
+        image_sizes=None,
+        image_num_tiles=None,
+        pixel_values_videos=None,
+        video_num_frames=None,
+        **kwargs,
     ) -> MultiModalEmbeddings:
-        """Per image `(tokens_i, D + header + payload_i)` rows (see `image_rows.py`)."""
-        if pixel_values is None:
-            return []
-        if isinstance(pixel_values, (list, tuple)):
-            pixel_values = torch.cat(list(pixel_values))
+        """Per image / video `(tokens_i, D + header + payload_i)` rows (see `image_rows.py`). vLLM calls it with one
+        modality at a time."""
         dtype = self.image_encoder.vision_tower.dtype
-        return encode_images(
-            self.image_encoder,
-            pixel_values.to(dtype),
-            torch.as_tensor(image_sizes).reshape(-1, 2),
-            torch.as_tensor(image_num_tiles).reshape(-1),
-        )
+        rows = []
+        if pixel_values is not None:
+            rows += encode_images(
+                self.image_encoder,
+                _flat(pixel_values).to(dtype),
+                torch.as_tensor(image_sizes).reshape(-1, 2),
+                torch.as_tensor(image_num_tiles).reshape(-1),
+            )
+        if pixel_values_videos is not None:
+            frames = torch.as_tensor(video_num_frames).reshape(-1)
+            rows += encode_videos(self.image_encoder, _flat(pixel_values_videos).to(dtype), frames)
+        return rows
 
     def embed_input_ids(
         self,
@@ -164,37 +182,54 @@ class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsLoR
         *,
         is_multimodal: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        self._step_vision_remember_inputs = None
+        self._step_vision_remember_inputs = ()
         inputs_embeds = self._embed_text_input_ids(
             input_ids, self.language_model.embed_input_ids, is_multimodal=is_multimodal
         )
         if multimodal_embeddings is None or len(multimodal_embeddings) == 0:
             return inputs_embeds
         if is_multimodal is None:
-            raise ValueError("image embeddings were given without the is_multimodal mask")
+            raise ValueError("image / video embeddings were given without the is_multimodal mask")
         embeddings, vr_inputs = self._unpack_step_rows(list(multimodal_embeddings), is_multimodal)
         self._step_vision_remember_inputs = vr_inputs
         return _merge_multimodal_embeddings(inputs_embeds, embeddings, is_multimodal)
 
     def _unpack_step_rows(self, slices: list[torch.Tensor], is_multimodal: torch.Tensor):
-        """The step's image rows -> (token embeddings, `VisionRememberInputs` or None)."""
+        """The step's image and video rows -> (token embeddings, the images' and the videos' `VisionRememberInputs`,
+        each present when VR reads them)."""
         decoded = [decode_image_rows(s, self.hidden_size, self.cells_per_tile, self.feature_channels) for s in slices]
         embeddings = [d[0] for d in decoded]
         if not self.config.vision_remember_layers:
-            return embeddings, None
+            return embeddings, ()
         partial = [i for i, d in enumerate(decoded) if not d[4]]
         if partial:
             raise ValueError(
-                f"a decoder step holds only {describe_rows(slices[partial[0]], self.hidden_size)} image tokens: "
-                "Vision Remember needs all of an image's tokens in one step. LLaVA-VR sets "
-                "disable_chunked_mm_input=True and a scheduler that never ends a prefix-cache hit inside an image; "
-                "something overrode them"
+                f"a decoder step holds only {describe_rows(slices[partial[0]], self.hidden_size)} image or video "
+                "tokens: Vision Remember needs all of an item's tokens in one step. LLaVA-VR sets "
+                "disable_chunked_mm_input=True and a scheduler that never ends a prefix-cache hit inside an image or "
+                "a video; something overrode them"
             )
-        image_features = VisionRememberFeatures(
-            features=[d[2] for d in decoded], saliency=[d[3] for d in decoded], token_cells=[d[1] for d in decoded]
+        video = [rows_are_video(s, self.hidden_size) for s in slices]
+        # the step's multimodal rows in the flattened batch are the slices' rows, in order
+        device = slices[0].device
+        positions = is_multimodal.to(device).nonzero().squeeze(1)
+        item_of_row = torch.repeat_interleave(
+            torch.arange(len(slices), device=device), torch.tensor([s.shape[0] for s in slices], device=device)
         )
-        vr_inputs = VisionRemember.prepare_inputs(is_multimodal.to(slices[0].device)[None], image_features, self.config)
-        return embeddings, vr_inputs
+        vr_inputs = []
+        for is_video, build in ((False, VisionRemember.prepare_inputs), (True, video_vision_remember_inputs)):
+            chosen = [i for i, d in enumerate(decoded) if video[i] == is_video and d[2] is not None]
+            if not chosen:
+                continue
+            mask = torch.zeros(is_multimodal.shape, dtype=torch.bool, device=device)
+            mask[positions[torch.isin(item_of_row, torch.tensor(chosen, device=device))]] = True
+            features = VisionRememberFeatures(
+                features=[decoded[i][2] for i in chosen],
+                saliency=[decoded[i][3] for i in chosen],
+                token_cells=[decoded[i][1] for i in chosen],
+            )
+            vr_inputs.append(build(mask[None], features, self.config))
+        return embeddings, tuple(vr_inputs)
 
     def forward(
         self,
@@ -204,9 +239,9 @@ class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsLoR
         inputs_embeds: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        vr_inputs, self._step_vision_remember_inputs = self._step_vision_remember_inputs, None
+        vr_inputs, self._step_vision_remember_inputs = self._step_vision_remember_inputs, ()
         if inputs_embeds is None:
-            vr_inputs = None  # token ids only: nothing was scattered this step
+            vr_inputs = ()  # token ids only: nothing was scattered this step
         return self.language_model(
             input_ids, positions, intermediate_tensors, inputs_embeds, self.vision_remember, vr_inputs
         )
@@ -216,6 +251,11 @@ class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsLoR
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         return AutoWeightsLoader(self).load_weights(weights, mapper=self.hf_to_vllm_mapper)
+
+
+def _flat(values) -> torch.Tensor:
+    """vLLM's flat field: one tensor, or a list of per-item tensors to concatenate."""
+    return torch.cat(list(values)) if isinstance(values, (list, tuple)) else values
 
 
 __all__ = ["LlavaVRForConditionalGeneration", "LlavaVRQwen2Model"]
