@@ -70,8 +70,9 @@ class LlavaVRConfig(PreTrainedConfig):
             `mlp` (no compression, 576 tokens per 336-px CLIP tile), or a compressing projector giving
             `projector_pooled_grid_size**2` tokens per tile (144 for CLIP-336): `adaptive_avg_pool` (2D adaptive
             average pooling then the MLP), `pixel_shuffle` (2x2 space-to-depth, LayerNorm, MLP), `ldpv2` (MLP,
-            pooling, depthwise-conv positional residual) or `tokenpacker` (pooled queries re-read their region of the
-            full-resolution features by cross-attention, then the MLP).
+            pooling, depthwise-conv positional residual), `tokenpacker` (pooled queries re-read their region of the
+            full-resolution features by cross-attention, then the MLP) or `saliency_top_k` (VisionZip-style: the
+            `g*g` patches of highest feature norm, in raster order, then the MLP).
         projector_pooled_grid_size (`int`, *optional*):
             Token grid side per tile for the compressing projectors; defaults to `ceil(patch_grid / 2)` (12 for
             CLIP-336's 24x24, 14 for SigLIP-384's 27x27). `pixel_shuffle` requires that default.

@@ -8,6 +8,7 @@
 | `pixel_shuffle`     | 144 / 196                               | 2x2 space-to-depth (InternVL), LayerNorm, MLP        |
 | `ldpv2`             | 144 / 196                               | MobileVLM-v2 LDPv2: MLP, pooling, depthwise-conv PEG |
 | `tokenpacker`       | 144 / 196                               | pooled queries re-read their region, then the MLP    |
+| `saliency_top_k`    | 144 / 196                               | the g*g most salient patches kept (VisionZip-style)  |
 
 All keep the MLP as `linear_1` / `act` / `linear_2` (the key names of Transformers' LLaVA projectors), so a
 LLaVA-NeXT/OneVision projector carries over. Residual layers added on top start as no-ops (zero-initialised PEG conv
@@ -140,12 +141,31 @@ class LlavaVRTokenPackerProjector(LlavaVRAdaptivePoolProjector):
         return self.mlp(queries)
 
 
+class LlavaVRSaliencyTopKProjector(LlavaVRMultiModalProjector):
+    """`saliency_top_k` (VisionZip-style token selection): keep each tile's `k = g*g` most salient patches of
+    `(T, G*G, C)`, in raster order, then the MLP; `(T, g*g, D)`, the same token budget as pooling.
+
+    VisionZip ranks patches by the attention the tower's CLS token pays them; the projector sees neither the CLS
+    token (dropped by `vision_feature_select_strategy="default"`) nor the tower's attention weights, so the saliency
+    here is the patch feature's L2 norm (the high-norm tokens that carry most of CLIP's attention). Parameter-free:
+    the selection is not trained, as in VisionZip; the kept features are passed on unchanged."""
+
+    def select(self, features: torch.Tensor) -> torch.Tensor:
+        """`(T, G*G, C) -> (T, g*g, C)`: the `g*g` highest-norm patches of each tile, kept in raster order."""
+        keep = features.norm(dim=-1).topk(self.token_grid**2, dim=1).indices.sort(dim=1).values  # (T, k)
+        return features.gather(1, keep[..., None].expand(-1, -1, features.shape[-1]))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.select(features))
+
+
 PROJECTOR_CLASSES = {
     "mlp": LlavaVRMultiModalProjector,
     "adaptive_avg_pool": LlavaVRAdaptivePoolProjector,
     "pixel_shuffle": LlavaVRPixelShuffleProjector,
     "ldpv2": LlavaVRLDPv2Projector,
     "tokenpacker": LlavaVRTokenPackerProjector,
+    "saliency_top_k": LlavaVRSaliencyTopKProjector,
 }
 
 check_implemented(PROJECTORS, PROJECTOR_CLASSES, "projector_type")

@@ -25,6 +25,8 @@ PROJECTORS = {
     "pixel_shuffle": "2×2 space-to-depth (InternVL), LayerNorm, then the two-layer MLP",
     "ldpv2": "MobileVLM-v2 LDPv2: MLP, 2×2 average pooling, depthwise-conv positional residual (PEG)",
     "tokenpacker": "TokenPacker: pooled queries re-read their region of the full-resolution features, then the MLP",
+    "saliency_top_k": "VisionZip-style selection: each tile's g×g most salient patches (feature L2 norm), in raster "
+    "order, then the two-layer MLP",
 }
 """Projectors (`projector_type`); every one but `mlp` compresses a tile to `projector_pooled_grid_size**2` tokens."""
 

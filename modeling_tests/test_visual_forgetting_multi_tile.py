@@ -1,0 +1,120 @@
+"""The multi-tile visual-forgetting experiment (issue 23): its AnyRes task, the VisionZip-style `saliency_top_k`
+projector it compares against, a smoke run that adds each finished run to `results.json` and resumes, and the
+summary's numbers."""
+
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError
+
+from llava_vr.experiments import multi_tile
+from llava_vr.experiments.multi_tile_options import PRESETS
+from llava_vr.experiments.multi_tile_results import recovered_share, summarize
+from llava_vr.experiments.multi_tile_task import (
+    LAYOUTS,
+    build_model_and_processor,
+    build_tokenizer,
+    generate,
+    render_multi_tile,
+)
+from llava_vr.projectors_llava_vr import LlavaVRSaliencyTopKProjector
+from llava_vr.testing_utils import tiny_config, tiny_model
+
+
+def test_saliency_top_k_keeps_the_highest_norm_patches_of_each_tile_in_raster_order():
+    projector = tiny_model(projector_type="saliency_top_k").model.multi_modal_projector
+    assert isinstance(projector, LlavaVRSaliencyTopKProjector) and projector.token_grid == 2
+    torch.manual_seed(0)
+    features = torch.randn(2, 16, projector.linear_1.in_features) * 0.1
+    scale = torch.ones(2, 16)
+    scale[0, [9, 2, 14, 5]] = 10.0  # tile 0 keeps patches 2, 5, 9, 14 (raster order, not order of norm)
+    scale[1, [0, 1, 2, 15]] = torch.tensor([3.0, 5.0, 7.0, 9.0])
+    features = features * scale[..., None]
+    out = projector(features)
+    expected = torch.stack([projector.mlp(features[0, [2, 5, 9, 14]]), projector.mlp(features[1, [0, 1, 2, 15]])])
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+def test_saliency_top_k_is_refused_a_budget_above_the_patch_grid_before_anything_is_built():
+    with pytest.raises(
+        StrictDataclassClassValidationError,
+        match="'saliency_top_k' cannot give that token budget",
+    ):
+        tiny_config(projector_type="saliency_top_k", projector_pooled_grid_size=5)
+
+
+def test_multi_tile_images_are_cut_into_exactly_their_tiles_and_the_answer_is_the_named_row():
+    tokenizer = build_tokenizer()
+    _, processor = build_model_and_processor("pool", PRESETS["smoke"], tokenizer, seed=0)
+    samples = generate(12, seed=3, split="train", tile=56, grid=4)
+    assert {s.image.size for s in samples} == {(112, 112), (168, 56)}  # both layouts occur
+    for sample in samples:
+        cols, rows = sample.image.width // 56, sample.image.height // 56
+        names = next(n for r, c, n in LAYOUTS.values() if (r, c) == (rows, cols))
+        match = re.fullmatch(r"Read row ([1-4]) of the (.+) tile\.", sample.question)
+        assert match and match[2] in names and re.fullmatch(r"a\d b\d c\d d\d".replace(" ", ""), sample.answer)
+        pixels = processor.image_processor([sample.image], return_tensors="pt")["pixel_values"][0]
+        crops = np.asarray(sample.image, dtype=np.float32) / 127.5 - 1.0  # mean = std = 0.5
+        for k in range(rows * cols):
+            tile = crops[(k // cols) * 56 : (k // cols + 1) * 56, (k % cols) * 56 : (k % cols + 1) * 56]
+            np.testing.assert_allclose(pixels[1 + k].permute(1, 2, 0).numpy(), tile, atol=1e-5)
+    # the same rng gives the same sample: the splits are reproducible
+    again = render_multi_tile(random.Random(7))
+    assert (again.question, again.answer) == (lambda s: (s.question, s.answer))(render_multi_tile(random.Random(7)))
+
+
+def test_smoke_run_adds_each_finished_run_to_results_json_and_a_second_command_resumes(tmp_path, monkeypatch):
+    output = tmp_path / "runs"
+    common = ["--preset", "smoke", "--seeds", "0", "--test-samples", "2", "--output-dir", str(output)]
+    multi_tile.run(multi_tile.parse_args([*common, "--variants", "pool", "saliency_top_k"]))
+    first = json.loads((output / "results.json").read_text())["runs"]
+    assert [(r["variant"], r["seed"]) for r in first] == [("pool", 0), ("saliency_top_k", 0)]
+    assert all(r["image_tokens"] == {"2x2": 24, "1x3": 18} and r["test_samples"] == 2 for r in first)
+    assert (output / "accuracy_vs_tokens.png").stat().st_size > 1000
+    trained = []
+    real_run_one = multi_tile.run_one
+    monkeypatch.setattr(multi_tile, "run_one", lambda v, *a, **k: trained.append(v) or real_run_one(v, *a, **k))
+    multi_tile.run(multi_tile.parse_args([*common, "--variants", "pool", "saliency_top_k", "pool_vr_sela_qafter"]))
+    runs = json.loads((output / "results.json").read_text())["runs"]
+    assert trained == ["pool_vr_sela_qafter"] and runs[:2] == first and len(runs) == 3
+    assert runs[2]["question_first"] is False
+    # the seed's frozen tower was pretrained once and loaded by the later run
+    assert runs[2]["tower_patch_accuracy"] == first[0]["tower_patch_accuracy"]
+    assert len(list((output / "towers").glob("*.pt"))) == 1
+    assert "| pool_vr_sela_qafter | after | 24 / 18 | 0 |" in (output / "results.md").read_text()
+
+
+def row(variant, seed, accuracy, digit, question_first=True, tokens=24):
+    return dict(
+        variant=variant,
+        seed=seed,
+        accuracy=accuracy,
+        digit_accuracy=digit,
+        question_first=question_first,
+        image_tokens={"2x2": tokens, "1x3": tokens - 6},
+        train_seconds=10.0,
+    )
+
+
+def test_summary_reports_loss_recovered_against_the_pooling_run_of_the_same_question_position():
+    runs = [
+        row("mlp", 0, 1.0, 1.0, tokens=88),
+        row("pool", 0, 0.2, 0.6),
+        row("pool_qafter", 0, 0.4, 0.7, question_first=False),
+        row("pool_vr_sela", 0, 0.8, 0.9),
+        row("pool_vr_sela", 1, 0.5, 0.7),
+        row("pool_vr_sela_qafter", 0, 0.7, 0.85, question_first=False),
+    ]
+    assert recovered_share(runs, "pool_vr_sela") == pytest.approx((0.65 - 0.2) / (1.0 - 0.2))
+    assert recovered_share(runs, "pool_vr_sela_qafter", pool="pool_qafter") == pytest.approx(0.5)
+    table = summarize(runs)
+    assert "| pool_vr_sela | first | 24 / 18 | 0, 1 | 0.650 ± 0.212 | 0.800, 0.500 |" in table
+    assert "| 56 % / 50 % |" in table  # exact (0.65 - 0.2) / 0.8, digit (0.8 - 0.6) / 0.4
+    assert "| pool_vr_sela_qafter | after | 24 / 18 | 0 | 0.700 | 0.700 | 0.850 | 0.850 | 50 % / 50 % |" in table
+    assert "| pool | 0.200 | 0.400 | -0.200 / -0.100 | first: 0; after: 0 |" in table
+    assert "| pool_vr_sela | 0.650 | 0.700 | -0.050 / -0.050 | first: 0, 1; after: 0 |" in table
+    assert "Not run: pool_2x, saliency_top_k, pool_vr_global, pool_vr_deformable, pool_vr_sela_v1." in table

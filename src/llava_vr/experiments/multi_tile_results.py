@@ -1,0 +1,128 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""The multi-tile experiment's summary, from `results.json` alone: the Markdown table (mean ± std, per seed, pooling
+loss recovered), the question-first/after comparison, and the plot of accuracy against image tokens."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from .multi_tile_options import PRIORITY, VARIANTS
+from .visual_forgetting_results import _mean_std
+
+
+def runs_of(output_dir: Path, preset: dict) -> list[dict]:
+    """The runs of `preset` in `results.json`, ordered by variant (the priority order) then seed."""
+    path = output_dir / "results.json"
+    rows = json.loads(path.read_text())["runs"] if path.is_file() else []
+    as_saved = json.loads(json.dumps(preset))
+    rows = [r for r in rows if r.get("preset") == as_saved]
+    return sorted(rows, key=lambda r: (PRIORITY.index(r["variant"]), r["seed"]))
+
+
+def mean_of(runs: list[dict], variant: str, key: str) -> float | None:
+    values = [r[key] for r in runs if r["variant"] == variant]
+    return statistics.mean(values) if values else None
+
+
+def recovered_share(runs: list[dict], variant: str, key: str = "accuracy", pool: str = "pool") -> float | None:
+    """`(variant - pool) / (mlp - pool)` on the means of `key`; `None` without the runs or when pooling loses
+    nothing. `pool` is the pooling run at the same question position (`pool_qafter` for `*_qafter` variants)."""
+    means = [mean_of(runs, name, key) for name in ("mlp", pool, variant)]
+    if None in means or means[0] - means[1] <= 0:
+        return None
+    return (means[2] - means[1]) / (means[0] - means[1])
+
+
+def tokens_per_image(row: dict) -> float:
+    """Mean image tokens of the two layouts (half the images each)."""
+    return statistics.mean(row["image_tokens"].values())
+
+
+def summarize(runs: list[dict]) -> str:
+    """Markdown table, one row per variant, then the question-first/after comparison."""
+    lines = [
+        "| variant | question | image tokens (2x2 / 1x3) | seeds | exact match (mean ± std) | per seed | "
+        "per-digit accuracy (mean ± std) | per seed | pooling loss recovered (exact / digit) | train s (mean) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        rows = [r for r in runs if r["variant"] == variant]
+        exact, digits = [r["accuracy"] for r in rows], [r["digit_accuracy"] for r in rows]
+        pool = "pool" if rows[0]["question_first"] else "pool_qafter"
+        recovered = "-"
+        if variant not in ("mlp", "pool", "pool_qafter"):
+            shares = [recovered_share(runs, variant, key, pool) for key in ("accuracy", "digit_accuracy")]
+            if None not in shares:
+                recovered = " / ".join(f"{100 * x:.0f} %" for x in shares)
+        tokens = rows[0]["image_tokens"]
+        lines.append(
+            f"| {variant} | {'first' if rows[0]['question_first'] else 'after'} | {tokens['2x2']} / {tokens['1x3']} | "
+            f"{', '.join(str(r['seed']) for r in rows)} | {_mean_std(exact)} | {', '.join(f'{a:.3f}' for a in exact)} "
+            f"| {_mean_std(digits)} | {', '.join(f'{a:.3f}' for a in digits)} | {recovered} | "
+            f"{statistics.mean(r['train_seconds'] for r in rows):.0f} |"
+        )
+    not_run = [v for v in PRIORITY if not any(r["variant"] == v for r in runs)]
+    if not_run:
+        lines.append(f"\nNot run: {', '.join(not_run)}.")
+    pairs = [("pool", "pool_qafter"), ("pool_vr_sela", "pool_vr_sela_qafter")]
+    compared = [
+        (first, after)
+        for first, after in pairs
+        if mean_of(runs, first, "accuracy") is not None and mean_of(runs, after, "accuracy") is not None
+    ]
+    if compared:
+        lines += [
+            "",
+            "| variant | exact match, question first | question after | first − after (exact / digit) | seeds |",
+            "|---|---|---|---|---|",
+        ]
+        for first, after in compared:
+            a, b = (mean_of(runs, v, "accuracy") for v in (first, after))
+            da, db = (mean_of(runs, v, "digit_accuracy") for v in (first, after))
+            lines.append(
+                f"| {first} | {a:.3f} | {b:.3f} | {a - b:+.3f} / {da - db:+.3f} | first: "
+                f"{', '.join(str(r['seed']) for r in runs if r['variant'] == first)}; after: "
+                f"{', '.join(str(r['seed']) for r in runs if r['variant'] == after)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    """Exact match (each seed a dot, the mean a marker with the std as error bar) against image tokens per image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        rows = [r for r in runs if r["variant"] == variant]
+        x, values = tokens_per_image(rows[0]), [r["accuracy"] for r in rows]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        marker = "s" if variant.startswith("pool_vr") else "o"
+        line = axes.errorbar(x, statistics.mean(values), yerr=std, marker=marker, capsize=3, label=variant, ls="")
+        axes.scatter([x] * len(values), values, s=8, color=line[0].get_color(), alpha=0.5)
+    axes.set_xscale("log")
+    axes.set_xlabel("image tokens per image (mean of the 2x2 and 1x3 layouts)")
+    axes.set_ylabel("exact match, held-out test images")
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_title("Multi-tile region questions: accuracy against image tokens")
+    axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_summary(output_dir: Path, preset: dict) -> str:
+    """Writes `results.md` and `accuracy_vs_tokens.png` from `results.json`; returns the table."""
+    runs = runs_of(output_dir, preset)
+    table = summarize(runs) if runs else "no finished run\n"
+    (output_dir / "results.md").write_text(table)
+    if runs:
+        plot(runs, output_dir / "accuracy_vs_tokens.png")
+    return table
+
+
+__all__ = ["VARIANTS", "plot", "recovered_share", "runs_of", "summarize", "write_summary"]

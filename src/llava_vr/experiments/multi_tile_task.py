@@ -1,0 +1,139 @@
+# Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
+"""The multi-tile task: AnyRes images of 2 x 2 or 1 x 3 tiles, each its own 4 x 4 digit grid, and a question that
+names one row of one tile; the tiny models, tokenizer, processor and data of one run."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from PIL import Image
+
+from llava_vr import LlavaVRConfig, LlavaVRForConditionalGeneration, LlavaVRProcessor
+from llava_vr.data.image_processors import anyres_image_processor
+from llava_vr.data.synthetic_documents import SPLIT_SEED_OFFSETS, DocumentSample, content_key, render_digit_grid
+from llava_vr.data.tokenizers import train_chat_tokenizer
+
+from .multi_tile_options import PRESETS, VARIANTS
+from .visual_forgetting_task import PATCH, SPECIAL_TOKEN_IDS, grid_digits
+
+# layout -> (tile rows, tile columns, tile names in reading order)
+LAYOUTS = {
+    "2x2": (2, 2, ("top-left", "top-right", "bottom-left", "bottom-right")),
+    "1x3": (1, 3, ("left", "middle", "right")),
+}
+LETTERS = "abcdefghijklmnop"
+
+
+def pinpoints(tile: int) -> list[list[int]]:
+    """AnyRes resolutions `[height, width]` of the layouts: each image is cut into exactly its tiles."""
+    return [[rows * tile, cols * tile] for rows, cols, _ in LAYOUTS.values()]
+
+
+def render_multi_tile(rng: random.Random, tile: int = 56, grid: int = 4) -> DocumentSample:
+    """One image of 2 x 2 or 1 x 3 digit-grid tiles and a question naming one row of one tile; the answer is that
+    row's digits after their cell letters (`a3b5c7d0`)."""
+    rows, cols, names = LAYOUTS[rng.choice(list(LAYOUTS))]
+    image = Image.new("RGB", (cols * tile, rows * tile), "white")
+    tiles = []
+    for k in range(rows * cols):
+        sample = render_digit_grid(rng, size=tile, grid=grid, question="all")
+        image.paste(sample.image, ((k % cols) * tile, (k // cols) * tile))
+        tiles.append(grid_digits(sample.answer))
+    which, row = rng.randrange(rows * cols), rng.randrange(grid)
+    digits = tiles[which][row * grid : (row + 1) * grid]
+    answer = "".join(LETTERS[c] + d for c, d in enumerate(digits))
+    return DocumentSample(image, f"Read row {row + 1} of the {names[which]} tile.", answer, "multi_tile")
+
+
+def generate(num_samples: int, seed: int, split: str, tile: int, grid: int) -> list[DocumentSample]:
+    """`num_samples` samples, deterministic for `(seed, split)`; splits use disjoint seed streams."""
+    base = seed * 10_000_019 + SPLIT_SEED_OFFSETS[split] + 5_000_000  # apart from the one-tile task's streams
+    return [render_multi_tile(random.Random(base + i), tile, grid) for i in range(num_samples)]
+
+
+def build_tokenizer():
+    """The chat tokenizer (every digit a token of its own), trained on the task's words."""
+    names = [n for _, _, layout_names in LAYOUTS.values() for n in layout_names]
+    corpus = [f"Read row {r} of the {n} tile. a{r}b{(r + 3) % 10}c{(r + 7) % 10}d" for r in range(10) for n in names]
+    return train_chat_tokenizer(corpus + ["user assistant system"] * 20, vocab_size=320)
+
+
+def variant_config(variant: str, preset: dict, tokenizer) -> LlavaVRConfig:
+    """A CLIP-like tower on `tile`-px tiles, AnyRes over the layouts, a small tied Qwen2, the variant's projector/VR."""
+    tile = preset["tile"]
+    tower_hidden, tower_layers = preset["tower"]
+    llm_hidden, llm_layers = preset["llm"]
+    overrides = dict(VARIANTS[variant][0])
+    overrides.setdefault("vision_remember_layers", preset["vr_layers"])
+    return LlavaVRConfig(
+        vision_config=dict(
+            model_type="clip_vision_model",
+            hidden_size=tower_hidden,
+            intermediate_size=2 * tower_hidden,
+            num_hidden_layers=tower_layers,
+            num_attention_heads=4,
+            image_size=tile,
+            patch_size=PATCH,
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            hidden_size=llm_hidden,
+            intermediate_size=2 * llm_hidden,
+            num_hidden_layers=llm_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+            **{name: getattr(tokenizer, name) for name in SPECIAL_TOKEN_IDS if getattr(tokenizer, name) is not None},
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=pinpoints(tile),
+        vision_aspect_ratio="anyres",
+        vision_feature_layer=-1,
+        vision_remember_feature_layers=list(range(max(1, tower_layers - 2), tower_layers + 1)),
+        **overrides,
+    )
+
+
+def build_model_and_processor(variant: str, preset: dict, tokenizer, seed: int):
+    """A random model of `variant_config` (seeded) and its processor (LLaVA-NeXT AnyRes image processor)."""
+    config = variant_config(variant, preset, tokenizer)
+    torch.manual_seed(seed)
+    model = LlavaVRForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    tile = preset["tile"]
+    image_processor = anyres_image_processor(
+        "next", tile, pinpoints(tile), image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]
+    )
+    return model, LlavaVRProcessor.from_model_config(config, image_processor, tokenizer)
+
+
+def datasets_for(preset: dict, seed: int, test_samples: int, question_first: bool):
+    """Training and held-out test datasets (TRL chats); test images whose pixel digest is a training image's are
+    dropped, and the count of dropped images is returned with them."""
+    from datasets import Dataset
+
+    train_samples = generate(preset["train"], seed, "train", preset["tile"], preset["grid"])
+    train_keys = {content_key(s.image) for s in train_samples}
+    test_samples_ = generate(test_samples, seed, "test", preset["tile"], preset["grid"])
+    kept = [s for s in test_samples_ if content_key(s.image) not in train_keys]
+    train = Dataset.from_list([s.to_chat(question_first) for s in train_samples])
+    test = Dataset.from_list([s.to_chat(question_first) for s in kept])
+    return train, test, len(test_samples_) - len(kept)
+
+
+__all__ = [
+    "LAYOUTS",
+    "PRESETS",
+    "VARIANTS",
+    "build_model_and_processor",
+    "build_tokenizer",
+    "datasets_for",
+    "generate",
+    "pinpoints",
+    "render_multi_tile",
+    "variant_config",
+]
