@@ -204,7 +204,7 @@ class LlavaVRVLLMLmms(LlavaVRLmmsBase):
     def __init__(
         self,
         pretrained: str,
-        max_model_len=2048,
+        max_model_len=None,
         max_num_seqs=16,
         enforce_eager=True,
         max_images=4,
@@ -223,12 +223,13 @@ class LlavaVRVLLMLmms(LlavaVRLmmsBase):
             model=pretrained,
             trust_remote_code=True,
             dtype=self.dtype,
-            max_model_len=int(max_model_len),
             max_num_seqs=int(max_num_seqs),
             enforce_eager=_flag(enforce_eager),
             tensor_parallel_size=int(tensor_parallel_size),
             limit_mm_per_prompt={"image": int(max_images)},
         )
+        if max_model_len is not None:
+            engine["max_model_len"] = int(max_model_len)
         if gpu_memory_utilization is not None:
             engine["gpu_memory_utilization"] = float(gpu_memory_utilization)
         if self.grid is not None:
