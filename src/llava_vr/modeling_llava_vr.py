@@ -46,10 +46,22 @@ from .configuration_llava_vr import LlavaVRConfig
 from .generation_llava_vr import LlavaVRGenerationMixin
 from .initialization_llava_vr import init_llava_vr_leaf
 from .outputs_llava_vr import LlavaVRCausalLMOutputWithPast, LlavaVRImageFeaturesOutput, LlavaVRModelOutputWithPast
-from .packing_llava_vr import anyres_layout, images_use_anyres, pack_tile_tokens, packed_token_cells
+from .packing_llava_vr import (
+    anyres_layout,
+    images_use_anyres,
+    pack_tile_tokens,
+    packed_token_cells,
+    pool_frame_tokens,
+    video_token_cells,
+)
 from .projectors_llava_vr import build_projector
 from .saliency_llava_vr import SaliencyRecorder, tower_encoder_layers
-from .vision_remember_llava_vr import VisionRemember, VisionRememberFeatures, VisionRememberInputs
+from .vision_remember_llava_vr import (
+    CROSS_ATTENTION_CLASSES,
+    VisionRemember,
+    VisionRememberFeatures,
+    VisionRememberInputs,
+)
 
 # Written into config.json's `auto_map` on save (register_for_auto_class alone records only the saved class).
 AUTO_MAP = {
@@ -105,11 +117,31 @@ def flatten_tiles(pixel_values: torch.Tensor, layouts: list, tile: int) -> torch
     return pixel_values
 
 
+def video_vision_remember_inputs(
+    video_mask: torch.Tensor, video_features: VisionRememberFeatures, config
+) -> VisionRememberInputs:
+    """What every VR layer reads of a batch's videos: `VisionRememberInputs.build` over the `<video>` positions
+    `video_mask` `(batch, seq)`, each frame a tile of `config.video_token_grid_size`-side pooled tokens, read with
+    windows of `config.video_vision_remember_window_size`, and its own group (token self-attention and `global` span
+    one frame). `video_features`: per video `(frames, G*G, C_ml)` features, `(frames, G*G)` saliency, token cells
+    `video_token_cells(frames, gv)`, as `get_video_features` gives them."""
+    interaction = CROSS_ATTENTION_CLASSES[config.vision_remember_interaction]
+    return VisionRememberInputs.build(
+        video_mask,
+        video_features,
+        config,
+        interaction,
+        token_grid=config.video_token_grid_size,
+        window_size=config.video_vision_remember_window_size,
+        group_by_tile=True,
+    )
+
+
 class LlavaVRPreTrainedModel(PreTrainedModel):
     config: LlavaVRConfig
     config_class = LlavaVRConfig
     base_model_prefix = "model"
-    input_modalities = ("image", "text")
+    input_modalities = ("image", "video", "text")
     supports_gradient_checkpointing = True
     _skip_keys_device_placement = ["past_key_values"]
     _supports_flash_attn = True
@@ -238,12 +270,14 @@ class LlavaVRTextModel(Qwen2PreTrainedModel):
         past_key_values: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        vision_remember_inputs: VisionRememberInputs | None = None,
+        vision_remember_inputs: VisionRememberInputs | tuple[VisionRememberInputs, ...] | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         r"""
-        vision_remember_inputs (`VisionRememberInputs`, *optional*):
-            Built by `LlavaVRModel` at a prefill with images; `None` (VR skipped) on decode steps and text-only input.
+        vision_remember_inputs (`VisionRememberInputs` or a tuple of them, *optional*):
+            Built by `LlavaVRModel` at a prefill with images and / or videos (one per modality: their token rows are
+            disjoint, so applying them in turn equals one joint call); `None` (VR skipped) on decode steps and
+            text-only input.
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
@@ -271,11 +305,15 @@ class LlavaVRTextModel(Qwen2PreTrainedModel):
 
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        vr_inputs_list = (
+            vision_remember_inputs
+            if isinstance(vision_remember_inputs, (tuple, list))
+            else ((vision_remember_inputs,) if vision_remember_inputs is not None else ())
+        )
         for i, decoder_layer in enumerate(self.layers[: self.config.num_hidden_layers]):
             if vision_remember_inputs is not None and str(i) in self.vision_remember:
-                hidden_states = self.vision_remember[str(i)](
-                    hidden_states, vision_remember_inputs, *vision_remember_inputs.tensors
-                )
+                for vr_inputs in vr_inputs_list:
+                    hidden_states = self.vision_remember[str(i)](hidden_states, vr_inputs, *vr_inputs.tensors)
             hidden_states = decoder_layer(
                 hidden_states,
                 attention_mask=causal_mask_mapping[self.config.layer_types[i]],
@@ -384,29 +422,17 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         layouts = self.image_layouts(image_sizes, batch_num_images, vision_aspect_ratio)
         pixel_values = flatten_tiles(pixel_values, layouts, config.vision_config.image_size)
         tiles_per_image = [layout.num_tiles for layout in layouts]
-        feature_layers = [vision_feature_layer] if isinstance(vision_feature_layer, int) else list(vision_feature_layer)
-        vr_layers = config.vision_remember_feature_layers if config.vision_remember_layers else []
-        recorder = self._saliency_recorder
-        with recorder.recording(self.vision_tower) if recorder is not None else contextlib.nullcontext():
-            tower_out, hidden_states = self._tower_hidden_states.run(
-                self.vision_tower, pixel_values, feature_layers + vr_layers, **kwargs
-            )
-        selected = torch.cat([hidden_states[i] for i in feature_layers], dim=-1)
-        if vision_feature_select_strategy == "default":
-            selected = selected[:, 1:]
-        tile_tokens = self.multi_modal_projector(selected).split(tiles_per_image, dim=0)
+        with_vr = bool(config.vision_remember_layers)
+        tower_out, hidden_states, projected, multi_level, saliency = self._encode_tiles(
+            pixel_values, vision_feature_layer, vision_feature_select_strategy, with_vr, **kwargs
+        )
+        tile_tokens = projected.split(tiles_per_image, dim=0)
         packed = [
             pack_tile_tokens(t, layout, self.image_newline) for t, layout in zip(tile_tokens, layouts, strict=False)
         ]
 
         deepstack = None
-        if vr_layers:
-            cells = config.patch_grid_size**2
-            multi_level = torch.cat([hidden_states[i][:, -cells:] for i in vr_layers], dim=-1)
-            if recorder is not None:
-                saliency = recorder.pop()[:, -cells:].to(multi_level.dtype)
-            else:
-                saliency = multi_level.new_ones(multi_level.shape[:2])
+        if with_vr:
             device = multi_level.device
             deepstack = VisionRememberFeatures(
                 features=list(multi_level.split(tiles_per_image)),
@@ -420,6 +446,113 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
             attentions=tower_out.attentions,
             deepstack_features=deepstack,
         )
+
+    def _encode_tiles(self, pixel_values, vision_feature_layer, vision_feature_select_strategy, with_vr, **kwargs):
+        """Tower + projector on `(tiles, 3, H, W)`; with `with_vr`, also VR's multi-level features and saliency.
+
+        Returns `(tower_output, hidden_states, projected (tiles, g*g, D), multi_level (tiles, G*G, C_ml) | None,
+        saliency (tiles, G*G) | None)`."""
+        config = self.config
+        feature_layers = [vision_feature_layer] if isinstance(vision_feature_layer, int) else list(vision_feature_layer)
+        vr_layers = config.vision_remember_feature_layers if with_vr else []
+        recorder = self._saliency_recorder if with_vr else None
+        with recorder.recording(self.vision_tower) if recorder is not None else contextlib.nullcontext():
+            tower_out, hidden_states = self._tower_hidden_states.run(
+                self.vision_tower, pixel_values, feature_layers + vr_layers, **kwargs
+            )
+        selected = torch.cat([hidden_states[i] for i in feature_layers], dim=-1)
+        if vision_feature_select_strategy == "default":
+            selected = selected[:, 1:]
+        projected = self.multi_modal_projector(selected)
+        multi_level = saliency = None
+        if vr_layers:
+            cells = config.patch_grid_size**2
+            multi_level = torch.cat([hidden_states[i][:, -cells:] for i in vr_layers], dim=-1)
+            if recorder is not None:
+                saliency = recorder.pop()[:, -cells:].to(multi_level.dtype)
+            else:
+                saliency = multi_level.new_ones(multi_level.shape[:2])
+        return tower_out, hidden_states, projected, multi_level, saliency
+
+    @merge_with_config_defaults
+    @can_return_tuple
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs,
+    ) -> LlavaVRImageFeaturesOutput:
+        r"""
+        Encodes videos as LLaVA-OneVision does: every frame through the tower at the base tile resolution, the
+        projector, then bilinear pooling of the frame's token grid by `config.spatial_pool_stride`; the frames' tokens
+        in order, then one `image_newline` per video. With Vision Remember on video (`config.vision_remember_video`),
+        also gathers what VR reads: each frame is a tile of its video.
+
+        pixel_values_videos (`torch.Tensor` of shape `(num_videos, frames, 3, H, W)`): the processor's frames.
+        **kwargs: passed to the vision tower (`output_attentions`, `output_hidden_states`).
+
+        Returns `LlavaVRImageFeaturesOutput` with `pooler_output` (per video `(frames * gv**2 + 1, hidden_size)`,
+        `gv = config.video_token_grid_size`) and `deepstack_features` (per video: `(frames, G*G, C_ml)` features,
+        `(frames, G*G)` saliency, token cells `(frames, row, col)` with a `-1` row for the newline; `None` without VR
+        on video).
+        """
+        config = self.config
+        if pixel_values_videos.dim() != 5:
+            raise ValueError(
+                f"pixel_values_videos of shape {tuple(pixel_values_videos.shape)}: expected (num_videos, frames, 3, "
+                "height, width)"
+            )
+        num_videos, frames = pixel_values_videos.shape[:2]
+        tile = config.vision_config.image_size
+        if frames == 0 or num_videos == 0:
+            raise ValueError(f"pixel_values_videos of shape {tuple(pixel_values_videos.shape)} hold no frames")
+        if tuple(pixel_values_videos.shape[2:]) != (3, tile, tile):
+            shape = tuple(pixel_values_videos.shape[2:])
+            raise ValueError(f"video frames are {shape}, the tower expects (3, {tile}, {tile})")
+        with_vr = bool(config.vision_remember_layers) and config.vision_remember_video
+        tower_out, hidden_states, projected, multi_level, saliency = self._encode_tiles(
+            pixel_values_videos.flatten(0, 1), vision_feature_layer, vision_feature_select_strategy, with_vr, **kwargs
+        )
+        pooled = pool_frame_tokens(projected, config.spatial_pool_stride)  # (videos * frames, gv*gv, D)
+        pooled = pooled.reshape(num_videos, -1, pooled.shape[-1])
+        newline = self.image_newline[None, None, :].to(pooled).expand(num_videos, 1, -1)
+        packed = list(torch.cat((pooled, newline), dim=1).unbind(0))
+
+        deepstack = None
+        if with_vr:
+            cells = video_token_cells(frames, config.video_token_grid_size, multi_level.device)
+            deepstack = VisionRememberFeatures(
+                features=list(multi_level.unflatten(0, (num_videos, frames)).unbind(0)),
+                saliency=list(saliency.unflatten(0, (num_videos, frames)).unbind(0)),
+                token_cells=[cells] * num_videos,
+            )
+        return LlavaVRImageFeaturesOutput(
+            last_hidden_state=tower_out.last_hidden_state,
+            pooler_output=packed,
+            hidden_states=tower_out.hidden_states if tower_out.hidden_states is not None else hidden_states,
+            attentions=tower_out.attentions,
+            deepstack_features=deepstack,
+        )
+
+    def get_video_placeholder_mask(self, input_ids, inputs_embeds, video_features: torch.Tensor):
+        """`(batch, seq)` bool mask of the `<video>` tokens; raises if their count is not the features' count."""
+        if input_ids is None:
+            video_embedding = self.get_input_embeddings()(
+                torch.tensor(self.config.video_token_id, dtype=torch.long, device=inputs_embeds.device)
+            )
+            mask = (inputs_embeds == video_embedding).all(-1)
+        else:
+            mask = input_ids == self.config.video_token_id
+        num_tokens, num_features = int(mask.sum()), video_features.shape[0]
+        if num_tokens != num_features:
+            raise ValueError(
+                f"Video features and video tokens do not match, tokens: {num_tokens}, features: {num_features}. "
+                "The text must hold exactly the video tokens the processor expands each <video> into (frames * "
+                "ceil(g / spatial_pool_stride)**2 + 1); a video cut by truncation (raise max_length) or a processor "
+                "built for another projector_type / spatial_pool_stride gives this."
+            )
+        return mask
 
     def get_placeholder_mask(self, input_ids, inputs_embeds, image_features: torch.Tensor):
         """`(batch, seq)` bool mask of the `<image>` tokens; raises if their count is not the features' count."""
@@ -482,17 +615,22 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         batch_num_images: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         mm_encoder_outputs: dict | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
         **kwargs,
     ) -> LlavaVRModelOutputWithPast:
         r"""
         image_sizes (`torch.LongTensor` of shape `(num_images, 2)`): original `(height, width)` of each image.
         batch_num_images (`torch.LongTensor`, *optional*): images per sample.
-        mm_encoder_outputs (`dict`, *optional*): `{"image": LlavaVRImageFeaturesOutput}` pre-encoded by `generate()`.
+        mm_encoder_outputs (`dict`, *optional*): `{"image": ..., "video": ...}` (`LlavaVRImageFeaturesOutput`s)
+            pre-encoded by `generate()`.
+        pixel_values_videos (`torch.Tensor` of shape `(num_videos, frames, 3, H, W)`, *optional*): video frames.
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if pixel_values is not None and mm_encoder_outputs is not None and mm_encoder_outputs.get("image") is not None:
             raise ValueError("You cannot specify both pixel_values and mm_encoder_outputs at the same time")
+        if pixel_values_videos is not None and (mm_encoder_outputs or {}).get("video") is not None:
+            raise ValueError("You cannot specify both pixel_values_videos and mm_encoder_outputs at the same time")
         past_key_values = take_cache(past_key_values, kwargs)  # the cache's name: compat_llava_vr.py
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
@@ -506,6 +644,36 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
                 vision_feature_select_strategy=vision_feature_select_strategy,
                 vision_aspect_ratio=vision_aspect_ratio,
                 batch_num_images=batch_num_images,
+            )
+
+        video_output = (mm_encoder_outputs or {}).get("video")
+        if video_output is None and pixel_values_videos is not None:
+            video_output = self.get_video_features(
+                pixel_values_videos,
+                vision_feature_layer=vision_feature_layer,
+                vision_feature_select_strategy=vision_feature_select_strategy,
+            )
+        video_vr_inputs = None
+        if video_output is not None:
+            video_features = torch.cat(list(video_output.pooler_output), dim=0)
+            video_features = video_features.to(inputs_embeds.device, inputs_embeds.dtype)
+            video_mask = self.get_video_placeholder_mask(input_ids, inputs_embeds, video_features)
+            inputs_embeds = inputs_embeds.masked_scatter(video_mask[..., None], video_features)
+            if self.config.vision_remember_layers and self.config.vision_remember_video:
+                if video_output.vision_remember_features is None:
+                    raise ValueError("the video features carry no Vision Remember inputs (deepstack_features)")
+                video_vr_inputs = video_vision_remember_inputs(
+                    video_mask, video_output.vision_remember_features, self.config
+                )
+        elif (
+            not is_torchdynamo_compiling()
+            and input_ids is not None
+            and (past_key_values is None or past_key_values.get_seq_length() == 0)
+            and self.config.video_token_id != self.config.image_token_id
+            and (input_ids == self.config.video_token_id).any()
+        ):
+            raise ValueError(
+                "input_ids contain video tokens but no pixel_values_videos (or pre-encoded video features) were given"
             )
 
         image_features = vision_remember_inputs = None
@@ -529,8 +697,12 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
             raise ValueError(
                 "input_ids contain image tokens but no pixel_values (or pre-encoded image features) were given"
             )
-        elif self.training and self._is_data_parallel():
+        elif self.training and video_output is None and self._is_data_parallel():
             inputs_embeds, vision_remember_inputs = self._text_only_vision_pass(inputs_embeds)
+        if video_vr_inputs is not None:
+            vision_remember_inputs = (
+                video_vr_inputs if vision_remember_inputs is None else (vision_remember_inputs, video_vr_inputs)
+            )
 
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -574,6 +746,9 @@ class LlavaVRForConditionalGeneration(LlavaVRPreTrainedModel, LlavaVRGenerationM
     def get_image_features(self, pixel_values, image_sizes, **kwargs) -> LlavaVRImageFeaturesOutput:
         return self.model.get_image_features(pixel_values=pixel_values, image_sizes=image_sizes, **kwargs)
 
+    def get_video_features(self, pixel_values_videos, **kwargs) -> LlavaVRImageFeaturesOutput:
+        return self.model.get_video_features(pixel_values_videos=pixel_values_videos, **kwargs)
+
     @can_return_tuple
     def forward(
         self,
@@ -592,11 +767,13 @@ class LlavaVRForConditionalGeneration(LlavaVRPreTrainedModel, LlavaVRGenerationM
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         mm_encoder_outputs: dict | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
         **kwargs,
     ) -> LlavaVRCausalLMOutputWithPast:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Next-token labels, `-100` where no loss is taken.
+        pixel_values_videos (`torch.Tensor` of shape `(num_videos, frames, 3, H, W)`, *optional*): video frames.
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -612,6 +789,7 @@ class LlavaVRForConditionalGeneration(LlavaVRPreTrainedModel, LlavaVRGenerationM
             batch_num_images=batch_num_images,
             use_cache=use_cache,
             mm_encoder_outputs=mm_encoder_outputs,
+            pixel_values_videos=pixel_values_videos,
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)

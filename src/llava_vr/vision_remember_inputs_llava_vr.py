@@ -118,7 +118,14 @@ class VisionRememberInputs:
 
     @classmethod
     def build(
-        cls, vision_mask: torch.Tensor, image_features: VisionRememberFeatures, config, interaction: type
+        cls,
+        vision_mask: torch.Tensor,
+        image_features: VisionRememberFeatures,
+        config,
+        interaction: type,
+        token_grid: int | None = None,
+        window_size: int | None | str = "config",
+        group_by_tile: bool = False,
     ) -> "VisionRememberInputs":
         """
         Args:
@@ -128,6 +135,12 @@ class VisionRememberInputs:
             interaction: the cross-attention class of `config.vision_remember_interaction`; its `reads_windows` and
                 `normalizes_per_level` say which windows and which normalisation to prepare. Callers that hold only
                 the config use `VisionRemember.prepare_inputs`, which looks the class up.
+            token_grid: side of every tile's token grid; default `config.token_grid_size` (images). Videos pass
+                `config.video_token_grid_size` (their frames are tiles of pooled tokens).
+            window_size: `sela`'s window; default (`"config"`) `config.vision_remember_window_size`. Videos pass
+                `config.video_vision_remember_window_size`.
+            group_by_tile: every tile is its own group for the per-image interactions (token self-attention,
+                `global`): a video's frames are read one by one, as base tiles of separate images.
         """
         features, saliency, token_cells = image_features
         device = vision_mask.device
@@ -139,7 +152,9 @@ class VisionRememberInputs:
                 f"{cells.shape[0]}: Vision Remember needs every token of an image in one forward (chunked prefill "
                 "or truncation through an image is not supported)"
             )
-        token_grid = config.token_grid_size
+        token_grid = config.token_grid_size if token_grid is None else int(token_grid)
+        if window_size == "config":
+            window_size = config.vision_remember_window_size
         num_images = len(features)
         tiles_per_image = torch.tensor([f.shape[0] for f in features], device=device)
         tokens_per_image = torch.tensor([c.shape[0] for c in token_cells], device=device)
@@ -153,13 +168,15 @@ class VisionRememberInputs:
         features_cat = features[0] if num_images == 1 else torch.cat(features)
         num_tiles, cells_per_tile = features_cat.shape[:2]
         feature_grid = math.isqrt(cells_per_tile)
-        window_size = config.vision_remember_window_size if interaction.reads_windows else None
+        window_size = window_size if interaction.reads_windows else None
         index, window_valid = feature_window_index(
             token_grid, feature_grid, window_size, device, config.vision_remember_window_layout
         )
+        tile_image = torch.repeat_interleave(torch.arange(num_images, device=device), tiles_per_image)
+        if group_by_tile:  # each tile (video frame) its own group
+            image_index, tile_image, num_images = token_tile, torch.arange(num_tiles, device=device), num_tiles
         image_slot, max_image_tokens = group_slots(image_index, num_images)
         tile_slot, max_tile_tokens = group_slots(token_tile, num_tiles)
-        tile_image = torch.repeat_interleave(torch.arange(num_images, device=device), tiles_per_image)
         cell_image = tile_image.repeat_interleave(cells_per_tile)
         cell_image_slot, max_image_cells = group_slots(cell_image, num_images)
         normalized = None

@@ -21,6 +21,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+
+class VideoInputError(ValueError):
+    """A video this module cannot use (no frames, frames of different sizes, an unreadable file, ...)."""
+
+
 # PIL resampling filter (the image processor's `resample`) -> torch interpolation mode
 _RESAMPLE_MODES = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
@@ -35,16 +40,16 @@ def sample_frame_indices(
         return np.arange(total_frames)
     if num_frames is None:
         if not video_fps:
-            raise ValueError(
+            raise VideoInputError(
                 f"fps={fps} sampling needs the video's frame rate, which this input does not carry (a list of frames "
                 "or an array): pass num_frames instead"
             )
         num_frames = max(int(total_frames / video_fps * fps), 1)
     num_frames = int(num_frames)
     if num_frames < 1:
-        raise ValueError(f"num_frames={num_frames}: a video needs at least one frame")
+        raise VideoInputError(f"num_frames={num_frames}: a video needs at least one frame")
     if num_frames > total_frames:
-        raise ValueError(
+        raise VideoInputError(
             f"cannot sample {num_frames} frames from a video of {total_frames} frames: lower num_frames (or fps)"
         )
     return torch.arange(0, total_frames, total_frames / num_frames).int()[:num_frames].numpy()
@@ -66,11 +71,11 @@ def _array_video(video, name: str) -> np.ndarray:
     """A `(T, H, W, C)` or `(T, C, H, W)` array / tensor -> uint8 `(T, H, W, 3)`."""
     pixels = video.numpy(force=True) if isinstance(video, torch.Tensor) else np.asarray(video)
     if pixels.ndim != 4:
-        raise ValueError(f"{name} has shape {pixels.shape}: expected (frames, height, width, channels)")
+        raise VideoInputError(f"{name} has shape {pixels.shape}: expected (frames, height, width, channels)")
     if pixels.shape[-1] not in (1, 3, 4) and pixels.shape[1] in (1, 3, 4):
         pixels = pixels.transpose(0, 2, 3, 1)
     if pixels.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{name} has shape {pixels.shape}: expected 1, 3 or 4 channels")
+        raise VideoInputError(f"{name} has shape {pixels.shape}: expected 1, 3 or 4 channels")
     return _frames_to_uint8(pixels)
 
 
@@ -88,7 +93,7 @@ def _frame_list_video(frames, name: str) -> np.ndarray:
     sizes = [a.shape[:2] for a in arrays]
     odd = next((i for i, size in enumerate(sizes) if size != sizes[0]), None)
     if odd is not None:
-        raise ValueError(
+        raise VideoInputError(
             f"{name} has frames of different sizes: frame 0 is {sizes[0][0]}x{sizes[0][1]}, frame {odd} is "
             f"{sizes[odd][0]}x{sizes[odd][1]} (height x width); every frame of a video must have one size"
         )
@@ -107,7 +112,7 @@ def _read_with_pil(path: str):
     except UnidentifiedImageError:
         return None
     except (OSError, ValueError, SyntaxError) as error:
-        raise ValueError(f"cannot read the video {path}: {error}") from None
+        raise VideoInputError(f"cannot read the video {path}: {error}") from None
     return frames, (1000.0 / duration if duration else None)
 
 
@@ -117,14 +122,14 @@ def _read_with_pyav(path: str, num_frames, fps):
     try:
         import av
     except ImportError:
-        raise ValueError(
+        raise VideoInputError(
             f"reading the video {path} needs PyAV (pip install 'llava-vr[video]'), or pass its frames (a list of PIL "
             "images or a (frames, height, width, 3) array)"
         ) from None
     try:
         with av.open(path) as container:
             if not container.streams.video:
-                raise ValueError(f"cannot read the video {path}: it has no video stream")
+                raise VideoInputError(f"cannot read the video {path}: it has no video stream")
             stream = container.streams.video[0]
             video_fps = float(stream.average_rate) if stream.average_rate else None
             total = int(stream.frames or 0)
@@ -135,10 +140,10 @@ def _read_with_pyav(path: str, num_frames, fps):
                 frames.append(frame.to_ndarray(format="rgb24"))
                 if last is not None and index >= last:
                     break
-    except ValueError:
+    except VideoInputError:
         raise
-    except Exception as error:  # PyAV's own errors (InvalidDataError, ...) subclass many types
-        raise ValueError(f"cannot read the video {path}: {error}") from None
+    except Exception as error:  # PyAV's own errors (InvalidDataError, a ValueError, ...) subclass many types
+        raise VideoInputError(f"cannot read the video {path}: {error}") from None
     if wanted is not None and len(frames) > last:
         return np.stack([frames[i] for i in wanted]), None
     return frames, video_fps
@@ -152,7 +157,7 @@ def load_video(video, num_frames: int | None = None, fps: float | None = None, n
     if isinstance(video, (str, os.PathLike)):
         path = str(video)
         if not Path(path).is_file():
-            raise ValueError(f"{name}: no such video file {path}")
+            raise VideoInputError(f"{name}: no such video file {path}")
         read = _read_with_pil(path)
         if read is None:
             frames, video_fps = _read_with_pyav(path, num_frames, fps)
@@ -161,21 +166,21 @@ def load_video(video, num_frames: int | None = None, fps: float | None = None, n
         else:
             frames, video_fps = read
         if not len(frames):
-            raise ValueError(f"{name} ({path}) has no frames")
+            raise VideoInputError(f"{name} ({path}) has no frames")
         pixels = _frame_list_video(frames, f"{name} ({path})")
     elif isinstance(video, (list, tuple)):
         if not len(video):
-            raise ValueError(f"{name} has no frames")
+            raise VideoInputError(f"{name} has no frames")
         pixels = _frame_list_video(video, name)
     elif hasattr(video, "ndim"):
         pixels = _array_video(video, name)
     else:
-        raise ValueError(
+        raise VideoInputError(
             f"{name} is a {type(video).__name__}: expected a list of frames, a (frames, height, width, 3) array or "
             "tensor, or a path to a video file"
         )
     if pixels.shape[0] == 0:
-        raise ValueError(f"{name} has no frames")
+        raise VideoInputError(f"{name} has no frames")
     return pixels[sample_frame_indices(pixels.shape[0], num_frames, fps, video_fps)]
 
 
@@ -204,10 +209,10 @@ def flat_videos(videos) -> list:
     if hasattr(videos, "ndim") and not isinstance(videos, (list, tuple)):
         if videos.ndim == 5:
             return list(videos)
-        raise ValueError(f"videos of shape {tuple(videos.shape)}: expected (frames, height, width, channels)")
+        raise VideoInputError(f"videos of shape {tuple(videos.shape)}: expected (frames, height, width, channels)")
     if isinstance(videos, (list, tuple)):
         return [video for item in videos for video in flat_videos(item)]
-    raise ValueError(f"videos must be videos or lists of videos, got {type(videos).__name__}")
+    raise VideoInputError(f"videos must be videos or lists of videos, got {type(videos).__name__}")
 
 
 class LlavaVRVideoProcessor:
@@ -269,7 +274,7 @@ class LlavaVRVideoProcessor:
         loaded = [load_video(v, num_frames, fps, name=f"video {i}") for i, v in enumerate(videos)]
         counts = [len(v) for v in loaded]
         if len(set(counts)) > 1:
-            raise ValueError(
+            raise VideoInputError(
                 f"the videos have different frame counts {counts}: pass num_frames=N to sample N frames from each "
                 "(pixel_values_videos holds one frame count per call, as LLaVA-OneVision's)"
             )
@@ -279,4 +284,4 @@ class LlavaVRVideoProcessor:
         return BatchFeature({"pixel_values_videos": pixels}, tensor_type=return_tensors)
 
 
-__all__ = ["LlavaVRVideoProcessor", "flat_videos", "is_video", "load_video", "sample_frame_indices"]
+__all__ = ["LlavaVRVideoProcessor", "VideoInputError", "flat_videos", "is_video", "load_video", "sample_frame_indices"]

@@ -242,12 +242,23 @@ def lmms_lab_plan(src: Source, args) -> Plan:
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
         vision_aspect_ratio=aspect,
         multi_image_anyres=aspect == "anyres",
+        spatial_pool_stride=int(raw.get("mm_spatial_pool_stride") or 2),
     )
     notes = [
         f"vision tower inferred from the weights: {TOWER_NAMES[tower]} {vision['num_hidden_layers']} layers, hidden "
         f"{vision['hidden_size']}, {vision['num_attention_heads']} heads ({heads_from}), patch {vision['patch_size']}, "
         f"image {vision['image_size']}"
     ]
+    pool_mode = raw.get("mm_spatial_pool_mode") or "bilinear"
+    if pool_mode != "bilinear":
+        notes.append(
+            f"mm_spatial_pool_mode {pool_mode!r}: LLaVA-VR pools video frames bilinearly (LLaVA-OneVision's), with the "
+            f"source's stride {values['spatial_pool_stride']}"
+        )
+    notes.append(
+        "video: the lmms-lab tokenizer has no <video> token, so the converted processor is image-only; add <video> "
+        "to the tokenizer and set video_token_index to pass videos"
+    )
     return Plan(values, tower, needs_image_token=True, notes=notes)
 
 

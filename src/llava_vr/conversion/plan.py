@@ -74,7 +74,13 @@ def transformers_plan(src: Source) -> Plan:
     if src.kind == "llava_next":
         values.update(vision_aspect_ratio="anyres", multi_image_anyres=True)
     else:
-        values.update(vision_aspect_ratio=source_config.vision_aspect_ratio, multi_image_anyres=False)
+        # OneVision's video settings: its `<video>` token and its fixed 2x2 bilinear pooling of each frame
+        values.update(
+            vision_aspect_ratio=source_config.vision_aspect_ratio,
+            multi_image_anyres=False,
+            video_token_index=source_config.video_token_id,
+            spatial_pool_stride=2,
+        )
     return Plan(values, tower)
 
 
