@@ -6,6 +6,7 @@
     llava-vr sft --model_name_or_path CKPT [...]          fine-tune with TRL's SFTTrainer
     llava-vr bench {model,vision-remember,decode,serving} [...]  benchmarks
     llava-vr experiment [...]                             the visual-forgetting experiment
+    llava-vr eval {tasks,budgets,run} [...]               evaluate with lmms-eval (local tasks, token budgets)
 
 This module lives beside the `llava_vr` package, not in it: importing `llava_vr` registers the model with
 Transformers' Auto classes, which imports torch and Transformers (seconds), and `llava-vr --help`, `--version` and a
@@ -30,6 +31,7 @@ SUBCOMMANDS = {
         "benchmarks: whole model (TTFT, decode, memory, FLOPs), VR alone, serving",
     ),
     "experiment": ("llava_vr.experiments.visual_forgetting:main", "the visual-forgetting experiment"),
+    "eval": ("llava_vr.evaluation.cli:main", "evaluate with lmms-eval: local tasks, token budgets, lmms-eval's CLI"),
 }
 # subcommand -> "module:function" building its argparse parser from torch-free modules, for a fast `--help` (or
 # returning None where it cannot: the command's own parsing answers then)
@@ -37,6 +39,7 @@ HELP_PARSERS = {
     "convert": "llava_vr.conversion.options:build_parser",
     "push": "llava_vr.hub.push_options:build_parser",
     "experiment": "llava_vr.experiments.visual_forgetting_options:build_parser",
+    "eval": "llava_vr.evaluation.cli:build_parser",
     "sft": "llava_vr.training.sft_help:build_parser",  # None where its stored help does not fit what is installed
     "bench": "llava_vr.benchmarks.cli:build_parser",  # the list of benchmarks; `bench NAME --help` is the slow path
 }
