@@ -9,11 +9,13 @@ from pathlib import Path
 
 DESCRIPTION = """The multi-tile visual-forgetting experiment: region questions on AnyRes images of several tiles.
 
-Each image is 2 x 2 (112 x 112 px) or 1 x 3 (56 x 168 px) tiles of 56 px, each tile its own 4 x 4 grid of digits
-(one digit per 14-px tower patch). AnyRes (LLaVA-NeXT) cuts the image into those tiles plus the base tile (the whole
-image at 56 px); every tile is its own 4 x 4 feature grid. The question names one region ("Read row 3 of the
-top-right tile."); the answer is that row's four digits after their cell letters (`a3b5c7d0`). Asked before the image
-(question first, the default), the LLM's vision tokens have seen the question when Vision Remember runs.
+Each image is 2 x 2 tiles of 56 px (112 x 112; the smoke preset mixes in 1 x 3, 56 x 168), each tile its own 4 x 4
+grid of digits (one digit per 14-px tower patch). AnyRes (LLaVA-NeXT) cuts the image into those tiles plus the base
+tile (the whole image at 56 px); every tile is its own 4 x 4 feature grid. The question names one tile by its number
+in reading order ("Read tile 2.", the top-right one); the answer is that tile's 16 digits after their cell letters
+(`a3b5...p1`), so it needs that region's detail only. Asked before the image (question first, the default), the LLM's
+vision tokens have seen the question when Vision Remember runs. (`question="row"` in a preset asks for one row of
+one tile instead, "Read row 3 of tile 2.": on it even `mlp` stayed at chance level for 400 steps.)
 
 Same protocol as `llava-vr experiment`: a tower that has learnt what is where on single tiles (digit and position of
 each patch), then frozen; projector, Vision Remember and a small Qwen2 trained through TRL's `SFTTrainer` (this
@@ -59,14 +61,35 @@ PRIORITY = [
     "pool_vr_sela_v1",
 ]
 PRESETS = {
-    # tile px, digits per tile side, tower (hidden, layers), LLM (hidden, layers), VR layers, optimizer steps, batch,
-    # training images, tower pretraining steps
-    "cpu": dict(tile=56, grid=4, tower=(32, 4), llm=(128, 4), vr_layers=[1, 3], steps=400, batch=16, train=3200),
+    # tile px, digits per tile side, AnyRes layouts, question ("tile" or "row"), tower (hidden, layers), LLM (hidden,
+    # layers), VR layers, optimizer steps, batch, training images, tower pretraining steps
+    "cpu": dict(
+        tile=56,
+        grid=4,
+        layouts=["2x2"],
+        question="tile",
+        tower=(32, 4),
+        llm=(128, 4),
+        vr_layers=[1, 3],
+        steps=400,
+        batch=16,
+        train=3200,
+    ),
     "smoke": dict(
-        tile=56, grid=4, tower=(32, 2), llm=(64, 2), vr_layers=[1], steps=3, batch=4, train=12, tower_steps=2
+        tile=56,
+        grid=4,
+        layouts=["2x2", "1x3"],
+        question="tile",
+        tower=(32, 2),
+        llm=(64, 2),
+        vr_layers=[1],
+        steps=3,
+        batch=4,
+        train=12,
+        tower_steps=2,
     ),
 }
-TEST_SAMPLES = {"cpu": 200, "smoke": 6}
+TEST_SAMPLES = {"cpu": 100, "smoke": 6}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
 """The multi-tile task: AnyRes images of 2 x 2 or 1 x 3 tiles, each its own 4 x 4 digit grid, and a question that
-names one row of one tile; the tiny models, tokenizer, processor and data of one run."""
+names one tile (or one row of one tile); the tiny models, tokenizer, processor and data of one run."""
 
 from __future__ import annotations
 
@@ -17,23 +17,24 @@ from llava_vr.data.tokenizers import train_chat_tokenizer
 from .multi_tile_options import PRESETS, VARIANTS
 from .visual_forgetting_task import PATCH, SPECIAL_TOKEN_IDS, grid_digits
 
-# layout -> (tile rows, tile columns, tile names in reading order)
-LAYOUTS = {
-    "2x2": (2, 2, ("top-left", "top-right", "bottom-left", "bottom-right")),
-    "1x3": (1, 3, ("left", "middle", "right")),
-}
+# layout -> (tile rows, tile columns); tiles are numbered 1, 2, ... in reading order
+LAYOUTS = {"2x2": (2, 2), "1x3": (1, 3)}
 LETTERS = "abcdefghijklmnop"
 
 
-def pinpoints(tile: int) -> list[list[int]]:
-    """AnyRes resolutions `[height, width]` of the layouts: each image is cut into exactly its tiles."""
-    return [[rows * tile, cols * tile] for rows, cols, _ in LAYOUTS.values()]
+def pinpoints(tile: int, layouts=tuple(LAYOUTS)) -> list[list[int]]:
+    """AnyRes resolutions `[height, width]` of `layouts`: each image is cut into exactly its tiles."""
+    return [[LAYOUTS[name][0] * tile, LAYOUTS[name][1] * tile] for name in layouts]
 
 
-def render_multi_tile(rng: random.Random, tile: int = 56, grid: int = 4) -> DocumentSample:
-    """One image of 2 x 2 or 1 x 3 digit-grid tiles and a question naming one row of one tile; the answer is that
-    row's digits after their cell letters (`a3b5c7d0`)."""
-    rows, cols, names = LAYOUTS[rng.choice(list(LAYOUTS))]
+def render_multi_tile(
+    rng: random.Random, tile: int = 56, grid: int = 4, layouts=tuple(LAYOUTS), question: str = "row"
+) -> DocumentSample:
+    """One image of digit-grid tiles in one of `layouts` and a question naming one region, a tile by its number in
+    reading order (tile 2 is the top-right one of a 2 x 2 image): every question has the same number of tokens.
+    `question="row"`: "Read row 3 of tile 2.", the answer is that row's digits after their cell letters (`a3b5c7d0`);
+    `"tile"`: "Read tile 2.", the answer is every digit of that tile after its cell's letter (`a3b5...p1`)."""
+    rows, cols = LAYOUTS[rng.choice(list(layouts))]
     image = Image.new("RGB", (cols * tile, rows * tile), "white")
     tiles = []
     for k in range(rows * cols):
@@ -41,21 +42,26 @@ def render_multi_tile(rng: random.Random, tile: int = 56, grid: int = 4) -> Docu
         image.paste(sample.image, ((k % cols) * tile, (k // cols) * tile))
         tiles.append(grid_digits(sample.answer))
     which, row = rng.randrange(rows * cols), rng.randrange(grid)
+    if question == "tile":
+        answer = "".join(LETTERS[c] + d for c, d in enumerate(tiles[which]))
+        return DocumentSample(image, f"Read tile {which + 1}.", answer, "multi_tile")
+    if question != "row":
+        raise ValueError(f"question must be 'row' or 'tile', got {question!r}")
     digits = tiles[which][row * grid : (row + 1) * grid]
     answer = "".join(LETTERS[c] + d for c, d in enumerate(digits))
-    return DocumentSample(image, f"Read row {row + 1} of the {names[which]} tile.", answer, "multi_tile")
+    return DocumentSample(image, f"Read row {row + 1} of tile {which + 1}.", answer, "multi_tile")
 
 
-def generate(num_samples: int, seed: int, split: str, tile: int, grid: int) -> list[DocumentSample]:
-    """`num_samples` samples, deterministic for `(seed, split)`; splits use disjoint seed streams."""
+def generate(num_samples: int, seed: int, split: str, tile: int, grid: int, layouts=tuple(LAYOUTS), question="row"):
+    """`num_samples` `DocumentSample`s, deterministic for `(seed, split)`; splits use disjoint seed streams."""
     base = seed * 10_000_019 + SPLIT_SEED_OFFSETS[split] + 5_000_000  # apart from the one-tile task's streams
-    return [render_multi_tile(random.Random(base + i), tile, grid) for i in range(num_samples)]
+    return [render_multi_tile(random.Random(base + i), tile, grid, layouts, question) for i in range(num_samples)]
 
 
 def build_tokenizer():
     """The chat tokenizer (every digit a token of its own), trained on the task's words."""
-    names = [n for _, _, layout_names in LAYOUTS.values() for n in layout_names]
-    corpus = [f"Read row {r} of the {n} tile. a{r}b{(r + 3) % 10}c{(r + 7) % 10}d" for r in range(10) for n in names]
+    corpus = [f"Read row {r} of tile {t}. a{r}b{(r + 3) % 10}c{(r + 7) % 10}d" for r in range(10) for t in range(5)]
+    corpus += [f"Read tile {t}. " + "".join(f"{c}{(t + i) % 10}" for i, c in enumerate(LETTERS)) for t in range(10)]
     return train_chat_tokenizer(corpus + ["user assistant system"] * 20, vocab_size=320)
 
 
@@ -89,7 +95,7 @@ def variant_config(variant: str, preset: dict, tokenizer) -> LlavaVRConfig:
             **{name: getattr(tokenizer, name) for name in SPECIAL_TOKEN_IDS if getattr(tokenizer, name) is not None},
         ),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=pinpoints(tile),
+        image_grid_pinpoints=pinpoints(tile, preset["layouts"]),
         vision_aspect_ratio="anyres",
         vision_feature_layer=-1,
         vision_remember_feature_layers=list(range(max(1, tower_layers - 2), tower_layers + 1)),
@@ -106,7 +112,7 @@ def build_model_and_processor(variant: str, preset: dict, tokenizer, seed: int):
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     tile = preset["tile"]
     image_processor = anyres_image_processor(
-        "next", tile, pinpoints(tile), image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]
+        "next", tile, pinpoints(tile, preset["layouts"]), image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]
     )
     return model, LlavaVRProcessor.from_model_config(config, image_processor, tokenizer)
 
@@ -116,9 +122,13 @@ def datasets_for(preset: dict, seed: int, test_samples: int, question_first: boo
     dropped, and the count of dropped images is returned with them."""
     from datasets import Dataset
 
-    train_samples = generate(preset["train"], seed, "train", preset["tile"], preset["grid"])
+    train_samples = generate(
+        preset["train"], seed, "train", preset["tile"], preset["grid"], preset["layouts"], preset["question"]
+    )
     train_keys = {content_key(s.image) for s in train_samples}
-    test_samples_ = generate(test_samples, seed, "test", preset["tile"], preset["grid"])
+    test_samples_ = generate(
+        test_samples, seed, "test", preset["tile"], preset["grid"], preset["layouts"], preset["question"]
+    )
     kept = [s for s in test_samples_ if content_key(s.image) not in train_keys]
     train = Dataset.from_list([s.to_chat(question_first) for s in train_samples])
     test = Dataset.from_list([s.to_chat(question_first) for s in kept])
