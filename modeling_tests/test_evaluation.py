@@ -58,7 +58,18 @@ def request(kind: str, args: tuple, index: int = 0) -> Instance:
 
 # ---- token budget ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("tokens_per_tile", [None, 9, 16, 1])
-def test_budget_override_sets_the_image_token_count_of_the_layout_function(tokens_per_tile):
+def test_budget_override_sets_the_image_token_count_of_the_layout_function(tokens_per_tile, monkeypatch):
+    """The processor's count, the model's layout and the projector's output follow the budget, and so do Vision
+    Remember's `sela` windows (each token reads its adaptive cell region of the 4x4 feature grid)."""
+    from llava_vr.vision_remember_inputs_llava_vr import VisionRememberInputs
+
+    built, build = [], VisionRememberInputs.build
+
+    def recording_build(*args, **kwargs):
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(VisionRememberInputs, "build", recording_build)
     model, processor = load_model_and_processor(BUNDLED, budget_grid(tokens_per_tile))
     grid = 2 if tokens_per_tile is None else budget_grid(tokens_per_tile)  # the checkpoint's own: ceil(4 / 2)
     config = model.config
@@ -72,6 +83,9 @@ def test_budget_override_sets_the_image_token_count_of_the_layout_function(token
     assert pooled.shape[1] == grid * grid
     with torch.inference_mode():
         assert model(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
+    sides = [-(-(i + 1) * 4 // grid) - i * 4 // grid for i in range(grid)]  # adaptive regions of 4 cells into g
+    regions = sorted(r * c for r in sides for c in sides)
+    assert sorted(built[-1].window_valid.sum(-1).tolist()) == regions
 
 
 def test_budget_a_projector_cannot_produce_is_refused_with_a_message():
