@@ -93,6 +93,8 @@ def test_budget_a_projector_cannot_produce_is_refused_with_a_message():
         load_model_and_processor(BUNDLED, 5)
     with pytest.raises(ValueError, match="square token grid"):
         budget_grid(tokens_per_tile=10)
+    with pytest.raises(ValueError, match=r"unknown --model_args \['token_budget'\]"):
+        LlavaVRLmms(pretrained=str(BUNDLED), token_budget=9)
     with pytest.raises(ValueError, match="disagree"):
         budget_grid(tokens_per_tile=9, projector_pooled_grid_size=2)
     with pytest.raises(Exception, match=r"pixel_shuffle.*gives g = 12 \(144 tokens\)"):

@@ -46,9 +46,15 @@ class LlavaVRLmmsBase(lmms):
         image_placement: str = "first",
         batch_size=1,
         dtype: str = "float32",
-        **kwargs,
+        max_batch_size=None,  # lmms-eval passes it; batches are `batch_size`
+        **unknown,
     ) -> None:
         super().__init__()
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__}: unknown --model_args {sorted(unknown)} (see llava_vr.evaluation.lmms_model's "
+                "docstring for the keys of each back end)"
+            )
         self.pretrained = pretrained
         self.grid = budget_grid(tokens_per_tile, projector_pooled_grid_size)
         self.image_placement = image_placement
