@@ -16,6 +16,7 @@ from llava_vr.experiments import multi_tile
 from llava_vr.experiments.multi_tile_options import PRESETS
 from llava_vr.experiments.multi_tile_results import recovered_share, summarize
 from llava_vr.experiments.multi_tile_task import (
+    SHADES,
     build_model_and_processor,
     build_tokenizer,
     generate,
@@ -81,6 +82,18 @@ def test_a_tile_question_is_answered_with_every_digit_of_the_named_tile_and_an_u
     assert sample.answer == "".join(f"{c}{d}" for c, d in zip("abcdefghijklmnop", tiles[tile - 1], strict=True))
     with pytest.raises(ValueError, match="question must be 'row' or 'tile', got 'cell'"):
         render_multi_tile(random.Random(5), question="cell")
+
+
+def test_shaded_tiles_keep_their_digits_on_the_grey_of_their_position():
+    plain = render_multi_tile(random.Random(9), layouts=("2x2",), question="tile")
+    grey = render_multi_tile(random.Random(9), layouts=("2x2",), question="tile", shade=True)
+    assert (grey.question, grey.answer) == (plain.question, plain.answer)
+    plain_pixels, grey_pixels = np.asarray(plain.image.convert("L")), np.asarray(grey.image.convert("L"))
+    for k, shade in enumerate(SHADES):
+        rows, cols = slice((k // 2) * 56, (k // 2 + 1) * 56), slice((k % 2) * 56, (k % 2 + 1) * 56)
+        background = plain_pixels[rows, cols] == 255
+        assert (grey_pixels[rows, cols][background] == shade).all()
+        assert (grey_pixels[rows, cols][plain_pixels[rows, cols] == 0] == 0).all()  # the ink stays black
 
 
 def test_smoke_run_adds_each_finished_run_to_results_json_and_a_second_command_resumes(tmp_path, monkeypatch):

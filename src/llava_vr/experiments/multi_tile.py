@@ -55,6 +55,61 @@ def image_tokens(model, tile: int) -> dict[str, int]:
     return dict(zip(("2x2", "1x3"), (layout.num_tokens for layout in model.model.image_layouts(sizes)), strict=True))
 
 
+def pretrain_shaded_tower(model, processor, preset: dict, seed: int, steps: int = 400, batch: int = 64):
+    """`visual_forgetting_runs.pretrain_tower` for tiles of `SHADES` backgrounds: three linear heads on the tower's
+    last hidden state learn each patch's digit, its position in the tile and the tile's shade (which tile it is) on
+    single training-split tiles of random shade. Returns the held-out per-patch (digit, position, shade) accuracies."""
+    from tqdm.auto import tqdm
+
+    from llava_vr.data.synthetic_documents import generate_samples
+
+    from .multi_tile_task import SHADES, shaded
+    from .visual_forgetting_task import grid_digits
+
+    tower, grid = model.model.vision_tower, preset["grid"]
+    positions = torch.arange(grid * grid)
+
+    def batch_of(count: int, split: str):
+        """Pixel values `(count, 3, tile, tile)`, digits `(count, grid**2)` and shade indices `(count,)`."""
+        samples = generate_samples(
+            count, seed + 7919, split, kinds=("digit_grid",), size=preset["tile"], grid=grid, question="all"
+        )
+        shades = torch.randint(len(SHADES), (count,), generator=torch.Generator().manual_seed(seed + len(split)))
+        images = [shaded(s.image, SHADES[k]) for s, k in zip(samples, shades.tolist(), strict=True)]
+        pixels = torch.cat(
+            [
+                processor.image_processor(images[i : i + 256], return_tensors="pt")["pixel_values"][:, 0].clone()
+                for i in range(0, count, 256)
+            ]
+        )
+        return pixels, torch.tensor([[int(d) for d in grid_digits(s.answer)] for s in samples]), shades
+
+    generator = torch.Generator().manual_seed(seed)
+    heads = torch.nn.ModuleList([torch.nn.Linear(tower.config.hidden_size, n) for n in (10, grid * grid, len(SHADES))])
+    optimizer = torch.optim.AdamW([*tower.parameters(), *heads.parameters()], lr=3e-3)
+    train_pixels, train_digits, train_shades = batch_of(steps * batch // 4, "train")
+    tower.train()
+    for _ in tqdm(range(steps), desc="tower pretraining", unit="step", mininterval=30):
+        index = torch.randint(len(train_digits), (batch,), generator=generator)
+        features = tower(pixel_values=train_pixels[index]).last_hidden_state[:, 1:]
+        targets = (train_digits[index], positions.expand(batch, -1), train_shades[index, None].expand(-1, grid * grid))
+        loss = sum(
+            torch.nn.functional.cross_entropy(head(features).flatten(0, 1), target.flatten())
+            for head, target in zip(heads, targets, strict=True)
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    tower.eval()
+    with torch.no_grad():
+        pixels, digits, shades = batch_of(preset.get("tower_eval", 256), "validation")
+        features = tower(pixel_values=pixels).last_hidden_state[:, 1:]
+        targets = (digits, positions.expand(len(digits), -1), shades[:, None].expand(-1, grid * grid))
+        return tuple(
+            float((head(features).argmax(-1) == t).float().mean()) for head, t in zip(heads, targets, strict=True)
+        )
+
+
 def cached_frozen_tower(model, processor, tower_preset: dict, seed: int, output_dir: Path):
     """`frozen_pretrained_tower`, pretrained once per seed and tower preset: the tower's weights and accuracies are
     kept in `<output-dir>/towers/` and loaded by the seed's later runs, so every variant of a seed reads the very same
@@ -70,7 +125,13 @@ def cached_frozen_tower(model, processor, tower_preset: dict, seed: int, output_
         tower.eval()
         set_trainable(model, ["projector", "vision_remember", "llm", "lm_head"])
         return tuple(saved["accuracy"])
-    accuracy = frozen_pretrained_tower(model, processor, tower_preset, seed)
+    if tower_preset.get("shade"):
+        torch.manual_seed(seed)
+        accuracy = pretrain_shaded_tower(model, processor, tower_preset, seed, steps=tower_preset["tower_steps"])
+        print(f"pretrained tower, held-out per-patch accuracy (digit, position, shade): {accuracy}", flush=True)
+        set_trainable(model, ["projector", "vision_remember", "llm", "lm_head"])
+    else:
+        accuracy = frozen_pretrained_tower(model, processor, tower_preset, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(dict(state_dict=tower.state_dict(), accuracy=list(accuracy)), path.with_suffix(".tmp"))
     os.replace(path.with_suffix(".tmp"), path)
@@ -84,8 +145,14 @@ def run_one(variant: str, seed: int, preset: dict, tokenizer, args) -> dict:
     random.seed(seed)
     model, processor = build_model_and_processor(variant, preset, tokenizer, seed)
     tower_preset = dict(
-        image=preset["tile"], grid=preset["grid"], question="all_labelled", pretrained_tower=True, tower_eval=256
+        image=preset["tile"],
+        grid=preset["grid"],
+        question="all_labelled",
+        pretrained_tower=True,
+        tower_eval=preset.get("tower_eval", 256),
     )
+    if preset.get("shade"):
+        tower_preset.update(shade=True, tile=preset["tile"])
     tower_preset["tower_steps"] = preset.get("tower_steps", 400)
     tower_accuracy = cached_frozen_tower(model, processor, tower_preset, seed, args.output_dir)
     folder = args.output_dir / f"{variant}-seed{seed}-trainer"
@@ -99,7 +166,7 @@ def run_one(variant: str, seed: int, preset: dict, tokenizer, args) -> dict:
         accuracy=accuracy,
         digit_accuracy=round(digit_accuracy, 4),
         image_tokens=image_tokens(model, preset["tile"]),
-        tower_patch_accuracy=dict(digit=tower_accuracy[0], position=tower_accuracy[1]),
+        tower_patch_accuracy=dict(zip(("digit", "position", "shade"), tower_accuracy, strict=False)),
         train_seconds=round(runtime, 1),
         threads=torch.get_num_threads(),
         prefill_seconds_per_batch=round(prefill, 4),

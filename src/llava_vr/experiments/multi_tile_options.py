@@ -68,6 +68,7 @@ PRESETS = {
         grid=4,
         layouts=["2x2"],
         question="tile",
+        shade=True,
         tower=(32, 4),
         llm=(128, 4),
         vr_layers=[1, 3],
@@ -80,6 +81,7 @@ PRESETS = {
         grid=4,
         layouts=["2x2", "1x3"],
         question="tile",
+        shade=True,
         tower=(32, 2),
         llm=(64, 2),
         vr_layers=[1],
@@ -87,6 +89,7 @@ PRESETS = {
         batch=4,
         train=12,
         tower_steps=2,
+        tower_eval=8,
     ),
 }
 TEST_SAMPLES = {"cpu": 100, "smoke": 6}

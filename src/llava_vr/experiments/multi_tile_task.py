@@ -20,6 +20,14 @@ from .visual_forgetting_task import PATCH, SPECIAL_TOKEN_IDS, grid_digits
 # layout -> (tile rows, tile columns); tiles are numbered 1, 2, ... in reading order
 LAYOUTS = {"2x2": (2, 2), "1x3": (1, 3)}
 LETTERS = "abcdefghijklmnop"
+# background grey of tile k (reading order) with `shaded` tiles: what tells the tiles apart to the frozen tower
+SHADES = (255, 215, 175, 135)
+
+
+def shaded(image: Image.Image, grey: int) -> Image.Image:
+    """A black-on-white image with its white background turned `grey` (the ink kept)."""
+    ink = Image.eval(image.convert("L"), lambda v: 255 - v)
+    return Image.composite(Image.new("RGB", image.size, "black"), Image.new("RGB", image.size, (grey,) * 3), ink)
 
 
 def pinpoints(tile: int, layouts=tuple(LAYOUTS)) -> list[list[int]]:
@@ -28,18 +36,25 @@ def pinpoints(tile: int, layouts=tuple(LAYOUTS)) -> list[list[int]]:
 
 
 def render_multi_tile(
-    rng: random.Random, tile: int = 56, grid: int = 4, layouts=tuple(LAYOUTS), question: str = "row"
+    rng: random.Random,
+    tile: int = 56,
+    grid: int = 4,
+    layouts=tuple(LAYOUTS),
+    question: str = "row",
+    shade: bool = False,
 ) -> DocumentSample:
     """One image of digit-grid tiles in one of `layouts` and a question naming one region, a tile by its number in
     reading order (tile 2 is the top-right one of a 2 x 2 image): every question has the same number of tokens.
     `question="row"`: "Read row 3 of tile 2.", the answer is that row's digits after their cell letters (`a3b5c7d0`);
-    `"tile"`: "Read tile 2.", the answer is every digit of that tile after its cell's letter (`a3b5...p1`)."""
+    `"tile"`: "Read tile 2.", the answer is every digit of that tile after its cell's letter (`a3b5...p1`).
+    `shade`: tile k's background is `SHADES[k]` grey, so that a tile's own pixels say which tile it is."""
     rows, cols = LAYOUTS[rng.choice(list(layouts))]
     image = Image.new("RGB", (cols * tile, rows * tile), "white")
     tiles = []
     for k in range(rows * cols):
         sample = render_digit_grid(rng, size=tile, grid=grid, question="all")
-        image.paste(sample.image, ((k % cols) * tile, (k // cols) * tile))
+        tile_image = shaded(sample.image, SHADES[k]) if shade else sample.image
+        image.paste(tile_image, ((k % cols) * tile, (k // cols) * tile))
         tiles.append(grid_digits(sample.answer))
     which, row = rng.randrange(rows * cols), rng.randrange(grid)
     if question == "tile":
@@ -52,10 +67,14 @@ def render_multi_tile(
     return DocumentSample(image, f"Read row {row + 1} of tile {which + 1}.", answer, "multi_tile")
 
 
-def generate(num_samples: int, seed: int, split: str, tile: int, grid: int, layouts=tuple(LAYOUTS), question="row"):
+def generate(
+    num_samples: int, seed: int, split: str, tile: int, grid: int, layouts=tuple(LAYOUTS), question="row", shade=False
+):
     """`num_samples` `DocumentSample`s, deterministic for `(seed, split)`; splits use disjoint seed streams."""
     base = seed * 10_000_019 + SPLIT_SEED_OFFSETS[split] + 5_000_000  # apart from the one-tile task's streams
-    return [render_multi_tile(random.Random(base + i), tile, grid, layouts, question) for i in range(num_samples)]
+    return [
+        render_multi_tile(random.Random(base + i), tile, grid, layouts, question, shade) for i in range(num_samples)
+    ]
 
 
 def build_tokenizer():
@@ -123,11 +142,25 @@ def datasets_for(preset: dict, seed: int, test_samples: int, question_first: boo
     from datasets import Dataset
 
     train_samples = generate(
-        preset["train"], seed, "train", preset["tile"], preset["grid"], preset["layouts"], preset["question"]
+        preset["train"],
+        seed,
+        "train",
+        preset["tile"],
+        preset["grid"],
+        preset["layouts"],
+        preset["question"],
+        preset.get("shade", False),
     )
     train_keys = {content_key(s.image) for s in train_samples}
     test_samples_ = generate(
-        test_samples, seed, "test", preset["tile"], preset["grid"], preset["layouts"], preset["question"]
+        test_samples,
+        seed,
+        "test",
+        preset["tile"],
+        preset["grid"],
+        preset["layouts"],
+        preset["question"],
+        preset.get("shade", False),
     )
     kept = [s for s in test_samples_ if content_key(s.image) not in train_keys]
     train = Dataset.from_list([s.to_chat(question_first) for s in train_samples])
@@ -137,6 +170,7 @@ def datasets_for(preset: dict, seed: int, test_samples: int, question_first: boo
 
 __all__ = [
     "LAYOUTS",
+    "SHADES",
     "PRESETS",
     "VARIANTS",
     "build_model_and_processor",
@@ -145,5 +179,6 @@ __all__ = [
     "generate",
     "pinpoints",
     "render_multi_tile",
+    "shaded",
     "variant_config",
 ]
