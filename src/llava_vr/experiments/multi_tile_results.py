@@ -35,16 +35,22 @@ def recovered_share(runs: list[dict], variant: str, key: str = "accuracy", pool:
     return (means[2] - means[1]) / (means[0] - means[1])
 
 
+def layouts_of(row: dict) -> list[str]:
+    """The AnyRes layouts of the run's images (its preset's; both where the preset does not say)."""
+    return list(row.get("preset", {}).get("layouts", row["image_tokens"]))
+
+
 def tokens_per_image(row: dict) -> float:
-    """Mean image tokens of the two layouts (half the images each)."""
-    return statistics.mean(row["image_tokens"].values())
+    """Mean image tokens over the run's layouts (drawn equally often)."""
+    return statistics.mean(row["image_tokens"][layout] for layout in layouts_of(row))
 
 
 def summarize(runs: list[dict]) -> str:
     """Markdown table, one row per variant, then the question-first/after comparison."""
     lines = [
-        "| variant | question | image tokens (2x2 / 1x3) | seeds | exact match (mean ± std) | per seed | "
-        "per-digit accuracy (mean ± std) | per seed | pooling loss recovered (exact / digit) | train s (mean) |",
+        f"| variant | question | image tokens ({' / '.join(layouts_of(runs[0]))}) | seeds | exact match (mean ± std) | "
+        "per seed | per-digit accuracy (mean ± std) | per seed | pooling loss recovered (exact / digit) | "
+        "train s (mean) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in dict.fromkeys(r["variant"] for r in runs):
@@ -56,9 +62,9 @@ def summarize(runs: list[dict]) -> str:
             shares = [recovered_share(runs, variant, key, pool) for key in ("accuracy", "digit_accuracy")]
             if None not in shares:
                 recovered = " / ".join(f"{100 * x:.0f} %" for x in shares)
-        tokens = rows[0]["image_tokens"]
+        tokens = " / ".join(str(rows[0]["image_tokens"][layout]) for layout in layouts_of(rows[0]))
         lines.append(
-            f"| {variant} | {'first' if rows[0]['question_first'] else 'after'} | {tokens['2x2']} / {tokens['1x3']} | "
+            f"| {variant} | {'first' if rows[0]['question_first'] else 'after'} | {tokens} | "
             f"{', '.join(str(r['seed']) for r in rows)} | {_mean_std(exact)} | {', '.join(f'{a:.3f}' for a in exact)} "
             f"| {_mean_std(digits)} | {', '.join(f'{a:.3f}' for a in digits)} | {recovered} | "
             f"{statistics.mean(r['train_seconds'] for r in rows):.0f} |"
@@ -105,7 +111,7 @@ def plot(runs: list[dict], path: Path) -> None:
         line = axes.errorbar(x, statistics.mean(values), yerr=std, marker=marker, capsize=3, label=variant, ls="")
         axes.scatter([x] * len(values), values, s=8, color=line[0].get_color(), alpha=0.5)
     axes.set_xscale("log")
-    axes.set_xlabel("image tokens per image (mean of the 2x2 and 1x3 layouts)")
+    axes.set_xlabel(f"image tokens per image ({' / '.join(layouts_of(runs[0]))} layout)")
     axes.set_ylabel("exact match, held-out test images")
     axes.set_ylim(-0.02, 1.02)
     axes.set_title("Multi-tile region questions: accuracy against image tokens")
