@@ -218,8 +218,8 @@ def test_video_logits_and_greedy_tokens_match_transformers_llava_onevision(visio
         ours(**inputs).logits[real], expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item()
     )
     assert torch.equal(
-        ours.generate(**inputs, max_new_tokens=5, do_sample=False),
-        source.generate(**inputs, max_new_tokens=5, do_sample=False),
+        ours.generate(**inputs, max_new_tokens=3, do_sample=False),
+        source.generate(**inputs, max_new_tokens=3, do_sample=False),
     )
 
 
@@ -325,30 +325,37 @@ def test_mixed_batch_with_left_padding_generates_each_prompt_as_alone():
     conversations = mixed_conversations()
     batch = chat(processor, conversations)
     assert batch["pixel_values_videos"].shape[:2] == (3, 2) and batch["pixel_values"].shape[0] == 1
-    batched = model.generate(**batch, max_new_tokens=6, do_sample=False)[:, batch["input_ids"].shape[1] :]
+    batched = model.generate(**batch, max_new_tokens=3, do_sample=False)[:, batch["input_ids"].shape[1] :]
     for row, conversation in enumerate(conversations):
         alone = chat(processor, [conversation])
-        tokens = model.generate(**alone, max_new_tokens=6, do_sample=False)[0, alone["input_ids"].shape[1] :]
+        tokens = model.generate(**alone, max_new_tokens=3, do_sample=False)[0, alone["input_ids"].shape[1] :]
         assert batched[row].tolist() == tokens.tolist(), row
 
 
 def test_generate_with_the_cache_equals_generate_without_it_on_video():
     processor, model = video_processor_and_model()
     inputs = chat(processor, mixed_conversations()[:1])
-    cached = model.generate(**inputs, max_new_tokens=6, do_sample=False)
-    uncached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=False)
+    cached = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    uncached = model.generate(**inputs, max_new_tokens=3, do_sample=False, use_cache=False)
     assert torch.equal(cached, uncached)
     with torch.no_grad():  # the prefill's last logits are the forward's
         last = model(**inputs).logits[0, -1]
     assert int(last.argmax()) == int(cached[0, inputs["input_ids"].shape[1]])
 
 
-def test_beam_search_and_num_return_sequences_expand_the_video_features():
+def test_beam_search_expands_the_video_features_per_prompt():
+    """generate() expands the encoded videos (and VR's features) for the beams: a batch of two video prompts gives
+    each prompt's own beam-search result."""
     processor, model = video_processor_and_model()
-    inputs = chat(processor, mixed_conversations()[1:2])
-    greedy = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-    sequences = model.generate(**inputs, max_new_tokens=4, do_sample=False, num_beams=2, num_return_sequences=2)
-    assert sequences.shape[0] == 2 and sequences.shape[1] <= greedy.shape[1]
+    processor.tokenizer.padding_side = "left"
+    conversations = mixed_conversations()[:2]
+    beams = dict(max_new_tokens=3, do_sample=False, num_beams=2, num_return_sequences=2)
+    batch = chat(processor, conversations)
+    batched = model.generate(**batch, **beams)[:, batch["input_ids"].shape[1] :]
+    for row, conversation in enumerate(conversations):
+        alone = chat(processor, [conversation])
+        expected = model.generate(**alone, **beams)[:, alone["input_ids"].shape[1] :]
+        assert batched[2 * row : 2 * row + 2, : expected.shape[1]].tolist() == expected.tolist(), row
 
 
 # ---------------------------------------------------------------------------------------------------------------------

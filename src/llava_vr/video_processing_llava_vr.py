@@ -26,6 +26,9 @@ class VideoInputError(ValueError):
     """A video this module cannot use (no frames, frames of different sizes, an unreadable file, ...)."""
 
 
+PIL_VIDEO_SUFFIXES = (".gif", ".png", ".apng", ".webp")
+"""Files read with PIL only (animated image formats); anything else PIL cannot identify goes to PyAV."""
+
 # PIL resampling filter (the image processor's `resample`) -> torch interpolation mode
 _RESAMPLE_MODES = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
@@ -159,6 +162,8 @@ def load_video(video, num_frames: int | None = None, fps: float | None = None, n
         if not Path(path).is_file():
             raise VideoInputError(f"{name}: no such video file {path}")
         read = _read_with_pil(path)
+        if read is None and Path(path).suffix.lower() in PIL_VIDEO_SUFFIXES:
+            raise VideoInputError(f"cannot read the video {path}: not a readable {Path(path).suffix} image sequence")
         if read is None:
             frames, video_fps = _read_with_pyav(path, num_frames, fps)
             if isinstance(frames, np.ndarray):  # already sampled while decoding
