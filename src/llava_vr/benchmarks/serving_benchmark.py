@@ -15,7 +15,13 @@ requests, all `C` are submitted at `t0` (the single-request level is measured `-
 vLLM is `LLM.generate` (continuous batching, its engine core in a process of its own as `vllm serve` runs it).
 Transformers has no continuous batching; it is measured two ways: `sequential` (one `generate` per request, in turn:
 how a Transformers server answers today) and `batched` (one `generate` over all `C` requests, left-padded).
-Writes `<stem>.json`, `.csv`, `.md` and `.png` (stem `serving_<preset>_cpu` unless `--tag`) to `--output-dir`.
+`--tensor-parallel-sizes 1 2` adds vLLM with its decoder sharded over 2 worker processes (engine `vllm tp2`).
+
+On a CPU, vLLM's worker computes on the cores `--vllm-omp-bind` gives it. The default `threads` pins one OpenMP
+thread to each of the first `--threads` usable cores (split into one run per tensor-parallel rank): the cores
+Transformers computes on. vLLM's own default (`auto`) reserves one core per worker for its scheduler process and
+binds the rest, which on a 2-core machine leaves the model one core.
+Writes `<stem>.json`, `.csv`, `.md` and `.png` (stem `serving_<preset>_<device>` unless `--tag`) to `--output-dir`.
 
 Example:
     llava-vr bench serving --preset cpu-small --concurrency 1 4 16 --threads 2
@@ -56,9 +62,8 @@ def build_parser(prog: str = PROG):
         prog,
         __doc__,
         SERVING_PRESETS,
-        "serving_<preset>_cpu",
+        "serving_<preset>_<device>",
         default_preset="cpu-small",
-        device=False,
         repeats=("--rounds", "--repeats"),
         repeats_default=5,
         threads_default=2,
@@ -68,6 +73,19 @@ def build_parser(prog: str = PROG):
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=DEFAULT_VARIANTS)
     parser.add_argument("--engines", nargs="+", choices=sorted(ENGINES), default=sorted(ENGINES))
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
+    parser.add_argument(
+        "--concurrent-rounds",
+        type=int,
+        default=1,
+        help="measurements of every level above one request (fresh images each; medians reported)",
+    )
+    parser.add_argument(
+        "--tensor-parallel-sizes",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="vLLM's tensor_parallel_size, one engine each (2: the decoder sharded over two worker processes)",
+    )
     parser.add_argument(
         "--max-tokens",
         type=int,
@@ -84,10 +102,12 @@ def build_parser(prog: str = PROG):
     )
     parser.add_argument(
         "--vllm-omp-bind",
-        default="auto",
-        help="VLLM_CPU_OMP_THREADS_BIND for vLLM: 'auto' (vLLM's default: one pinned thread per "
-        "physical core, one core reserved for its scheduler) or 'nobind' (--threads unpinned "
-        "threads, as Transformers gets)",
+        default="threads",
+        help="VLLM_CPU_OMP_THREADS_BIND for vLLM on a CPU: 'threads' (default: one pinned thread on each of the "
+        "first --threads usable cores, one run of them per tensor-parallel rank: the cores Transformers computes "
+        "on), 'auto' (vLLM's default: one thread per physical core of a NUMA node per rank, one core per worker "
+        "reserved for its scheduler), 'nobind' (--threads unpinned threads) or vLLM's own core lists ('0-1', "
+        "'0|1')",
     )
     return parser
 
@@ -99,6 +119,7 @@ def run(argv: list[str] | None = None, prog: str = PROG) -> dict:
 
 def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
     plotting_available(say_so=True)
+    args.device = str(device)
     with tempfile.TemporaryDirectory(prefix="llava-vr-serving-") as workdir:
         rows = collect_rows(args, preset, dtype_name(dtype), Path(workdir))
     ratios = add_ratios(rows)
@@ -115,12 +136,16 @@ def _run(args, preset: dict, device, dtype, threads: int, command: str) -> dict:
         image_size=args.image_size,
         max_tokens=args.max_tokens,
         rounds_at_one_request=args.repeats,
-        threads=args.threads,
+        rounds_at_other_levels=args.concurrent_rounds,
+        threads=threads,
         vllm_omp_bind=args.vllm_omp_bind,
+        vllm_threads_bind={tp: vllm_threads_bind(args.vllm_omp_bind, threads, tp) for tp in args.tensor_parallel_sizes}
+        if device.type == "cpu"
+        else None,
         rows=rows,
         ratios=ratios,
     )
-    stem = args.tag or f"serving_{args.preset}_cpu"
+    stem = args.tag or f"serving_{args.preset}_{device.type}"
     args.output_dir.mkdir(parents=True, exist_ok=True)
     Path(f"{args.output_dir / stem}.md").write_text(report + "\n")
     write_results(args.output_dir, stem, payload, rows, lambda path: plot(rows, path))
@@ -144,9 +169,34 @@ def save_variant(preset: dict, variant: str, folder: Path, dtype: str) -> Path:
     return folder
 
 
-def run_engine(engine: str, folder: Path, args, dtype: str) -> dict:
+def vllm_threads_bind(mode: str, threads: int, tensor_parallel: int = 1, cores: list[int] | None = None) -> str:
+    """`VLLM_CPU_OMP_THREADS_BIND` for `--vllm-omp-bind mode`: `threads` -> the first `threads` of the usable `cores`
+    (at least one per rank) in `tensor_parallel` equal runs, `|`-separated (`"0,1"`; `"0|1"` for two ranks); any
+    other value as given."""
+    if mode != "threads":
+        return mode
+    cores = sorted(os.sched_getaffinity(0)) if cores is None else cores
+    chosen = cores[: max(threads, tensor_parallel)]
+    share = len(chosen) // tensor_parallel
+    return "|".join(",".join(str(c) for c in chosen[r * share : (r + 1) * share]) for r in range(tensor_parallel))
+
+
+def engine_runs(args, threads: int) -> list[tuple[str, dict]]:
+    """`(engine, extra keyword arguments)` per engine process, in order: Transformers, then vLLM per
+    tensor-parallel size."""
+    runs = []
+    for engine in args.engines:
+        if engine != "vllm":
+            runs.append((engine, {}))
+            continue
+        for tp in args.tensor_parallel_sizes:
+            bind = vllm_threads_bind(args.vllm_omp_bind, threads, tp)
+            runs.append((engine, {"tensor_parallel": tp, "env": {"VLLM_CPU_OMP_THREADS_BIND": bind}}))
+    return runs
+
+
+def run_engine(engine: str, folder: Path, args, dtype: str, **extra) -> dict:
     """One engine in a fresh process (no state, threads or caches shared with the other engine)."""
-    extra = {"omp_bind": args.vllm_omp_bind} if engine == "vllm" else {}
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         future = pool.submit(
             ENGINES[engine],
@@ -155,9 +205,11 @@ def run_engine(engine: str, folder: Path, args, dtype: str) -> dict:
             tuple(args.image_size),
             sorted(args.concurrency),
             args.max_tokens,
-            args.threads,
+            torch.get_num_threads(),
             dtype,
             args.repeats,
+            concurrent_rounds=args.concurrent_rounds,
+            device=args.device,
             **extra,
         )
         return future.result()
@@ -167,8 +219,8 @@ def collect_rows(args, preset: dict, dtype: str, workdir: Path) -> list[dict]:
     rows = []
     for variant in args.variants:
         folder = save_variant(preset, variant, workdir / variant.replace("+", "_"), dtype)
-        for engine in args.engines:
-            for mode, by_concurrency in run_engine(engine, folder, args, dtype).items():
+        for engine, extra in engine_runs(args, torch.get_num_threads()):
+            for mode, by_concurrency in run_engine(engine, folder, args, dtype, **extra).items():
                 for concurrency, numbers in by_concurrency.items():
                     rows.append({"variant": variant, "engine": mode, "concurrency": concurrency, **numbers})
                     print(
@@ -184,12 +236,13 @@ def add_ratios(rows: list[dict]) -> list[dict]:
     index = {(r["variant"], r["engine"], r["concurrency"]): r for r in rows}
     ratios = []
     for (variant, engine, concurrency), row in index.items():
-        for mode in ("sequential", "batched") if engine == "vllm" else ():
+        for mode in ("sequential", "batched") if engine.startswith("vllm") else ():
             other = index.get((variant, mode, concurrency))
             if other is not None:
                 ratios.append(
                     {
                         "variant": variant,
+                        "engine": engine,
                         "concurrency": concurrency,
                         "against": f"transformers {mode}",
                         "throughput_ratio": row["output_tokens_per_s"] / other["output_tokens_per_s"],
@@ -218,8 +271,11 @@ def tables(rows: list[dict], ratios: list[dict]) -> str:
         ],
     )
     relative = markdown_table(
-        ["variant", "concurrent requests", "vLLM against", "throughput ×", "TTFT ratio (lower is better)"],
-        [[r["variant"], r["concurrency"], r["against"], r["throughput_ratio"], r["ttft_ratio"]] for r in ratios],
+        ["variant", "concurrent requests", "engine", "against", "throughput ×", "TTFT ratio (lower is better)"],
+        [
+            [r["variant"], r["concurrency"], r["engine"], r["against"], r["throughput_ratio"], r["ttft_ratio"]]
+            for r in ratios
+        ],
     )
     return numbers + "\n\n" + relative
 
@@ -258,10 +314,10 @@ def request_messages(question: str) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
 
 
-def image_batches(size: tuple[int, int], concurrency: list[int], rounds: int = 1):
+def image_batches(size: tuple[int, int], concurrency: list[int], rounds: int = 1, concurrent_rounds: int = 1):
     """`(warm_up, {C: [images of each round]})`: one warm-up image, then per level `C` fresh random RGB images
-    `(height, width)` per round (`rounds` rounds at `C = 1`, one otherwise), all different (the weights are random
-    too: content does not matter, distinct pixels do); the same in every engine."""
+    `(height, width)` per round (`rounds` rounds at `C = 1`, `concurrent_rounds` otherwise), all different (the
+    weights are random too: content does not matter, distinct pixels do); the same in every engine."""
     import numpy as np
     from PIL import Image
 
@@ -271,7 +327,7 @@ def image_batches(size: tuple[int, int], concurrency: list[int], rounds: int = 1
         return [Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)) for _ in range(count)]
 
     warm_up = fresh(1)
-    return warm_up, {c: [fresh(c) for _ in range(rounds if c == 1 else 1)] for c in concurrency}
+    return warm_up, {c: [fresh(c) for _ in range(rounds if c == 1 else concurrent_rounds)] for c in concurrency}
 
 
 def run_transformers(
@@ -283,6 +339,8 @@ def run_transformers(
     threads: int,
     dtype: str,
     rounds: int = 1,
+    concurrent_rounds: int = 1,
+    device: str = "cpu",
 ) -> dict:
     """`{"sequential": {C: {...}}, "batched": {C: {...}}}` for Transformers `generate`."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -291,14 +349,15 @@ def run_transformers(
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     processor.tokenizer.padding_side = "left"
     model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True, dtype=getattr(torch, dtype))
-    model.eval()
+    model.to(device).eval()
     prompt = processor.apply_chat_template(request_messages(question), add_generation_prompt=True)
-    warm_up, images = image_batches(image_size, concurrency, rounds)
+    warm_up, images = image_batches(image_size, concurrency, rounds, concurrent_rounds)
     kwargs = dict(max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False)
 
     def generate(batch_images) -> float:
         """The time of the first generated token (`StepClock.times[0]` is the prompt)."""
         inputs = processor(images=batch_images, text=[prompt] * len(batch_images), padding=True, return_tensors="pt")
+        inputs = inputs.to(device)
         clock = StepClock()
         with torch.inference_mode():
             model.generate(**inputs, **kwargs, streamer=clock)
@@ -330,20 +389,24 @@ def run_vllm(
     threads: int,
     dtype: str,
     rounds: int = 1,
-    omp_bind: str = "auto",
+    concurrent_rounds: int = 1,
+    device: str = "cpu",
+    tensor_parallel: int = 1,
+    env: dict | None = None,
 ) -> dict:
-    """`{"vllm": {C: {...}}}` for vLLM's offline engine (continuous batching, the model's enforced settings).
+    """`{"vllm": {C: {...}}}` (`"vllm tpN"` for `tensor_parallel` N > 1) for vLLM's offline engine (continuous
+    batching, the model's enforced settings), with `env` set first (on a CPU: `VLLM_CPU_OMP_THREADS_BIND`, the cores
+    each worker's OpenMP threads are pinned to; see `vllm_threads_bind`).
 
-    `omp_bind` is `VLLM_CPU_OMP_THREADS_BIND`: vLLM's default `auto` pins one thread per physical core and reserves
-    a core for its scheduler (on a 2-core machine the model then computes on one core); `nobind` runs `threads`
-    unpinned threads, as Transformers does. The engine core runs in a process of its own, as `vllm serve` runs it:
-    vLLM's CPU worker replaces `torch.set_num_threads` in its process by a warning (its threads are bound), so with
-    the engine in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) every thread guard of vLLM's own front end
-    warned (about 40 lines a run); what is left is the worker's own start-up (two lines an engine, vLLM's)."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = omp_bind
+    The engine core runs in a process of its own, as `vllm serve` runs it: vLLM's CPU worker replaces
+    `torch.set_num_threads` in its process by a warning (its threads are bound), so with the engine in this process
+    (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) every thread guard of vLLM's own front end warned (about 40 lines a run);
+    what is left is the worker's own start-up (two lines a worker, vLLM's)."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    if device == "cpu":
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.update(env or {})
     from transformers import AutoConfig, AutoProcessor
     from vllm import LLM, SamplingParams
 
@@ -357,9 +420,10 @@ def run_vllm(
         dtype=dtype,
         max_model_len=max_len,
         max_num_seqs=max(concurrency),
-        enforce_eager=True,
+        enforce_eager=device == "cpu",
         disable_log_stats=False,
         limit_mm_per_prompt={"image": 1},
+        tensor_parallel_size=tensor_parallel,
         seed=0,
     )
     params = SamplingParams(
@@ -376,10 +440,11 @@ def run_vllm(
         firsts = [o.metrics.first_token_latency for o in outputs if o.metrics is not None]
         return _rates(len(batch), max_tokens, elapsed, firsts or None)
 
-    warm_up, images = image_batches(image_size, concurrency, rounds)
+    warm_up, images = image_batches(image_size, concurrency, rounds, concurrent_rounds)
+    name = "vllm" if tensor_parallel == 1 else f"vllm tp{tensor_parallel}"
     try:
         measure(warm_up)
-        return {"vllm": {c: _median([measure(batch) for batch in images[c]]) for c in concurrency}}
+        return {name: {c: _median([measure(batch) for batch in images[c]]) for c in concurrency}}
     finally:  # stops the engine core process (else this process's exit waits for it forever)
         llm.llm_engine.engine_core.shutdown()
 
@@ -412,4 +477,5 @@ __all__ = [
     "run",
     "run_transformers",
     "run_vllm",
+    "vllm_threads_bind",
 ]
