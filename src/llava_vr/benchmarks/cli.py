@@ -1,10 +1,11 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""`llava-vr bench`: the four benchmarks, and the options and start-up they share.
+"""`llava-vr bench`: the benchmarks, and the options and start-up they share.
 
     llava-vr bench model --preset cpu-small [...]              whole model: projector / VR variants side by side
     llava-vr bench vision-remember --preset real [...]         one Vision Remember module alone
     llava-vr bench decode --preset cpu-small [...]             decode tokens/s with and without torch.compile
     llava-vr bench serving --preset cpu-small [...]            vLLM against Transformers generate (serve install)
+    llava-vr bench video --preset cpu-small [...]              video TTFT: mlp vs pooling vs pooling + VR
 
 `llava-vr bench NAME --help` lists a benchmark's options. Each benchmark module has `build_parser(prog)` (on
 `benchmark_parser`: the options they share) and `run(argv, prog)`, which returns the payload of its JSON file.
@@ -33,6 +34,10 @@ BENCHMARKS = {
     "serving": (
         "llava_vr.benchmarks.serving_benchmark",
         "vLLM against Transformers generate: throughput and TTFT at 1 / 4 / 16 concurrent requests",
+    ),
+    "video": (
+        "llava_vr.benchmarks.video_benchmark",
+        "video TTFT for 8 / 16 / 32 frames: mlp vs pooling vs pooling + VR, CLIP-L and SigLIP widths",
     ),
 }
 

@@ -21,7 +21,13 @@ from collections.abc import Mapping, Sequence
 import torch
 from transformers import BatchFeature
 from vllm.multimodal.inputs import MultiModalFieldConfig, MultiModalKwargsItems
-from vllm.multimodal.parse import ImageProcessorItems, ImageSize, MultiModalDataItems, VideoProcessorItems
+from vllm.multimodal.parse import (
+    ImageProcessorItems,
+    ImageSize,
+    MultiModalDataItems,
+    MultiModalDataParser,
+    VideoProcessorItems,
+)
 from vllm.multimodal.processing import (
     BaseDummyInputsBuilder,
     BaseMultiModalProcessor,
@@ -45,7 +51,36 @@ PROMPT_IMAGES_KWARG = "llava_vr_prompt_images"
 _BASE_TILE_SALT = "+llava_vr_base_tile_only"
 
 
+class LlavaVRDataParser(MultiModalDataParser):
+    """vLLM's parser, with a video given as a list of frames of different sizes refused by name (vLLM's own
+    `np.array(frames)` fails with numpy's 'inhomogeneous shape')."""
+
+    def _get_video_with_metadata(self, video):
+        if isinstance(video, list) and video:
+            sizes = [_frame_size(frame) for frame in video]
+            odd = next((i for i, size in enumerate(sizes) if size != sizes[0]), None)
+            if odd is not None:
+                raise ValueError(
+                    f"a video has frames of different sizes: frame 0 is {sizes[0][0]}x{sizes[0][1]}, frame {odd} is "
+                    f"{sizes[odd][0]}x{sizes[odd][1]} (height x width); every frame of a video must have one size"
+                )
+        return super()._get_video_with_metadata(video)
+
+
+def _frame_size(frame) -> tuple:
+    """`(height, width)` of a PIL image or an `(H, W[, C])` array."""
+    if hasattr(frame, "size") and not hasattr(frame, "shape"):
+        return frame.size[1], frame.size[0]
+    return tuple(frame.shape[:2])
+
+
 class LlavaVRProcessingInfo(BaseProcessingInfo):
+    def get_data_parser(self) -> MultiModalDataParser:
+        return LlavaVRDataParser(
+            expected_hidden_size=self._get_expected_hidden_size(),
+            allow_missing_mm_embeddings=self.allow_missing_mm_embeddings,
+        )
+
     def get_hf_config(self):
         return self.ctx.get_hf_config()  # the checkpoint's own (remote-code) LlavaVRConfig class
 
@@ -188,9 +223,14 @@ class LlavaVRMultiModalProcessor(BaseMultiModalProcessor[LlavaVRProcessingInfo])
         """Each video alone through the processor (its sampling, resizing and normalisation): its frames, flat."""
         processor = self.info.get_hf_processor(**kwargs)
         frames = []
-        for video in videos:  # one call per video: a call stacks its videos, which must then have equal lengths
+        for index, video in enumerate(videos):  # one call per video: a call stacks its videos (equal lengths only)
             data = dict(text=processor.video_token, videos=[video])
-            processed = self.info.ctx.call_hf_processor(processor, data, kwargs)
+            try:
+                processed = self.info.ctx.call_hf_processor(processor, data, kwargs)
+            except ValueError as error:  # vLLM's message repeats every frame's pixels; the processor's names the fault
+                if isinstance(error.__cause__, ValueError):
+                    raise ValueError(f"video {index}: {error.__cause__}") from error.__cause__
+                raise
             frames.append(processed["pixel_values_videos"][0])
         return {
             "pixel_values_videos": torch.cat(frames),
