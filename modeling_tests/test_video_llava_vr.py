@@ -284,6 +284,22 @@ def test_video_vision_remember_inputs_place_every_token_in_its_own_frame():
     assert vr_inputs.window_valid.all() and vr_inputs.window_index.shape[1] == cells
 
 
+def test_videos_of_different_lengths_encode_flat_as_each_alone():
+    """`(total_frames, 3, H, W)` with `video_num_frames` (how vLLM batches videos of different lengths) gives each
+    video's tokens and VR features as its own `(1, frames, 3, H, W)` encoding."""
+    _, model = video_processor_and_model(projector_type="mlp")
+    videos = [torch.randn(n, 3, SIGLIP_TILE, SIGLIP_TILE, generator=torch.Generator().manual_seed(n)) for n in (3, 1)]
+    flat = model.model.get_video_features(torch.cat(videos), video_num_frames=[3, 1])
+    for index, video in enumerate(videos):
+        alone = model.model.get_video_features(video[None])
+        torch.testing.assert_close(flat.pooler_output[index], alone.pooler_output[0], rtol=1e-5, atol=1e-6)
+        for got, expected in zip(flat.vision_remember_features, alone.vision_remember_features, strict=True):
+            torch.testing.assert_close(got[index], expected[0], rtol=1e-5, atol=1e-6)
+    assert [len(tokens) for tokens in flat.pooler_output] == [3 * 4 + 1, 1 * 4 + 1]
+    with pytest.raises(ValueError, match="do not add up"):
+        model.model.get_video_features(torch.cat(videos), video_num_frames=[2, 1])
+
+
 def test_vision_remember_video_off_leaves_video_tokens_as_projected():
     processor, model = video_processor_and_model(vision_remember_video=False)
     inputs = processor(text="<video> what?", videos=[random_video(2)], return_tensors="pt")

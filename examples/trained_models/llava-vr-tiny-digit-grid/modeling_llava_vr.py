@@ -125,6 +125,13 @@ def video_vision_remember_inputs(
     windows of `config.video_vision_remember_window_size`, and its own group (token self-attention and `global` span
     one frame). `video_features`: per video `(frames, G*G, C_ml)` features, `(frames, G*G)` saliency, token cells
     `video_token_cells(frames, gv)`, as `get_video_features` gives them."""
+    num_tokens, num_cells = int(video_mask.sum()), sum(int(cells.shape[0]) for cells in video_features.token_cells)
+    if num_tokens != num_cells:
+        raise ValueError(
+            f"Video features and video tokens do not match, tokens: {num_tokens}, features: {num_cells}: Vision "
+            "Remember needs every token of a video in one forward (chunked prefill or truncation through a video is "
+            "not supported)"
+        )
     interaction = CROSS_ATTENTION_CLASSES[config.vision_remember_interaction]
     return VisionRememberInputs.build(
         video_mask,
@@ -481,15 +488,20 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         pixel_values_videos: torch.Tensor,
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
+        video_num_frames: torch.LongTensor | list[int] | None = None,
         **kwargs,
     ) -> LlavaVRImageFeaturesOutput:
         r"""
         Encodes videos as LLaVA-OneVision does: every frame through the tower at the base tile resolution, the
         projector, then bilinear pooling of the frame's token grid by `config.spatial_pool_stride`; the frames' tokens
         in order, then one `image_newline` per video. With Vision Remember on video (`config.vision_remember_video`),
-        also gathers what VR reads: each frame is a tile of its video.
+        also gathers what VR reads: each frame is a tile of its video. All frames of all videos go through the tower
+        and the pooling in one batch.
 
-        pixel_values_videos (`torch.Tensor` of shape `(num_videos, frames, 3, H, W)`): the processor's frames.
+        pixel_values_videos (`torch.Tensor`): `(num_videos, frames, 3, H, W)` (the processor's), or the frames of
+            videos of different lengths flattened, `(total_frames, 3, H, W)`, with `video_num_frames`.
+        video_num_frames (`torch.LongTensor` or `list[int]` of length `num_videos`, *optional*): frames per video of
+            a flattened `pixel_values_videos`.
         **kwargs: passed to the vision tower (`output_attentions`, `output_hidden_states`).
 
         Returns `LlavaVRImageFeaturesOutput` with `pooler_output` (per video `(frames * gv**2 + 1, hidden_size)`,
@@ -498,34 +510,41 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
         on video).
         """
         config = self.config
-        if pixel_values_videos.dim() != 5:
+        shape = tuple(pixel_values_videos.shape)
+        if pixel_values_videos.dim() == 5 and video_num_frames is None:
+            frames_per_video = [shape[1]] * shape[0]
+            pixel_values_videos = pixel_values_videos.flatten(0, 1)
+        elif pixel_values_videos.dim() == 4 and video_num_frames is not None:
+            frames_per_video = [int(n) for n in video_num_frames]
+            if sum(frames_per_video) != shape[0]:
+                raise ValueError(f"video_num_frames {frames_per_video} do not add up to the {shape[0]} frames given")
+        else:
             raise ValueError(
-                f"pixel_values_videos of shape {tuple(pixel_values_videos.shape)}: expected (num_videos, frames, 3, "
-                "height, width)"
+                f"pixel_values_videos of shape {shape}: expected (num_videos, frames, 3, height, width), or "
+                "(total_frames, 3, height, width) with video_num_frames"
             )
-        num_videos, frames = pixel_values_videos.shape[:2]
         tile = config.vision_config.image_size
-        if frames == 0 or num_videos == 0:
-            raise ValueError(f"pixel_values_videos of shape {tuple(pixel_values_videos.shape)} hold no frames")
-        if tuple(pixel_values_videos.shape[2:]) != (3, tile, tile):
-            shape = tuple(pixel_values_videos.shape[2:])
-            raise ValueError(f"video frames are {shape}, the tower expects (3, {tile}, {tile})")
+        if not frames_per_video or min(frames_per_video) < 1:
+            raise ValueError(f"pixel_values_videos of shape {shape} hold a video without frames ({frames_per_video})")
+        if tuple(pixel_values_videos.shape[1:]) != (3, tile, tile):
+            raise ValueError(
+                f"video frames are {tuple(pixel_values_videos.shape[1:])}, the tower expects (3, {tile}, {tile})"
+            )
         with_vr = bool(config.vision_remember_layers) and config.vision_remember_video
         tower_out, hidden_states, projected, multi_level, saliency = self._encode_tiles(
-            pixel_values_videos.flatten(0, 1), vision_feature_layer, vision_feature_select_strategy, with_vr, **kwargs
+            pixel_values_videos, vision_feature_layer, vision_feature_select_strategy, with_vr, **kwargs
         )
-        pooled = pool_frame_tokens(projected, config.spatial_pool_stride)  # (videos * frames, gv*gv, D)
-        pooled = pooled.reshape(num_videos, -1, pooled.shape[-1])
-        newline = self.image_newline[None, None, :].to(pooled).expand(num_videos, 1, -1)
-        packed = list(torch.cat((pooled, newline), dim=1).unbind(0))
+        pooled = pool_frame_tokens(projected, config.spatial_pool_stride)  # (total_frames, gv*gv, D)
+        newline = self.image_newline[None, :].to(pooled)
+        packed = [torch.cat((video.flatten(0, 1), newline)) for video in pooled.split(frames_per_video)]
 
         deepstack = None
         if with_vr:
-            cells = video_token_cells(frames, config.video_token_grid_size, multi_level.device)
+            grid, device = config.video_token_grid_size, multi_level.device
             deepstack = VisionRememberFeatures(
-                features=list(multi_level.unflatten(0, (num_videos, frames)).unbind(0)),
-                saliency=list(saliency.unflatten(0, (num_videos, frames)).unbind(0)),
-                token_cells=[cells] * num_videos,
+                features=list(multi_level.split(frames_per_video)),
+                saliency=list(saliency.split(frames_per_video)),
+                token_cells=[video_token_cells(n, grid, device) for n in frames_per_video],
             )
         return LlavaVRImageFeaturesOutput(
             last_hidden_state=tower_out.last_hidden_state,
