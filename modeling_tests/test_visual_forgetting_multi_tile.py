@@ -80,7 +80,11 @@ def test_a_tile_question_is_answered_with_every_digit_of_the_named_tile_and_an_u
     tiles = [render_digit_grid(rng, size=56, grid=4, question="all").answer.split() for _ in range(4)]
     tile = int(re.fullmatch(r"Read tile (\d)\.", sample.question)[1])
     assert sample.answer == "".join(f"{c}{d}" for c, d in zip("abcdefghijklmnop", tiles[tile - 1], strict=True))
-    with pytest.raises(ValueError, match="question must be 'row' or 'tile', got 'cell'"):
+    labelled = render_multi_tile(random.Random(5), layouts=("2x2",), question="tile_labelled")
+    assert labelled.answer == "".join("ABCD"[tile - 1] + sample.answer[i : i + 2] for i in range(0, 32, 2))
+    ids = build_tokenizer()(labelled.answer)["input_ids"]
+    assert len(ids) == 32  # one token per label ("Ba"), one per digit
+    with pytest.raises(ValueError, match="question must be 'row', 'tile' or 'tile_labelled', got 'cell'"):
         render_multi_tile(random.Random(5), question="cell")
 
 

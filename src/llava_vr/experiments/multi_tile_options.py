@@ -61,13 +61,13 @@ PRIORITY = [
     "pool_vr_sela_v1",
 ]
 PRESETS = {
-    # tile px, digits per tile side, AnyRes layouts, question ("tile" or "row"), tower (hidden, layers), LLM (hidden,
+    # tile px, digits per tile side, AnyRes layouts, question ("tile_labelled", "tile" or "row"), tower (hidden, layers), LLM (hidden,
     # layers), VR layers, optimizer steps, batch, training images, tower pretraining steps
     "cpu": dict(
         tile=56,
         grid=4,
         layouts=["2x2"],
-        question="tile",
+        question="tile_labelled",
         shade=True,
         tower=(32, 4),
         llm=(128, 4),
@@ -80,7 +80,7 @@ PRESETS = {
         tile=56,
         grid=4,
         layouts=["2x2", "1x3"],
-        question="tile",
+        question="tile_labelled",
         shade=True,
         tower=(32, 2),
         llm=(64, 2),

@@ -20,6 +20,7 @@ from .visual_forgetting_task import PATCH, SPECIAL_TOKEN_IDS, grid_digits
 # layout -> (tile rows, tile columns); tiles are numbered 1, 2, ... in reading order
 LAYOUTS = {"2x2": (2, 2), "1x3": (1, 3)}
 LETTERS = "abcdefghijklmnop"
+TILE_LETTERS = "ABCD"
 # background grey of tile k (reading order) with `shaded` tiles: what tells the tiles apart to the frozen tower
 SHADES = (255, 215, 175, 135)
 
@@ -46,7 +47,9 @@ def render_multi_tile(
     """One image of digit-grid tiles in one of `layouts` and a question naming one region, a tile by its number in
     reading order (tile 2 is the top-right one of a 2 x 2 image): every question has the same number of tokens.
     `question="row"`: "Read row 3 of tile 2.", the answer is that row's digits after their cell letters (`a3b5c7d0`);
-    `"tile"`: "Read tile 2.", the answer is every digit of that tile after its cell's letter (`a3b5...p1`).
+    `"tile"`: "Read tile 2.", the answer is every digit of that tile after its cell's letter (`a3b5...p1`);
+    `"tile_labelled"`: the same with the tile's letter before each cell's (`Ba3Bb5...Bp1`, one token per label), so
+    a digit follows a label that names both its tile and its cell.
     `shade`: tile k's background is `SHADES[k]` grey, so that a tile's own pixels say which tile it is."""
     rows, cols = LAYOUTS[rng.choice(list(layouts))]
     image = Image.new("RGB", (cols * tile, rows * tile), "white")
@@ -57,11 +60,12 @@ def render_multi_tile(
         image.paste(tile_image, ((k % cols) * tile, (k // cols) * tile))
         tiles.append(grid_digits(sample.answer))
     which, row = rng.randrange(rows * cols), rng.randrange(grid)
-    if question == "tile":
-        answer = "".join(LETTERS[c] + d for c, d in enumerate(tiles[which]))
+    if question in ("tile", "tile_labelled"):
+        prefix = TILE_LETTERS[which] if question == "tile_labelled" else ""
+        answer = "".join(prefix + LETTERS[c] + d for c, d in enumerate(tiles[which]))
         return DocumentSample(image, f"Read tile {which + 1}.", answer, "multi_tile")
     if question != "row":
-        raise ValueError(f"question must be 'row' or 'tile', got {question!r}")
+        raise ValueError(f"question must be 'row', 'tile' or 'tile_labelled', got {question!r}")
     digits = tiles[which][row * grid : (row + 1) * grid]
     answer = "".join(LETTERS[c] + d for c, d in enumerate(digits))
     return DocumentSample(image, f"Read row {row + 1} of tile {which + 1}.", answer, "multi_tile")
@@ -81,7 +85,10 @@ def build_tokenizer():
     """The chat tokenizer (every digit a token of its own), trained on the task's words."""
     corpus = [f"Read row {r} of tile {t}. a{r}b{(r + 3) % 10}c{(r + 7) % 10}d" for r in range(10) for t in range(5)]
     corpus += [f"Read tile {t}. " + "".join(f"{c}{(t + i) % 10}" for i, c in enumerate(LETTERS)) for t in range(10)]
-    return train_chat_tokenizer(corpus + ["user assistant system"] * 20, vocab_size=320)
+    corpus += [
+        "".join(f"{tile}{c}{(t + i) % 10}" for i, c in enumerate(LETTERS)) for tile in TILE_LETTERS for t in range(10)
+    ]
+    return train_chat_tokenizer(corpus + ["user assistant system"] * 20, vocab_size=400)
 
 
 def variant_config(variant: str, preset: dict, tokenizer) -> LlavaVRConfig:
