@@ -1,11 +1,13 @@
 """The absorbed cross-attention equals the plain one (outputs and gradients; fp32 exactly, bf16 / fp16 within their
 rounding), for every interaction, with and without saliency, with window masks, several images and AnyRes tiles, every
-VR parameter (norm weights and biases included) off its init; `auto` picks the formulation with fewer FLOPs where the
-modules allow folding (wrapped modules: `test_vision_remember_wrapped.py`)."""
+VR parameter (norm weights and biases included) off its init, also computed in blocks (of tokens or heads, block sizes
+that do not divide the problem); `auto` picks the formulation with the lower estimated cost (FLOPs and bytes, per
+device and dtype) where the modules allow folding (wrapped modules: `test_vision_remember_wrapped.py`)."""
 
 import pytest
 import torch
 
+import llava_vr.token_feature_attention_llava_vr as token_feature_attention
 from llava_vr.registries_llava_vr import VR_INTERACTIONS
 from llava_vr.testing_utils import image_inputs, perturb_every_vision_remember_parameter, tiny_config, tiny_model
 from llava_vr.vision_remember_inputs_llava_vr import VisionRememberFeatures, VisionRememberInputs
@@ -24,9 +26,15 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30))
 
 
-def vr_outputs_and_gradients(interaction: str, saliency: str, grid: str, formulation: str, dtype=torch.float32):
+BLOCKED = ("sela", "global", "global_tile")  # `deformable`'s absorbed intermediates are `(Nv, H, C_l)` in one call
+
+
+def vr_outputs_and_gradients(
+    interaction: str, saliency: str, grid: str, formulation: str, dtype=torch.float32, block_items: int | None = None
+):
     """One VR module's output and the gradients of a fixed random projection of it w.r.t. its parameters, the
-    hidden states and the multi-level features (model in `dtype`, every VR parameter perturbed)."""
+    hidden states and the multi-level features (model in `dtype`, every VR parameter perturbed; the absorbed
+    formulation in blocks of `block_items` tokens or heads when given)."""
     config = tiny_config(
         **GRIDS[grid], vision_remember_interaction=interaction, vision_remember_saliency=saliency,
         vision_remember_formulation=formulation,
@@ -42,6 +50,7 @@ def vr_outputs_and_gradients(interaction: str, saliency: str, grid: str, formula
     vision_mask = inputs["input_ids"] == config.image_token_id
     vr_inputs = VisionRemember.prepare_inputs(vision_mask, image_features._replace(features=features), config)
     module: VisionRemember = model.model.language_model.vision_remember["1"].train()
+    module.cross_attention.absorbed_block_items = block_items
     generator = torch.Generator().manual_seed(1)
     hidden = torch.randn(*vision_mask.shape, config.text_config.hidden_size, generator=generator)
     hidden = hidden.to(dtype).requires_grad_()
@@ -123,20 +132,102 @@ def real_size_inputs(interaction: str, tiles: int = 5) -> tuple[VisionRemember, 
     return attention, build
 
 
+def blocked_items(interaction: str, block_items: int) -> tuple[int, int]:
+    """`(items, blocks)` the absorbed formulation of the test model splits into blocks of `block_items`."""
+    _, _, attention, vr_inputs = vr_outputs_and_gradients(interaction, "off", "clip-regions", "plain")
+    items = vr_inputs.positions.numel() if interaction == "sela" else attention.num_heads
+    return items, len(token_feature_attention.absorbed_blocks(items, 1, block_items))
+
+
+@pytest.mark.parametrize(
+    ("interaction", "block_items"),  # 40 tokens (sela), 4 heads (grouped)
+    [("sela", 3), ("sela", 7), ("global", 3), ("global_tile", 3)],
+)
+def test_blocked_absorbed_cross_attention_matches_plain_outputs_and_gradients(interaction, block_items):
+    items, blocks = blocked_items(interaction, block_items)
+    assert blocks > 1 and items % block_items != 0  # several blocks, the last one short
+    plain, plain_grads, _, _ = vr_outputs_and_gradients(interaction, "cls", "clip-centred-window-3", "plain")
+    blocked, blocked_grads, _, _ = vr_outputs_and_gradients(
+        interaction, "cls", "clip-centred-window-3", "absorbed", block_items=block_items
+    )
+    assert relative_error(blocked, plain) < 1e-5
+    for name, expected in plain_grads.items():
+        if name.endswith("k_proj.bias"):  # cancels in the softmax
+            continue
+        assert relative_error(blocked_grads[name], expected) < 1e-5, name
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("interaction", BLOCKED)
+def test_blocked_absorbed_cross_attention_matches_plain_in_half_precision(interaction, dtype):
+    plain, plain_grads = vr_outputs_and_gradients(interaction, "cls", "clip-regions", "plain", dtype)[:2]
+    blocked, blocked_grads = vr_outputs_and_gradients(interaction, "cls", "clip-regions", "absorbed", dtype, 3)[:2]
+    unblocked = vr_outputs_and_gradients(interaction, "cls", "clip-regions", "absorbed", dtype)[0]
+    tolerance = 3e-2 if dtype == torch.bfloat16 else 4e-3
+    assert blocked.dtype == dtype
+    assert relative_error(blocked, plain) < tolerance
+    assert relative_error(blocked, unblocked) < tolerance
+    for name, expected in plain_grads.items():
+        if not name.endswith("k_proj.bias"):
+            assert relative_error(blocked_grads[name], expected) < 2 * tolerance, name
+
+
+def test_absorbed_blocks_cover_every_item_once_sized_from_the_problem_and_capped():
+    def covered(blocks):
+        return [i for block in blocks for i in range(block.start, block.stop)]
+
+    budget = token_feature_attention.ABSORBED_BLOCK_BYTES
+    assert token_feature_attention.absorbed_blocks(100, budget // 1000) == [slice(0, 100)]  # fits: one block
+    blocks = token_feature_attention.absorbed_blocks(1440, budget // 100)  # 100 items per block
+    assert covered(blocks) == list(range(1440)) and len(blocks) == 15 and blocks[-1] == slice(1400, 1440)
+    many = token_feature_attention.absorbed_blocks(1440, budget)  # an item per block: capped
+    assert covered(many) == list(range(1440)) and len(many) == token_feature_attention.MAX_ABSORBED_BLOCKS
+    assert covered(token_feature_attention.absorbed_blocks(10, 1, items=3)) == list(range(10))
+    assert token_feature_attention.absorbed_blocks(0, 1) == [slice(0, 0)]
+
+
 @pytest.mark.parametrize(
     ("interaction", "expected"),
-    [("sela", "absorbed"), ("deformable", "absorbed"), ("global", "plain"), ("global_tile", "absorbed")],
+    [("sela", "absorbed"), ("deformable", "absorbed"), ("global", "plain"), ("global_tile", "plain")],
 )
-def test_auto_formulation_picks_fewer_flops_at_the_papers_sizes(interaction, expected):
+def test_auto_formulation_picks_the_lower_cost_at_the_papers_sizes(interaction, expected):
+    """float32 on a CPU: FLOPs plus the bytes moved. `global_tile` needs slightly fewer FLOPs absorbed (0.96x) but
+    moves every token's `(heads, C)` queries through the attention: plain."""
     attention, inputs = real_size_inputs(interaction)
     tokens = inputs.positions.numel()
     flops = attention.formulation_flops(inputs, tokens)
-    assert min(flops, key=flops.get) == expected
+    costs = attention.formulation_costs(inputs, tokens, "cpu", torch.float32)
+    assert min(costs, key=costs.get) == expected
+    assert all(costs[k] >= flops[k] for k in flops)
     if interaction == "sela":  # the projection work drops by the 4 cells a token reads
         assert 3 < flops["plain"] / flops["absorbed"] < 4
+    if interaction == "global_tile":
+        assert flops["absorbed"] < flops["plain"]  # FLOPs alone would pick absorbed
     assert not attention.uses_absorbed(inputs, tokens)  # weights on meta (as Accelerate offload keeps them): plain
     attention.to_empty(device="cpu")
     assert attention.uses_absorbed(inputs, tokens) == (expected == "absorbed")
+
+
+def test_cost_model_weighs_bytes_by_device_and_dtype_and_is_deterministic(monkeypatch):
+    attention, inputs = real_size_inputs("global_tile")
+    tokens = inputs.positions.numel()
+    flops = attention.formulation_flops(inputs, tokens)
+    moved = attention.formulation_bytes(inputs, tokens, 2)
+    balance = token_feature_attention.MACHINE_BALANCE[("cuda", "bfloat16")]
+    costs = attention.formulation_costs(inputs, tokens, "cuda", torch.bfloat16)
+    assert costs["plain"] == flops["plain"] + balance * moved["plain"]
+    cached = token_feature_attention.CACHED_BYTES_COST * moved["absorbed_cached"]
+    assert costs["absorbed"] == flops["absorbed"] + balance * (moved["absorbed"] + cached)
+    assert costs == attention.formulation_costs(inputs, tokens, "cuda", torch.bfloat16)
+    # a CPU without AVX-512 emulates bfloat16 matmuls (tens of times slower than its bytes): FLOPs decide
+    token_feature_attention.machine_balance.cache_clear()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    emulated = attention.formulation_costs(inputs, tokens, "cpu", torch.bfloat16)
+    token_feature_attention.machine_balance.cache_clear()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    native = attention.formulation_costs(inputs, tokens, "cpu", torch.bfloat16)
+    token_feature_attention.machine_balance.cache_clear()
+    assert min(emulated, key=emulated.get) == "absorbed" and min(native, key=native.get) == "plain"
 
 
 def test_forced_formulation_is_used_refused_where_not_exact_and_absorbed_needs_normalized_features():

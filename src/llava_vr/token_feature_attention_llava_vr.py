@@ -3,14 +3,19 @@
 multi-level vision features. `sela` (a window per token), `global` (all cells of the token's image) and
 `global_tile` (all cells of the token's tile); `deformable` lives in `deformable_attention_llava_vr.py`.
 
-Two exact formulations of the same function, chosen per call by FLOPs (`vision_remember_formulation="auto"`):
+Two exact formulations of the same function, chosen per call by estimated time (`vision_remember_formulation="auto"`,
+`formulation_costs`: FLOPs plus the bytes each moves, weighed by the device's and dtype's balance):
 - **plain**: `K = W_k LN(f) + b_k` and `V = W_v LN(f) + b_v` for every feature cell, then attention.
 - **absorbed**: keys and values are linear in the features, so per head `q·(W_k LN(f)) = (W_kᵀ q)·LN(f)` and
   `Σ a·s·(W_v LN(f) + b_v) = W_v (Σ a·s·LN(f)) + b_v Σ a·s`. The queries move to the feature width instead of every
   feature cell moving to VR's width: the projection work drops by the cells a token reads per query. LayerNorm's
   affine folds into the projections (`W diag(γ)`, bias `W β + b`); the key's bias is constant per token and head (it
   cancels in the softmax, and is kept only so every parameter gets its gradient); the affine-free normalisation is
-  computed once per forward for all VR layers (`VisionRememberInputs.normalized_features`).
+  computed once per forward for all VR layers (`VisionRememberInputs.normalized_features`). Its `(tokens, heads, C)`
+  intermediates are computed in blocks (of tokens for `sela`, of heads for the grouped interactions) of at most
+  `ABSORBED_BLOCK_BYTES` each, so they stay in the cache between the matmuls that write and read them; the block
+  count follows the problem (`absorbed_blocks`: one block for small inputs, a handful at 9 AnyRes crops), never a
+  loop per token.
 
 The absorbed formulation reads the parameters of `k_proj`, `v_proj` and `feature_norm` instead of calling them, so it
 runs only where that is exact (`fold_blocker`): the modules are exactly `nn.Linear` / `nn.LayerNorm` with plain,
@@ -21,6 +26,8 @@ DeepSpeed ZeRO-3 (hooks) and any forward/backward hook make `auto` run the plain
 depends only on the modules, never on the image, so `auto` treats every image of a model alike.
 """
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -29,10 +36,62 @@ from .feature_windows_llava_vr import check_window
 from .registries_llava_vr import FORMULATIONS, check_implemented
 from .vision_remember_inputs_llava_vr import FEATURE_NORM_EPS, VisionRememberInputs
 
-# `TokenFeatureAttention.uses_absorbed` runs `attend_absorbed` or `attend_plain`, forced or (`auto`) by FLOPs
+# `TokenFeatureAttention.uses_absorbed` runs `attend_absorbed` or `attend_plain`, forced or (`auto`) by cost
 check_implemented(FORMULATIONS, ("auto", "absorbed", "plain"), "vision_remember_formulation")
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+ABSORBED_BLOCK_BYTES = 16 * 2**20
+"""Bytes of one block of one of the absorbed formulation's `(tokens, heads, C)` intermediates: a share of a server
+CPU's L3 cache (32 MiB on the reference Zen 4) or a GPU's L2, so that a block's queries and attended features stay
+there between the matmuls that write and read them."""
+MAX_ABSORBED_BLOCKS = 16
+"""At most this many blocks (a block then exceeds `ABSORBED_BLOCK_BYTES`): the Python overhead stays a handful of
+iterations, never one per token."""
+
+MACHINE_BALANCE = {
+    ("cpu", "float32"): 37.0,
+    ("cpu", "bfloat16"): 155.0,
+    ("cpu", "float16"): 155.0,
+    ("cpu", "emulated"): 1.0,
+    ("cuda", "float32"): 25.0,
+    ("cuda", "bfloat16"): 300.0,
+    ("cuda", "float16"): 300.0,
+}
+"""FLOPs that take as long as moving one byte through the cross-attention's memory-bound intermediates (gathers,
+per-token batched products, einsum's copies), per device type and dtype: the matmul rate over the effective rate at
+which those intermediates move. CPU: fitted to the reference Zen 4's one-thread runs of the unblocked formulations
+(`benchmarks/reference_results/cpu/vision_remember_real_cpu*`: matmul 420 GFLOP/s in bfloat16, 99 in float32; the
+intermediates at ~2.7 GB/s in both, which reproduces absorbed / plain = 0.54-0.82 for SELA and 2.4 for
+`global_tile` at width 3072); `emulated`: a CPU without AVX-512 (no bfloat16 / float16 matmul units, where a half
+matmul is tens of times slower than its bytes: FLOPs decide). CUDA: a datasheet estimate (H100: ~600 TFLOP/s in
+bfloat16, ~50 in float32 without TF32, ~2 TB/s effective), not yet measured. Other devices use the float32 CPU
+value."""
+CACHED_BYTES_COST = 0.5
+"""The cost of a byte of an intermediate that stays in the cache (a block of the absorbed formulation), relative to
+one that streams through memory: the blocked absorbed SELA took 0.73x the unblocked one's time in float32 on a
+2-core AVX2 box (`llava-vr bench vision-remember`), its intermediates being most of its bytes."""
+
+
+@functools.cache
+def machine_balance(device_type: str, dtype: torch.dtype) -> float:
+    """`MACHINE_BALANCE` for this device type and dtype (deterministic: constants, no timing)."""
+    name = str(dtype).removeprefix("torch.")
+    if device_type == "cpu" and name in ("bfloat16", "float16"):
+        if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+            name = "emulated"
+    return MACHINE_BALANCE.get((device_type, name), MACHINE_BALANCE[("cpu", "float32")])
+
+
+def absorbed_blocks(total: int, bytes_per_item: int, items: int | None = None) -> list[slice]:
+    """`total` items (tokens or heads) in near-equal consecutive blocks: of `items` each when given, else of at most
+    `ABSORBED_BLOCK_BYTES` of intermediates (`bytes_per_item` each; at least one item), at most
+    `MAX_ABSORBED_BLOCKS` blocks."""
+    if items is None:
+        items = max(1, ABSORBED_BLOCK_BYTES // max(1, bytes_per_item))
+        items = max(items, -(-total // MAX_ABSORBED_BLOCKS))
+    items = max(1, items)
+    return [slice(start, min(start + items, total)) for start in range(0, total, items)] or [slice(0, 0)]
 
 
 def fold_blocker(module: nn.Module) -> str | None:
@@ -68,6 +127,9 @@ class TokenFeatureAttention(nn.Module):
     """Whether it reads the configured windows (`VisionRememberInputs.window_index` / `window_valid`)."""
     normalizes_per_level = False
     """Whether its features are layer-normalised per feature level (else over the whole multi-level width)."""
+    absorbed_block_items: int | None = None
+    """Tokens (`sela`) or heads (grouped) per block of the absorbed formulation; `None`: sized from the problem
+    (`absorbed_blocks`). Set on an instance to force a block size (tests, tuning)."""
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -121,12 +183,37 @@ class TokenFeatureAttention(nn.Module):
         queries = self.queries(tokens)
         return torch.einsum("nhd,hdc->nhc", queries, weight), (queries * bias).sum(-1)
 
-    def absorbed_values(self, aggregated: torch.Tensor, weight_sum: torch.Tensor) -> torch.Tensor:
+    def absorbed_values(self, aggregated: torch.Tensor, weight_sum: torch.Tensor, folded=None) -> torch.Tensor:
         """`(Nv, H, C)` attention-and-saliency-weighted normalised features and `(Nv, H)` their weights' sum ->
-        `(Nv, d)`, the attended values."""
-        weight, bias = self.folded(self.v_proj)
+        `(Nv, d)`, the attended values. `folded`: `self.folded(self.v_proj)` (sliced to the heads of `aggregated`)
+        when already computed."""
+        weight, bias = folded if folded is not None else self.folded(self.v_proj)
         attended = torch.einsum("nhc,hdc->nhd", aggregated, weight) + bias * weight_sum[..., None]
         return attended.flatten(1)
+
+    def absorbed_block_slices(self, inputs: VisionRememberInputs, num_tokens: int, itemsize: int) -> list[slice]:
+        """The blocks (of tokens or heads) `attend_absorbed` runs in for `itemsize`-byte tensors: one here (an
+        interaction whose absorbed formulation does not block)."""
+        return [slice(0, num_tokens)]
+
+    def formulation_bytes(self, inputs: VisionRememberInputs, num_tokens: int, itemsize: int) -> dict | None:
+        """Bytes the formulation-dependent part of one call moves through memory-bound intermediates:
+        `{"plain": ..., "absorbed": ..., "absorbed_cached": ...}` (`absorbed_cached`: the part of the absorbed
+        formulation's that its blocks keep in the cache), or `None` (FLOPs alone decide)."""
+        return None
+
+    def formulation_costs(self, inputs: VisionRememberInputs, num_tokens: int, device_type: str, dtype) -> dict:
+        """`{"plain": ..., "absorbed": ...}` estimated time of one call in FLOP-equivalents: FLOPs plus
+        `machine_balance` x bytes moved (`CACHED_BYTES_COST` x that for bytes that stay in the cache). A roofline
+        sum with constants per device type and dtype: the same problem, device and dtype always get the same
+        choice."""
+        costs = dict(self.formulation_flops(inputs, num_tokens))
+        moved = self.formulation_bytes(inputs, num_tokens, dtype.itemsize)
+        if moved is not None:
+            balance = machine_balance(device_type, dtype)
+            costs["plain"] += balance * moved["plain"]
+            costs["absorbed"] += balance * (moved["absorbed"] + CACHED_BYTES_COST * moved["absorbed_cached"])
+        return costs
 
     def formulation_flops(self, inputs: VisionRememberInputs, num_tokens: int) -> dict[str, int]:
         """FLOPs of the formulation-dependent part of one call: `{"plain": ..., "absorbed": ...}`."""
@@ -138,9 +225,10 @@ class TokenFeatureAttention(nn.Module):
         reasons = {name: fold_blocker(getattr(self, name)) for name in self.folded_modules}
         return {name: reason for name, reason in reasons.items() if reason is not None}
 
-    def uses_absorbed(self, inputs: VisionRememberInputs, num_tokens: int) -> bool:
-        """The formulation this call runs: forced by `inputs.formulation`, else the one with fewer FLOPs; plain
-        whenever the absorbed one would not be exact for the modules present (a forced `absorbed` then raises)."""
+    def uses_absorbed(self, inputs: VisionRememberInputs, num_tokens: int, like: torch.Tensor | None = None) -> bool:
+        """The formulation this call runs: forced by `inputs.formulation`, else the cheaper by `formulation_costs`
+        for `like`'s device and dtype (default: `v_proj`'s weight's); plain whenever the absorbed one would not be
+        exact for the modules present (a forced `absorbed` then raises)."""
         if inputs.formulation == "plain":
             return False
         if inputs.normalized_features is None:
@@ -160,12 +248,13 @@ class TokenFeatureAttention(nn.Module):
             return True
         if blockers:
             return False
-        flops = self.formulation_flops(inputs, num_tokens)
-        return flops["absorbed"] < flops["plain"]
+        like = self.v_proj.weight if like is None else like
+        costs = self.formulation_costs(inputs, num_tokens, like.device.type, like.dtype)
+        return costs["absorbed"] < costs["plain"]
 
     def forward(self, tokens: torch.Tensor, inputs: VisionRememberInputs) -> torch.Tensor:
         """`(Nv, d) -> (Nv, d)`."""
-        absorbed = self.uses_absorbed(inputs, tokens.shape[0])
+        absorbed = self.uses_absorbed(inputs, tokens.shape[0], tokens)
         attended = self.attend_absorbed(tokens, inputs) if absorbed else self.attend_plain(tokens, inputs)
         return self.o_proj(attended)
 
@@ -205,15 +294,30 @@ class TokenFeatureLocalAttention(TokenFeatureAttention):
         return attended.reshape(tokens.shape)
 
     def attend_absorbed(self, tokens: torch.Tensor, inputs: VisionRememberInputs) -> torch.Tensor:
+        """In blocks of tokens (`absorbed_blocks`): each block's `(n, H, C)` queries and attended features stay in
+        the cache; every token reads only its own window, so the blocks are independent."""
         window = inputs.window_index.to(tokens.device)
         normalized = inputs.normalized_features.to(tokens.device, tokens.dtype).flatten(0, 1)
-        cells = normalized[window]  # (Nv, L, C)
-        queries, key_bias = self.absorbed_queries(tokens)
-        scores = (torch.einsum("nhc,nlc->nhl", queries, cells) + key_bias[..., None]) * self.head_dim**-0.5
-        saliency = inputs.saliency.to(tokens.device, tokens.dtype).flatten()[window]
+        saliency = inputs.saliency.to(tokens.device, tokens.dtype).flatten()
         valid = inputs.window_valid.to(tokens.device)
-        weights = _softmax_weights(scores, valid[:, None, :], saliency[:, None, :])  # (Nv, H, L)
-        return self.absorbed_values(torch.einsum("nhl,nlc->nhc", weights, cells), weights.sum(-1))
+        key_weight, key_bias = self.folded(self.k_proj)
+        value_folded = self.folded(self.v_proj)
+        queries = self.queries(tokens)  # (Nv, H, hd)
+        query_bias = (queries * key_bias).sum(-1)  # (Nv, H): see `absorbed_queries`
+        attended = []
+        for block in self.absorbed_block_slices(inputs, tokens.shape[0], tokens.element_size()):
+            rows = window[block]
+            cells = normalized[rows]  # (n, L, C)
+            mapped = torch.einsum("nhd,hdc->nhc", queries[block], key_weight)
+            scores = (torch.einsum("nhc,nlc->nhl", mapped, cells) + query_bias[block, :, None]) * self.head_dim**-0.5
+            weights = _softmax_weights(scores, valid[block, None, :], saliency[rows][:, None, :])  # (n, H, L)
+            aggregated = torch.einsum("nhl,nlc->nhc", weights, cells)
+            attended.append(self.absorbed_values(aggregated, weights.sum(-1), value_folded))
+        return torch.cat(attended) if len(attended) > 1 else attended[0]
+
+    def absorbed_block_slices(self, inputs: VisionRememberInputs, num_tokens: int, itemsize: int) -> list[slice]:
+        """Blocks of tokens, each token's `(H, C)` intermediates `H * C * itemsize` bytes."""
+        return absorbed_blocks(num_tokens, self.num_heads * self.feature_size * itemsize, self.absorbed_block_items)
 
     def formulation_flops(self, inputs: VisionRememberInputs, num_tokens: int) -> dict[str, int]:
         cells, width, hidden = self._feature_sizes(inputs)
@@ -221,6 +325,19 @@ class TokenFeatureLocalAttention(TokenFeatureAttention):
         return {
             "plain": 4 * cells * width * hidden + 4 * num_tokens * window * hidden,
             "absorbed": 4 * num_tokens * hidden * width + 4 * num_tokens * self.num_heads * window * width,
+        }
+
+    def formulation_bytes(self, inputs: VisionRememberInputs, num_tokens: int, itemsize: int) -> dict:
+        """Plain: the features normalised and read by both projections, keys and values written, weighted by
+        saliency, gathered per window and read by the attention. Absorbed: the windows' cells gathered and read twice;
+        the `(Nv, H, C)` queries and attended features written and read, the latter once more copied by einsum
+        (cached: they live in one block at a time)."""
+        cells, width, hidden = self._feature_sizes(inputs)
+        window = inputs.window_index.shape[1]
+        return {
+            "plain": itemsize * (4 * cells * width + 4 * cells * hidden + 6 * num_tokens * window * hidden),
+            "absorbed": itemsize * 3 * num_tokens * window * width,
+            "absorbed_cached": itemsize * 6 * num_tokens * self.num_heads * width,
         }
 
 
@@ -238,11 +355,11 @@ class GroupedTokenFeatureAttention(TokenFeatureAttention):
         grouped[group, slot] = rows
         return grouped
 
-    def _grouped_attention(self, queries, keys, values, inputs, scale=None):
-        """`queries (Nv, H, e)`, `keys (cells, H|1, e)`, `values (cells, H|1, e')` -> `(Nv, H, e')`."""
-        token_group, token_slot, max_tokens, cell_group, cell_slot, max_cells, num_groups = self.groups(
-            inputs, queries.device
-        )
+    def _grouped_attention(self, queries, keys, values, inputs, scale=None, groups=None):
+        """`queries (Nv, H, e)`, `keys (cells, H|1, e)`, `values (cells, H|1, e')` -> `(Nv, H, e')`. `groups`:
+        `self.groups(inputs, device)` when already computed."""
+        groups = self.groups(inputs, queries.device) if groups is None else groups
+        token_group, token_slot, max_tokens, cell_group, cell_slot, max_cells, num_groups = groups
         present = torch.zeros(num_groups, max_cells, dtype=torch.bool, device=queries.device)
         present[cell_group, cell_slot] = True
         q = self._scatter(queries, token_group, token_slot, (num_groups, max_tokens)).transpose(1, 2)
@@ -260,14 +377,32 @@ class GroupedTokenFeatureAttention(TokenFeatureAttention):
         return attended.reshape(tokens.shape)
 
     def attend_absorbed(self, tokens: torch.Tensor, inputs: VisionRememberInputs) -> torch.Tensor:
+        """In blocks of heads (`absorbed_blocks`): each block's `(groups, tokens, heads, C)` queries and attended
+        features stay in the cache (the heads share the keys and values: the normalised features)."""
         normalized = inputs.normalized_features.to(tokens.device, tokens.dtype).flatten(0, 1)  # (cells, C)
         saliency = inputs.saliency.to(tokens.device, tokens.dtype).flatten()[:, None]
-        values = torch.cat((normalized * saliency, saliency), dim=-1)  # the last column sums the weights
-        keys = torch.cat((normalized, torch.ones_like(saliency)), dim=-1)  # the last column adds the key bias
-        queries, key_bias = self.absorbed_queries(tokens)
-        queries = torch.cat((queries, key_bias[..., None]), dim=-1)
-        attended = self._grouped_attention(queries, keys[:, None], values[:, None], inputs, scale=self.head_dim**-0.5)
-        return self.absorbed_values(attended[..., :-1], attended[..., -1])
+        values = torch.cat((normalized * saliency, saliency), dim=-1)[:, None]  # the last column sums the weights
+        keys = torch.cat((normalized, torch.ones_like(saliency)), dim=-1)[:, None]  # the last adds the key bias
+        key_weight, key_bias = self.folded(self.k_proj)
+        value_weight, value_bias = self.folded(self.v_proj)
+        queries = self.queries(tokens)  # (Nv, H, hd)
+        groups = self.groups(inputs, tokens.device)
+        attended = []
+        for heads in self.absorbed_block_slices(inputs, tokens.shape[0], tokens.element_size()):
+            mapped = torch.einsum("nhd,hdc->nhc", queries[:, heads], key_weight[heads])
+            mapped = torch.cat((mapped, (queries[:, heads] * key_bias[heads]).sum(-1)[..., None]), dim=-1)
+            block = self._grouped_attention(mapped, keys, values, inputs, self.head_dim**-0.5, groups)
+            folded = (value_weight[heads], value_bias[heads])
+            attended.append(
+                self.absorbed_values(block[..., :-1], block[..., -1], folded).unflatten(1, (-1, self.head_dim))
+            )
+        return (torch.cat(attended, dim=1) if len(attended) > 1 else attended[0]).flatten(1)
+
+    def absorbed_block_slices(self, inputs: VisionRememberInputs, num_tokens: int, itemsize: int) -> list[slice]:
+        """Blocks of heads, each head's padded `(groups, tokens, C)` queries `groups * tokens * C * itemsize` bytes."""
+        *_, max_tokens, _, _, _, num_groups = self.groups(inputs, "cpu")
+        per_head = num_groups * max_tokens * self.feature_size * itemsize
+        return absorbed_blocks(self.num_heads, per_head, self.absorbed_block_items)
 
     def formulation_flops(self, inputs: VisionRememberInputs, num_tokens: int) -> dict[str, int]:
         cells, width, hidden = self._feature_sizes(inputs)
@@ -276,6 +411,20 @@ class GroupedTokenFeatureAttention(TokenFeatureAttention):
         return {
             "plain": 4 * cells * width * hidden + 4 * pairs * hidden,
             "absorbed": 4 * num_tokens * hidden * width + 4 * pairs * self.num_heads * width,
+        }
+
+    def formulation_bytes(self, inputs: VisionRememberInputs, num_tokens: int, itemsize: int) -> dict:
+        """Plain: the features normalised and read by both projections, keys and values written, scattered into
+        groups and read by the attention. Absorbed: the attention reads the shared `(cells, C)` keys and values once
+        per head; the `(Nv, H, C)` queries and attended features are written, scattered / gathered and read (cached:
+        one block of heads at a time)."""
+        cells, width, hidden = self._feature_sizes(inputs)
+        *_, max_tokens, _, _, max_cells, num_groups = self.groups(inputs, "cpu")
+        padded_cells, padded_tokens = num_groups * max_cells, num_groups * max_tokens
+        return {
+            "plain": itemsize * (4 * cells * width + 4 * cells * hidden + 6 * padded_cells * hidden),
+            "absorbed": itemsize * (4 * cells * width + 2 * self.num_heads * padded_cells * width),
+            "absorbed_cached": itemsize * 8 * self.num_heads * max(num_tokens, padded_tokens) * width,
         }
 
 

@@ -51,9 +51,12 @@ SALIENCY_MODES = {
 """Saliency weighting of the cross-attention's values (`vision_remember_saliency`)."""
 
 FORMULATIONS = {
-    "auto": "whichever of `absorbed` and `plain` costs fewer FLOPs, chosen for each call",
+    "auto": "whichever of `absorbed` and `plain` has the lower estimated time, chosen for each call: FLOPs plus the "
+    "bytes each moves, weighed per device and dtype (`formulation_costs`); plain where the absorbed one would not be "
+    "exact (wrapped, quantised, offloaded or hooked modules)",
     "absorbed": "the key and value projections moved onto the queries and the attended features (LayerNorm affine "
-    "folded); fewer FLOPs when a token reads many feature cells",
+    "folded), its (tokens x heads x feature width) intermediates in cache-sized blocks; fewer FLOPs when a token "
+    "reads many feature cells",
     "plain": "keys and values projected for every feature cell, then attention",
 }
 """How the token-feature cross-attention is computed (`vision_remember_formulation`); all give equal results."""
