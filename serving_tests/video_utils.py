@@ -32,7 +32,7 @@ def save_tiny_video_checkpoint(folder: Path, seed: int = 0, **overrides) -> Path
     Transformers saves it."""
     tokenizer = video_tokenizer()
     text_config = dict(tiny_text_config(vocab_size=len(tokenizer)), num_attention_heads=2, num_key_value_heads=1)
-    settings = dict(projector_type="mlp", **overrides)
+    settings = {"projector_type": "mlp", **overrides}
     config = tiny_config(
         "siglip",
         image_size=SIGLIP_TILE,
