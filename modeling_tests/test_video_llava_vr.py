@@ -359,6 +359,18 @@ def test_generate_with_the_cache_equals_generate_without_it_on_video():
     assert int(last.argmax()) == int(cached[0, inputs["input_ids"].shape[1]])
 
 
+def test_image_text_to_text_pipeline_answers_about_videos_as_generate_does():
+    from transformers import pipeline
+
+    processor, model = video_processor_and_model()
+    conversation = mixed_conversations()[1]  # two videos
+    inputs = chat(processor, [conversation])
+    tokens = model.generate(**inputs, max_new_tokens=3, do_sample=False)[0, inputs["input_ids"].shape[1] :]
+    pipe = pipeline("image-text-to-text", model=model, processor=processor)
+    answer = pipe(text=conversation, max_new_tokens=3, do_sample=False, return_full_text=False)
+    assert answer[0]["generated_text"] == processor.decode(tokens, skip_special_tokens=True)
+
+
 def test_beam_search_expands_the_video_features_per_prompt():
     """generate() expands the encoded videos (and VR's features) for the beams: a batch of two video prompts gives
     each prompt's own beam-search result."""
