@@ -49,10 +49,12 @@ def same_preset(row: dict, preset: dict) -> bool:
     return row.get("preset") == json.loads(json.dumps(preset))
 
 
-def image_tokens(model, tile: int) -> dict[str, int]:
-    """Image tokens of a 2 x 2 and a 1 x 3 image (base tile, crops and the `image_newline`s)."""
-    sizes = torch.tensor([[2 * tile, 2 * tile], [tile, 3 * tile]])
-    return dict(zip(("2x2", "1x3"), (layout.num_tokens for layout in model.model.image_layouts(sizes)), strict=True))
+def image_tokens(model, tile: int, layouts) -> dict[str, int]:
+    """Image tokens of an image of each layout (base tile, crops and the `image_newline`s)."""
+    from .multi_tile_task import LAYOUTS
+
+    sizes = torch.tensor([[LAYOUTS[name][0] * tile, LAYOUTS[name][1] * tile] for name in layouts])
+    return dict(zip(layouts, (layout.num_tokens for layout in model.model.image_layouts(sizes)), strict=True))
 
 
 def pretrain_shaded_tower(model, processor, preset: dict, seed: int, steps: int = 400, batch: int = 64):
@@ -165,7 +167,7 @@ def run_one(variant: str, seed: int, preset: dict, tokenizer, args) -> dict:
         question_first=question_first,
         accuracy=accuracy,
         digit_accuracy=round(digit_accuracy, 4),
-        image_tokens=image_tokens(model, preset["tile"]),
+        image_tokens=image_tokens(model, preset["tile"], preset["layouts"]),
         tower_patch_accuracy=dict(zip(("digit", "position", "shade"), tower_accuracy, strict=False)),
         train_seconds=round(runtime, 1),
         threads=torch.get_num_threads(),

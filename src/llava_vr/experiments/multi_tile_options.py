@@ -61,8 +61,9 @@ PRIORITY = [
     "pool_vr_sela_v1",
 ]
 PRESETS = {
-    # tile px, digits per tile side, AnyRes layouts, question ("tile_labelled", "tile" or "row"), tower (hidden, layers), LLM (hidden,
-    # layers), VR layers, optimizer steps, batch, training images, tower pretraining steps
+    # tile px, digits per tile side, AnyRes layouts, question ("tile_labelled", "tile" or "row"), tiles shaded by
+    # position, tower (hidden, layers), LLM (hidden, layers), VR layers, optimizer steps, batch, training images,
+    # tower pretraining steps
     "cpu": dict(
         tile=56,
         grid=4,

@@ -96,28 +96,34 @@ def summarize(runs: list[dict]) -> str:
 
 
 def plot(runs: list[dict], path: Path) -> None:
-    """Exact match (each seed a dot, the mean a marker with the std as error bar) against image tokens per image."""
+    """Exact match and per-digit accuracy (each seed a dot, the mean a marker with the std as error bar) against
+    image tokens per image, one colour per variant; the per-digit panel marks chance (0.1)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for variant in dict.fromkeys(r["variant"] for r in runs):
-        rows = [r for r in runs if r["variant"] == variant]
-        x, values = tokens_per_image(rows[0]), [r["accuracy"] for r in rows]
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        marker = "s" if variant.startswith("pool_vr") else "o"
-        line = axes.errorbar(x, statistics.mean(values), yerr=std, marker=marker, capsize=3, label=variant, ls="")
-        axes.scatter([x] * len(values), values, s=8, color=line[0].get_color(), alpha=0.5)
-    axes.set_xscale("log")
-    axes.set_xlabel(f"image tokens per image ({' / '.join(layouts_of(runs[0]))} layout)")
-    axes.set_ylabel("exact match, held-out test images")
-    axes.set_ylim(-0.02, 1.02)
-    axes.set_title("Multi-tile region questions: accuracy against image tokens")
-    axes.legend(fontsize=7, loc="best")
+    figure, panels = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
+    for key, axes, label in (
+        ("accuracy", panels[0], "exact match"),
+        ("digit_accuracy", panels[1], "per-digit accuracy"),
+    ):
+        for variant in dict.fromkeys(r["variant"] for r in runs):
+            rows = [r for r in runs if r["variant"] == variant]
+            x, values = tokens_per_image(rows[0]), [r[key] for r in rows]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            marker = "s" if variant.startswith("pool_vr") else "o"
+            line = axes.errorbar(x, statistics.mean(values), yerr=std, marker=marker, capsize=3, label=variant, ls="")
+            axes.scatter([x] * len(values), values, s=8, color=line[0].get_color(), alpha=0.5)
+        axes.set_xscale("log")
+        axes.set_xlabel(f"image tokens per image ({' / '.join(layouts_of(runs[0]))} layout)")
+        axes.set_ylabel(f"{label}, held-out test images")
+        axes.set_ylim(-0.02, 1.02)
+    panels[1].axhline(0.1, color="grey", lw=0.8, ls=":", label="chance (per digit)")
+    panels[1].legend(fontsize=7, loc="best")
+    figure.suptitle("Multi-tile region questions: accuracy against image tokens")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
