@@ -15,12 +15,16 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
+from ..data.synthetic_documents import generate_samples
 from ..hub.refusals import LlavaVRRefusal, run_command
+from ..training import set_trainable
 from .multi_tile_options import PRESETS, VARIANTS, parse_args
 from .multi_tile_results import write_summary
-from .multi_tile_task import build_model_and_processor, build_tokenizer, datasets_for
+from .multi_tile_task import LAYOUTS, SHADES, build_model_and_processor, build_tokenizer, datasets_for, shaded
 from .visual_forgetting_runs import evaluate, frozen_pretrained_tower, train
+from .visual_forgetting_task import grid_digits
 
 
 def preset_of(args) -> dict:
@@ -51,8 +55,6 @@ def same_preset(row: dict, preset: dict) -> bool:
 
 def image_tokens(model, tile: int, layouts) -> dict[str, int]:
     """Image tokens of an image of each layout (base tile, crops and the `image_newline`s)."""
-    from .multi_tile_task import LAYOUTS
-
     sizes = torch.tensor([[LAYOUTS[name][0] * tile, LAYOUTS[name][1] * tile] for name in layouts])
     return dict(zip(layouts, (layout.num_tokens for layout in model.model.image_layouts(sizes)), strict=True))
 
@@ -61,13 +63,6 @@ def pretrain_shaded_tower(model, processor, preset: dict, seed: int, steps: int 
     """`visual_forgetting_runs.pretrain_tower` for tiles of `SHADES` backgrounds: three linear heads on the tower's
     last hidden state learn each patch's digit, its position in the tile and the tile's shade (which tile it is) on
     single training-split tiles of random shade. Returns the held-out per-patch (digit, position, shade) accuracies."""
-    from tqdm.auto import tqdm
-
-    from llava_vr.data.synthetic_documents import generate_samples
-
-    from .multi_tile_task import SHADES, shaded
-    from .visual_forgetting_task import grid_digits
-
     tower, grid = model.model.vision_tower, preset["grid"]
     positions = torch.arange(grid * grid)
 
@@ -115,9 +110,7 @@ def pretrain_shaded_tower(model, processor, preset: dict, seed: int, steps: int 
 def cached_frozen_tower(model, processor, tower_preset: dict, seed: int, output_dir: Path):
     """`frozen_pretrained_tower`, pretrained once per seed and tower preset: the tower's weights and accuracies are
     kept in `<output-dir>/towers/` and loaded by the seed's later runs, so every variant of a seed reads the very same
-    frozen tower (and the pretraining's CPU time is spent once). Returns the (digit, position) accuracies."""
-    from llava_vr.training import set_trainable
-
+    frozen tower (and the pretraining's CPU time is spent once). Returns the (digit, position[, shade]) accuracies."""
     key = f"seed{seed}-" + "-".join(f"{k}{v}" for k, v in sorted(tower_preset.items())).replace(" ", "")
     path = output_dir / "towers" / f"{key}.pt"
     tower = model.model.vision_tower
