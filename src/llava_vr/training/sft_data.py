@@ -1,5 +1,8 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""Training and evaluation data of `llava-vr sft`, in TRL's vision format (`messages` and `images` columns).
+"""Training and evaluation data of `llava-vr sft`, in TRL's vision format (`messages` and `images` columns), plus a
+`videos` column: per row a list of videos, each a list of frames (`List(List(Image()))`: PIL images or image files)
+or a video file path (`List(Value("string"))`: GIF / APNG, mp4 / webm with PyAV), matched in order to the row's
+`{"type": "video"}` items (`collator.LlavaVRVisionCollator`).
 
 Sources (one of): the offline synthetic documents of `llava_vr.data.synthetic_documents` (default), a `datasets`
 dataset (`--dataset`: a Hub name, a local data folder for `load_dataset`, or a `save_to_disk` folder), or a JSONL
@@ -38,9 +41,9 @@ def jsonl_dataset(path, image_root, num_threads=None):
 
 def named_dataset(name: str, config: str | None, split: str, role: str = "training"):
     """Split `split` of a `save_to_disk` folder or of `load_dataset(name, config)`; checks TRL's vision columns and
-    that every row's image placeholders match its images (`check_image_placeholders`). A dataset without splits (one
-    saved `Dataset`) is the training data only: asking it for an evaluation split is refused (it would evaluate on
-    the training rows)."""
+    that every row's image / video placeholders match its images / videos (`check_image_placeholders`). A dataset
+    without splits (one saved `Dataset`) is the training data only: asking it for an evaluation split is refused (it
+    would evaluate on the training rows)."""
     from datasets import load_dataset, load_from_disk
 
     saved = os.path.isdir(name) and any(
@@ -66,11 +69,12 @@ def named_dataset(name: str, config: str | None, split: str, role: str = "traini
             if "split" not in str(error).lower():
                 raise
             raise LlavaVRRefusal(f"dataset {name} has no split {split!r} ({option}): {one_line(error)}") from None
-    missing = {"messages", "images"} - set(dataset.column_names)
-    if missing:
+    columns = set(dataset.column_names)
+    if "messages" not in columns or not {"images", "videos"} & columns:
+        missing = sorted({"messages"} - columns) + ([] if {"images", "videos"} & columns else ["images (or videos)"])
         raise LlavaVRRefusal(
-            f"dataset {name} lacks the columns {sorted(missing)} (TRL's vision format: `messages` "
-            "chats with {'type': 'image'} items, and their `images`)"
+            f"dataset {name} lacks the columns {missing} (TRL's vision format: `messages` "
+            "chats with {'type': 'image'} / {'type': 'video'} items, and their `images` / `videos`)"
         )
     check_image_placeholders(dataset, f"dataset {name} ({split})")
     return dataset
@@ -79,50 +83,67 @@ def named_dataset(name: str, config: str | None, split: str, role: str = "traini
 MAX_LISTED_ROWS = 20
 
 
-def image_placeholder_counts(dataset):
-    """`(placeholders, images)` per row, as numpy arrays: the `{"type": "image"}` items of each row's `messages` and
-    the length of its `images` list, read from the Arrow columns (no image decoded, no row built in Python)."""
+def placeholder_counts(dataset, kind: str = "image", column: str = "images"):
+    """`(placeholders, items)` per row, as numpy arrays: the `{"type": kind}` items of each row's `messages` and the
+    length of its `column` list (zeros when the dataset has no such column), read from the Arrow columns (no image or
+    video decoded, no row built in Python)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    placeholders, images = [], []
-    for table in dataset.select_columns(["messages", "images"]).with_format("arrow").iter(batch_size=50_000):
+    has_column = column in dataset.column_names
+    placeholders, items = [], []
+    columns = ["messages", column] if has_column else ["messages"]
+    for table in dataset.select_columns(columns).with_format("arrow").iter(batch_size=50_000):
         rows = len(table)
-        images.append(pc.list_value_length(table.column("images").combine_chunks()).fill_null(0).to_numpy(False))
+        if has_column:
+            items.append(pc.list_value_length(table.column(column).combine_chunks()).fill_null(0).to_numpy(False))
+        else:
+            items.append(np.zeros(rows, dtype=np.int64))
         messages = table.column("messages").combine_chunks()
         counts = np.zeros(rows, dtype=np.int64)
         content = pc.list_flatten(messages).field("content")
         if pa.types.is_list(content.type) or pa.types.is_large_list(content.type):
             turn_rows = pc.list_parent_indices(messages).to_numpy(False)
             item_turns = pc.list_parent_indices(content).to_numpy(False)
-            is_image = pc.equal(pc.list_flatten(content).field("type"), "image").fill_null(False).to_numpy(False)
-            counts = np.bincount(turn_rows[item_turns[is_image]], minlength=rows)
-        placeholders.append(counts)  # string contents (text-only chats) hold no image item
+            is_kind = pc.equal(pc.list_flatten(content).field("type"), kind).fill_null(False).to_numpy(False)
+            counts = np.bincount(turn_rows[item_turns[is_kind]], minlength=rows)
+        placeholders.append(counts)  # string contents (text-only chats) hold no image or video item
     if not placeholders:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(placeholders), np.concatenate(images)
+    return np.concatenate(placeholders), np.concatenate(items)
+
+
+def image_placeholder_counts(dataset):
+    """`placeholder_counts` of `{"type": "image"}` items and `images`."""
+    return placeholder_counts(dataset, "image", "images")
 
 
 def check_image_placeholders(dataset, what: str) -> None:
-    """Refuses rows whose `{"type": "image"}` items do not match their `images` in number (TRL fails on them mid
-    training, with a long traceback); lists the first `MAX_LISTED_ROWS` by row index."""
+    """Refuses rows whose `{"type": "image"}` items do not match their `images` in number, or whose
+    `{"type": "video"}` items do not match their `videos` (TRL fails on them mid training, with a long traceback);
+    lists the first `MAX_LISTED_ROWS` by row index."""
+    _check_placeholders(dataset, what, "image", "images")
+    _check_placeholders(dataset, what, "video", "videos")
+
+
+def _check_placeholders(dataset, what: str, kind: str, column: str) -> None:
     import numpy as np
 
-    placeholders, images = image_placeholder_counts(dataset)
-    bad = np.flatnonzero(placeholders != images)
+    placeholders, items = placeholder_counts(dataset, kind, column)
+    bad = np.flatnonzero(placeholders != items)
     if not len(bad):
         return
     listed = [
-        f"  row {i}: {placeholders[i]} {{'type': 'image'}} item(s) in messages, {images[i]} image(s)"
+        f"  row {i}: {placeholders[i]} {{'type': '{kind}'}} item(s) in messages, {items[i]} {kind}(s)"
         for i in bad[:MAX_LISTED_ROWS]
     ]
     more = [f"  ... and {len(bad) - MAX_LISTED_ROWS} more"] if len(bad) > MAX_LISTED_ROWS else []
     raise LlavaVRRefusal(
         "\n".join(
             [
-                f"{what}: {len(bad)} of {len(images)} rows have image placeholders that do not match their images; "
-                "each image needs one {'type': 'image'} item in the row's messages (nothing was trained):",
+                f"{what}: {len(bad)} of {len(items)} rows have {kind} placeholders that do not match their {column}; "
+                f"each {kind} needs one {{'type': '{kind}'}} item in the row's messages (nothing was trained):",
                 *listed,
                 *more,
             ]

@@ -1,9 +1,10 @@
 # Copyright 2026 The LLaVA-VR authors. Licensed under the Apache License, Version 2.0.
-"""`LlavaVRSFTTrainer`: TRL's `SFTTrainer` with one learning rate per LLaVA-VR component."""
+"""`LlavaVRSFTTrainer`: TRL's `SFTTrainer` with one learning rate per LLaVA-VR component, and video samples."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,8 +15,34 @@ from .optimizer import component_parameter_groups
 
 try:  # trl is in the `train` extra; without it the helpers of this package still work, the trainer does not
     from trl import SFTTrainer as _SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from .collator import LlavaVRVisionCollator
 except ImportError:  # pragma: no cover
     _SFTTrainer = object
+    DataCollatorForVisionLanguageModeling = LlavaVRVisionCollator = None
+
+IMAGE_COLUMNS = ("image", "images")
+VIDEO_COLUMNS = ("video", "videos")
+
+
+def column_names(dataset) -> list[str]:
+    """A dataset's columns (an `IterableDataset` of unknown features: its first row's keys)."""
+    names = getattr(dataset, "column_names", None)
+    return list(names) if names is not None else list(next(iter(dataset)))
+
+
+def with_images_column(dataset):
+    """A dataset with a video column but no image column gets an empty `images` list per row, so that TRL treats
+    it as a vision dataset (collated on the fly, `videos` kept); any other dataset is returned as it is."""
+    if dataset is None or isinstance(dataset, (str, Mapping)):
+        return dataset
+    names = column_names(dataset)
+    if not set(VIDEO_COLUMNS) & set(names) or set(IMAGE_COLUMNS) & set(names):
+        return dataset
+    if hasattr(dataset, "add_column"):
+        return dataset.add_column("images", [[]] * len(dataset))
+    return dataset.map(lambda _: {"images": []})
 
 
 class LlavaVRSFTTrainer(_SFTTrainer):
@@ -35,6 +62,11 @@ class LlavaVRSFTTrainer(_SFTTrainer):
     `license`) describes the run in the README.md that `create_model_card` writes (on checkpoints, on
     `push_to_hub`, and when called after training): an `image-text-to-text` card naming the base model, instead of
     TRL's text-generation card.
+
+    Video samples: a `videos` column (per row a list of videos, each a list of frames, a `(T, H, W, 3)` array or a
+    video file path; see `collator.py`) next to TRL's `messages` (and `images`): TRL's vision collator is replaced by
+    `LlavaVRVisionCollator`, which fills the rows' `{"type": "video"}` items and keeps TRL's truncation and
+    assistant-only loss; a dataset with videos but no `images` column is given an empty one.
     """
 
     def __init__(
@@ -47,8 +79,21 @@ class LlavaVRSFTTrainer(_SFTTrainer):
         self.component_learning_rates = dict(component_learning_rates or {})
         self.model_card = dict(model_card or {})
         check_components(self.component_learning_rates)
-        with peft_checkpointing_probe_quiet() if kwargs.get("peft_config") else contextlib.nullcontext():
-            super().__init__(*args, **kwargs)
+        bound = inspect.signature(_SFTTrainer.__init__).bind_partial(self, *args, **kwargs).arguments
+        bound.pop("self")
+        for name in ("train_dataset", "eval_dataset"):
+            if name in bound:
+                value = bound[name]
+                bound[name] = (
+                    {key: with_images_column(d) for key, d in value.items()}
+                    if isinstance(value, Mapping)
+                    else with_images_column(value)
+                )
+        extra = bound.pop("kwargs", {})  # SFTTrainer's own **kwargs, if it takes any
+        with peft_checkpointing_probe_quiet() if bound.get("peft_config") else contextlib.nullcontext():
+            super().__init__(**bound, **extra)
+        if type(self.data_collator) is DataCollatorForVisionLanguageModeling:  # TRL's default for vision datasets
+            self.data_collator = LlavaVRVisionCollator.from_trl(self.data_collator)
         if getattr(self.model, "is_loaded_in_4bit", False) or getattr(self.model, "is_loaded_in_8bit", False):
             restore_saved_module_dtypes(self.model)  # QLoRA: TRL made the fully trained VR / projector copies bf16
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
@@ -58,6 +103,12 @@ class LlavaVRSFTTrainer(_SFTTrainer):
                 "the DeepSpeed config has an 'optimizer' block, which bypasses Trainer.create_optimizer and so the "
                 "per-component learning rates: remove the 'optimizer' block (Trainer then builds AdamW itself)"
             )
+
+    def _set_signature_columns_if_needed(self):
+        """TRL keeps `messages` / `images` of a vision dataset for the collator; `video` / `videos` too."""
+        super()._set_signature_columns_if_needed()
+        if getattr(self, "_is_vision_dataset", False):
+            self._signature_columns = list(dict.fromkeys([*self._signature_columns, *VIDEO_COLUMNS]))
 
     def _issue_warnings_after_load(self, load_result) -> None:
         """Resuming a model whose LM head is tied to the input embeddings: `save_pretrained` leaves the tied copy
