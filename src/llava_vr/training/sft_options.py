@@ -108,7 +108,8 @@ class LlavaVRSFTOptions:
 
     tiny: bool = field(default=False, metadata={"help": "tiny random model + processor built offline (smoke run)"})
     dataset: str | None = field(
-        default=None, metadata={"help": "datasets name or save_to_disk folder with `messages` and `images` columns"}
+        default=None,
+        metadata={"help": "datasets name or save_to_disk folder with `messages` and `images` and/or `videos` columns"},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "config name for load_dataset"})
     dataset_split: str = field(default="train", metadata={"help": "training split of --dataset"})
