@@ -83,12 +83,14 @@ def machine_balance(device_type: str, dtype: torch.dtype) -> float:
     return MACHINE_BALANCE.get((device_type, name), MACHINE_BALANCE[("cpu", "float32")])
 
 
-def absorbed_blocks(total: int, bytes_per_item: int, items: int | None = None) -> list[slice]:
-    """`total` items (tokens or heads) in near-equal consecutive blocks: of `items` each when given, else of at most
-    `ABSORBED_BLOCK_BYTES` of intermediates (`bytes_per_item` each; at least one item), at most
+def absorbed_blocks(
+    total: int, bytes_per_item: int, items: int | None = None, budget: int = ABSORBED_BLOCK_BYTES
+) -> list[slice]:
+    """`total` items (tokens or heads) in consecutive blocks: of `items` each when given, else of at most
+    `min(budget, ABSORBED_BLOCK_BYTES)` of intermediates (`bytes_per_item` each; at least one item), at most
     `MAX_ABSORBED_BLOCKS` blocks."""
     if items is None:
-        items = max(1, ABSORBED_BLOCK_BYTES // max(1, bytes_per_item))
+        items = max(1, min(budget, ABSORBED_BLOCK_BYTES) // max(1, bytes_per_item))
         items = max(items, -(-total // MAX_ABSORBED_BLOCKS))
     items = max(1, items)
     return [slice(start, min(start + items, total)) for start in range(0, total, items)] or [slice(0, 0)]
@@ -173,6 +175,12 @@ class TokenFeatureAttention(nn.Module):
         weight = proj.weight * norm.weight
         bias = proj.weight @ norm.bias + proj.bias
         return weight.view(self.num_heads, self.head_dim, -1), bias.view(self.num_heads, self.head_dim)
+
+    def split_folded(self, proj: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+        """`proj`'s weight as `(H, hd, C)` (a view: no copy) and the folded bias `(H, hd)` of `proj ∘ feature_norm`;
+        the LayerNorm's scale is applied to the normalised features instead (`folded` without its `d x C` copy)."""
+        bias = proj.weight @ self.feature_norm.bias + proj.bias
+        return proj.weight.view(self.num_heads, self.head_dim, -1), bias.view(self.num_heads, self.head_dim)
 
     def absorbed_queries(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`(Nv, d) -> (Nv, H, C), (Nv, H)`: each head's query mapped to the feature space by its folded key weight,
@@ -300,14 +308,14 @@ class TokenFeatureLocalAttention(TokenFeatureAttention):
         normalized = inputs.normalized_features.to(tokens.device, tokens.dtype).flatten(0, 1)
         saliency = inputs.saliency.to(tokens.device, tokens.dtype).flatten()
         valid = inputs.window_valid.to(tokens.device)
-        key_weight, key_bias = self.folded(self.k_proj)
-        value_folded = self.folded(self.v_proj)
+        key_weight, key_bias = self.split_folded(self.k_proj)  # the LayerNorm scale goes onto the cells
+        value_folded = self.split_folded(self.v_proj)
         queries = self.queries(tokens)  # (Nv, H, hd)
         query_bias = (queries * key_bias).sum(-1)  # (Nv, H): see `absorbed_queries`
         attended = []
         for block in self.absorbed_block_slices(inputs, tokens.shape[0], tokens.element_size()):
             rows = window[block]
-            cells = normalized[rows]  # (n, L, C)
+            cells = normalized[rows] * self.feature_norm.weight  # (n, L, C)
             mapped = torch.einsum("nhd,hdc->nhc", queries[block], key_weight)
             scores = (torch.einsum("nhc,nlc->nhl", mapped, cells) + query_bias[block, :, None]) * self.head_dim**-0.5
             weights = _softmax_weights(scores, valid[block, None, :], saliency[rows][:, None, :])  # (n, H, L)
@@ -316,8 +324,12 @@ class TokenFeatureLocalAttention(TokenFeatureAttention):
         return torch.cat(attended) if len(attended) > 1 else attended[0]
 
     def absorbed_block_slices(self, inputs: VisionRememberInputs, num_tokens: int, itemsize: int) -> list[slice]:
-        """Blocks of tokens, each token's `(H, C)` intermediates `H * C * itemsize` bytes."""
-        return absorbed_blocks(num_tokens, self.num_heads * self.feature_size * itemsize, self.absorbed_block_items)
+        """Blocks of tokens, each token's `(H, C)` intermediates `H * C * itemsize` bytes; a block at most a quarter
+        of the plain formulation's keys (`cells x d`), so that the absorbed formulation's few live blocks need no more
+        memory than the plain one's keys and values."""
+        cells, _, hidden = self._feature_sizes(inputs)
+        per_token = self.num_heads * self.feature_size * itemsize
+        return absorbed_blocks(num_tokens, per_token, self.absorbed_block_items, cells * hidden * itemsize // 4)
 
     def formulation_flops(self, inputs: VisionRememberInputs, num_tokens: int) -> dict[str, int]:
         cells, width, hidden = self._feature_sizes(inputs)
@@ -380,11 +392,12 @@ class GroupedTokenFeatureAttention(TokenFeatureAttention):
         """In blocks of heads (`absorbed_blocks`): each block's `(groups, tokens, heads, C)` queries and attended
         features stay in the cache (the heads share the keys and values: the normalised features)."""
         normalized = inputs.normalized_features.to(tokens.device, tokens.dtype).flatten(0, 1)  # (cells, C)
+        normalized = normalized * self.feature_norm.weight  # the LayerNorm scale (`split_folded`)
         saliency = inputs.saliency.to(tokens.device, tokens.dtype).flatten()[:, None]
         values = torch.cat((normalized * saliency, saliency), dim=-1)[:, None]  # the last column sums the weights
         keys = torch.cat((normalized, torch.ones_like(saliency)), dim=-1)[:, None]  # the last adds the key bias
-        key_weight, key_bias = self.folded(self.k_proj)
-        value_weight, value_bias = self.folded(self.v_proj)
+        key_weight, key_bias = self.split_folded(self.k_proj)
+        value_weight, value_bias = self.split_folded(self.v_proj)
         queries = self.queries(tokens)  # (Nv, H, hd)
         groups = self.groups(inputs, tokens.device)
         attended = []
@@ -401,8 +414,9 @@ class GroupedTokenFeatureAttention(TokenFeatureAttention):
     def absorbed_block_slices(self, inputs: VisionRememberInputs, num_tokens: int, itemsize: int) -> list[slice]:
         """Blocks of heads, each head's padded `(groups, tokens, C)` queries `groups * tokens * C * itemsize` bytes."""
         *_, max_tokens, _, _, _, num_groups = self.groups(inputs, "cpu")
+        cells, _, hidden = self._feature_sizes(inputs)
         per_head = num_groups * max_tokens * self.feature_size * itemsize
-        return absorbed_blocks(self.num_heads, per_head, self.absorbed_block_items)
+        return absorbed_blocks(self.num_heads, per_head, self.absorbed_block_items, cells * hidden * itemsize // 4)
 
     def formulation_flops(self, inputs: VisionRememberInputs, num_tokens: int) -> dict[str, int]:
         cells, width, hidden = self._feature_sizes(inputs)
