@@ -30,6 +30,7 @@ from llava_vr.benchmarks.model_variants import (
 from llava_vr.benchmarks.reporting import DEFAULT_OUTPUT_DIR
 from llava_vr.registries_llava_vr import VR_INTERACTIONS
 from llava_vr.testing_utils import image_inputs, tiny_model
+from llava_vr.token_feature_attention_llava_vr import MAX_ABSORBED_BLOCKS
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -104,7 +105,9 @@ def test_vision_remember_benchmark_tiny_end_to_end(tmp_path):
                 for r in written["results"]
                 if (r["interaction"], r["width"], r["formulation"]) == ("sela", width, formulation)
             ]
-            assert len({r["dispatched_ops"] for r in sela}) == 1  # op count independent of the tile count
+            # op count independent of the tile count (the absorbed formulation's in one block; its blocks are few)
+            assert len({r.get("dispatched_ops_one_block", r["dispatched_ops"]) for r in sela}) == 1
+            assert all(1 <= r["absorbed_blocks"] <= MAX_ABSORBED_BLOCKS for r in sela)
             largest = max(sela, key=lambda r: r["tiles"])
             # one attention for all windows of all tiles: a fused SDPA (plain), one softmax (absorbed)
             calls, kernels = largest["cross_attention_calls"], largest["cross_attention_kernels"]
@@ -350,12 +353,13 @@ def test_targets_are_computed_from_the_rows():
     }
     over = checks[VR_MAIN, "vr_over_pool_pct"]
     assert over["value"] == pytest.approx(9.0) and over["met"]
-    assert over["limit"] == TARGETS["max_vr_over_pool_pct"][VR_MAIN] == 10.0
+    assert over["limit"] == TARGETS["max_vr_over_pool_pct"][VR_MAIN] == 12.0
     assert checks[VR_V1, "vr_over_pool_pct"]["value"] == pytest.approx(8.5)
     assert not checks[VR_V1, "vr_over_pool_pct"]["met"]  # the v1 limit is 8 %
     share = checks[VR_MAIN, "time_over_flop_share"]
     assert share["value"] == pytest.approx(8.72 / 109.0 * 100 / 8.0) and share["met"]  # 1.0
-    assert not checks[VR_V1, "time_over_flop_share"]["met"]  # 8.4 / 108.5 / 6 % = 1.29 > 1.15
+    assert not checks[VR_V1, "time_over_flop_share"]["met"]  # 8.4 / 108.5 / 6 % = 1.29 > 1.10
+    assert checks[VR_V1, "time_over_flop_share"]["limit"] == TARGETS["max_time_over_flop_share"][VR_V1] == 1.10
     speedup = checks[VR_MAIN, "mlp_speedup"]
     assert speedup["value"] == pytest.approx(170 / 109) and not speedup["met"]
     assert target_checks(target_rows(), estimate=False) == []  # the measured rows carry no ratios here
@@ -380,8 +384,8 @@ def test_efficiency_targets_are_printed_only_for_presets_at_real_widths(capsys):
     assert "target" not in capsys.readouterr().out.lower()
     model_benchmark.print_report(rows, {"vision": 24, "text": 24}, targets=True)
     printed = capsys.readouterr().out
-    assert f"{VR_MAIN} crops=1: VR over pooling +9.0% (target <= +10%: met); " in printed
-    assert "VR time share / FLOP share 1.00 (target <= 1.15: met)" in printed
+    assert f"{VR_MAIN} crops=1: VR over pooling +9.0% (target <= +12%: met); " in printed
+    assert "VR time share / FLOP share 1.00 (target <= 1.1: met)" in printed
     assert "vs mlp 1.56x (target >= 1.6x: missed)" in printed
     assert f"{VR_V1} crops=1: VR over pooling +8.5% (target <= +8%: missed)" in printed
     assert "issue" not in printed.lower()

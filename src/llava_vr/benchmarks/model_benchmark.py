@@ -578,10 +578,16 @@ def add_flat_columns(row: dict):
 # The efficiency targets, judged on presets at real widths (`targets` in the preset); at Qwen2-0.5B full depth the
 # cpu-small preset's full-depth estimate stands for the model:
 TARGETS = {
-    # VR over pooling alone, % of TTFT: the default model (token self-attention, the paper's v2) and the paper's v1
-    "max_vr_over_pool_pct": {VR_MAIN: 10.0, VR_V1: 8.0},
+    # VR over pooling alone, % of TTFT: the default model (token self-attention, the paper's v2; its exact FLOPs are
+    # +10.6-11.3 % at Qwen2-0.5B) and the paper's v1
+    "max_vr_over_pool_pct": {VR_MAIN: 12.0, VR_V1: 8.0},
     # VR's share of the TTFT over its share of the prefill FLOPs (1: VR runs as fast per FLOP as the rest)
-    "max_time_over_flop_share": 1.15,
+    "max_time_over_flop_share": {
+        VR_MAIN: 1.10,
+        VR_V1: 1.10,
+        "adaptive_avg_pool+deformable": 1.10,
+        "adaptive_avg_pool+global": 1.10,
+    },
     # TTFT(mlp) / TTFT(default model): the paper's 1.60x at Qwen2-1.5B
     "min_mlp_speedup": 1.6,
 }
@@ -595,9 +601,10 @@ def numbers(row: dict, estimate: bool) -> dict | None:
 
 
 def target_checks(rows: list[dict], estimate: bool = False) -> list[dict]:
-    """`{"target", "variant", "crops", "value", "limit", "met"}` per target and crop count: VR over pooling (%) and
-    time share / FLOP share for the variants of `TARGETS["max_vr_over_pool_pct"]`, the `mlp` speed-up for
-    `VR_MAIN`. Rows without the numbers are skipped."""
+    """`{"target", "variant", "crops", "value", "limit", "met"}` per target and crop count: VR over pooling (%) for
+    the variants of `TARGETS["max_vr_over_pool_pct"]`, time share / FLOP share for those of
+    `TARGETS["max_time_over_flop_share"]`, the `mlp` speed-up for `VR_MAIN`. Rows without the numbers are
+    skipped."""
     checks = []
 
     def check(target, row, value, limit, met):
@@ -608,13 +615,13 @@ def target_checks(rows: list[dict], estimate: bool = False) -> list[dict]:
     for row in rows:
         source = numbers(row, estimate)
         limit = TARGETS["max_vr_over_pool_pct"].get(row["variant"])
-        if not source or limit is None or source.get("x_pool") is None:
+        if not source or source.get("x_pool") is None:
             continue
-        over = (source["x_pool"] - 1) * 100
-        check("vr_over_pool_pct", row, over, limit, over <= limit)
-        share = source.get("vr_time_over_flop_share")
-        if share is not None:
-            most = TARGETS["max_time_over_flop_share"]
+        if limit is not None:
+            over = (source["x_pool"] - 1) * 100
+            check("vr_over_pool_pct", row, over, limit, over <= limit)
+        share, most = source.get("vr_time_over_flop_share"), TARGETS["max_time_over_flop_share"].get(row["variant"])
+        if share is not None and most is not None:
             check("time_over_flop_share", row, share, most, share <= most)
         speedup = source.get("mlp_speedup")
         if row["variant"] == VR_MAIN and speedup is not None:
