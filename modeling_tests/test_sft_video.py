@@ -202,3 +202,22 @@ def test_the_collator_fills_video_items_in_order_and_names_a_mismatch():
     ]
     with pytest.raises(ValueError, match=r"2 \{'type': 'video'\} item\(s\) in its messages but 1 video\(s\)"):
         fill_video_placeholders(messages, [first])
+
+
+def test_the_sft_command_trains_on_a_saved_dataset_with_videos(processor_and_model, tmp_path):
+    from safetensors.torch import load_file
+
+    from llava_vr.training import sft_cli
+
+    processor, model = processor_and_model
+    model.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    to_dataset(mixed_rows()).save_to_disk(tmp_path / "data")
+    argv = ["--model", str(tmp_path / "base"), "--dataset", str(tmp_path / "data")]
+    argv += ["--output_dir", str(tmp_path / "run")]
+    argv += ["--max_steps", "1", "--per_device_train_batch_size", "4", "--save_strategy", "no", "--report_to", "none"]
+    assert sft_cli.main(argv) == 0
+    before = load_file(tmp_path / "base" / "model.safetensors")
+    after = load_file(tmp_path / "run" / "model.safetensors")
+    names = [n for n in before if "vision_remember" in n]
+    assert names and any(not torch.equal(before[n], after[n]) for n in names)
