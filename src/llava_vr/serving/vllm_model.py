@@ -205,9 +205,9 @@ class LlavaVRForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsLoR
         if partial:
             raise ValueError(
                 f"a decoder step holds only {describe_rows(slices[partial[0]], self.hidden_size)} image or video "
-                "tokens: Vision Remember needs all of an item's tokens in one step. LLaVA-VR sets "
-                "disable_chunked_mm_input=True and a scheduler that never ends a prefix-cache hit inside an image or "
-                "a video; something overrode them"
+                "tokens: Vision Remember needs all of an image's tokens in one step (all of a video's for a video). "
+                "LLaVA-VR sets disable_chunked_mm_input=True and a scheduler that never ends a prefix-cache hit "
+                "inside an image or a video; something overrode them"
             )
         video = [rows_are_video(s, self.hidden_size) for s in slices]
         # the step's multimodal rows in the flattened batch are the slices' rows, in order
