@@ -118,8 +118,9 @@ class LlavaVRConfig(PreTrainedConfig):
         vision_remember_formulation (`str`, *optional*, defaults to `"auto"`):
             How the cross-attention is computed, with equal results, one of `registries_llava_vr.FORMULATIONS`:
             `plain` (keys and values projected for every feature cell), `absorbed` (the projections moved onto the
-            queries and the attended features, see `token_feature_attention_llava_vr.py`) or `auto` (whichever costs
-            fewer FLOPs for each call).
+            queries and the attended features, in cache-sized blocks, see `token_feature_attention_llava_vr.py`) or
+            `auto` (for each call, whichever has the lower estimated time: FLOPs plus bytes moved, per device type and
+            dtype; `plain` wherever folding the projections would not be exact).
         spatial_pool_stride (`int`, *optional*, defaults to 2):
             Video frames (LLaVA-OneVision's layout: every frame through the tower at the base tile resolution, the
             projector, then bilinear pooling of the frame's token grid): the pooled grid side is

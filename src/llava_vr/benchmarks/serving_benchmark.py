@@ -273,7 +273,15 @@ def tables(rows: list[dict], ratios: list[dict]) -> str:
     relative = markdown_table(
         ["variant", "concurrent requests", "engine", "against", "throughput ×", "TTFT ratio (lower is better)"],
         [
-            [r["variant"], r["concurrency"], r["engine"], r["against"], r["throughput_ratio"], r["ttft_ratio"]]
+            # results written before the tensor-parallel rows (no "engine" in their ratios) have one engine, vLLM's
+            [
+                r["variant"],
+                r["concurrency"],
+                r.get("engine", "vllm"),
+                r["against"],
+                r["throughput_ratio"],
+                r["ttft_ratio"],
+            ]
             for r in ratios
         ],
     )
