@@ -33,10 +33,11 @@ Protocol, the same for every variant and seed:
     pool_vr_global / pool_vr_deformable  (optional; one `pool_vr_*` per registered VR interaction)
 
 Exact-match accuracy on a held-out test split that shares no image with training. Every run writes
-`<output-dir>/<variant>-seed<seed>/result.json` (and, for the Vision Remember variants, the trained model in
-`model/`); `results.json` / `results.md` summarise every run of the same preset found in the folder, so runs in
-several processes (`--jobs`) or several invocations add up. `--save-best-to` copies the best pool + VR model there
-as a complete trust_remote_code checkpoint with a model card stating its measured accuracy.
+`<output-dir>/<variant>-seed<seed>/result.json` and the trained model in `model/` (a trust_remote_code checkpoint
+that `lmms-eval --model llava_vr` can score); `results.json` / `results.md` summarise every run of the same preset
+found in the folder, so runs in several processes (`--jobs`) or several invocations add up. `--save-best-to` copies
+the best pool + VR model there as a complete trust_remote_code checkpoint with a model card stating its measured
+accuracy.
 
 Nothing is overwritten unasked: a non-empty `--save-best-to` / `--save-samples-to` folder, or a finished run of the
 same variant and seed in `--output-dir`, stops the command before anything trains unless `--overwrite` is given.

@@ -180,9 +180,8 @@ def run_one(variant: str, seed: int, preset: dict, tokenizer, datasets, args) ->
         preset=preset,
     )
     shutil.rmtree(folder / "trainer", ignore_errors=True)
-    if variant.startswith("pool_vr"):
-        model.save_pretrained(folder / "model")
-        processor.save_pretrained(folder / "model")
+    model.save_pretrained(folder / "model")  # every variant: the baselines can be evaluated too (`llava-vr eval`)
+    processor.save_pretrained(folder / "model")
     (folder / "result.json").write_text(json.dumps(row, indent=2))
     print(json.dumps({k: v for k, v in row.items() if k not in ("losses", "preset")}), flush=True)
     return row
