@@ -224,3 +224,63 @@ def test_bad_video_input_is_a_value_error_and_the_engine_keeps_serving(llm, proc
 
 def llm_model_dir(llm) -> str:
     return llm.llm_engine.model_config.model
+
+
+def _converted_llava_onevision(folder):
+    """A tiny Transformers `LlavaOnevisionForConditionalGeneration` (SigLIP, `<video>` in its tokenizer, OneVision's
+    image processor) converted by `llava-vr convert`, then every Vision Remember parameter moved off its init and
+    saved again: the path a user takes from a OneVision checkpoint to a served LLaVA-VR."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+    from video_utils import SIGLIP_TILE, video_tokenizer
+
+    from llava_vr import LlavaVRForConditionalGeneration, conversion
+    from llava_vr.data.image_processors import anyres_image_processor
+    from llava_vr.testing_utils import perturb_every_vision_remember_parameter, tiny_text_config, tiny_vision_config
+
+    tokenizer = video_tokenizer()
+    torch.manual_seed(5)
+    text_config = dict(tiny_text_config(vocab_size=len(tokenizer)), num_attention_heads=2, num_key_value_heads=1)
+    source = LlavaOnevisionForConditionalGeneration(
+        LlavaOnevisionConfig(
+            vision_config=tiny_vision_config("siglip", SIGLIP_TILE),
+            text_config=text_config,
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+            video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+            image_grid_pinpoints=[[SIGLIP_TILE, SIGLIP_TILE], [SIGLIP_TILE, 2 * SIGLIP_TILE]],
+            vision_feature_select_strategy="full",
+            vision_feature_layer=-1,
+        )
+    )
+    source.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    source.save_pretrained(folder / "source")
+    tokenizer.save_pretrained(folder / "source")
+    anyres_image_processor(
+        "onevision", SIGLIP_TILE, source.config.image_grid_pinpoints, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ).save_pretrained(folder / "source")
+    converted = folder / "converted"
+    flags = ["--projector-type", "mlp", "--vision-remember-layers", "1", "4", "--vision-remember-feature-layers"]
+    assert conversion.main(["--source", str(folder / "source"), "--output", str(converted), *flags, "1", "2", "3"]) == 0
+    model = LlavaVRForConditionalGeneration.from_pretrained(converted, dtype=torch.float32)
+    perturb_every_vision_remember_parameter(model, seed=1)
+    model.save_pretrained(converted)
+    return converted
+
+
+def test_a_converted_llava_onevision_answers_about_videos_as_transformers_does(tmp_path):
+    checkpoint = _converted_llava_onevision(tmp_path)
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
+    requests = [
+        (video_prompt(processor, "Describe the video."), [], [random_video(4, seed=6)]),
+        (
+            video_prompt(processor, "And this one, with a picture?", images=1),
+            [random_image(60, 100, seed=7)],
+            [_frames(random_video(3, 50, 20, seed=8))],
+        ),
+    ]
+    expected = transformers_greedy(checkpoint, requests, max_new_tokens=8)
+    llm = _llm(checkpoint)
+    got = vllm_greedy(llm, requests, max_new_tokens=8)
+    _close(llm)
+    assert got == expected
