@@ -554,42 +554,39 @@ class LlavaVRModel(LlavaVRPreTrainedModel):
             deepstack_features=deepstack,
         )
 
-    def get_video_placeholder_mask(self, input_ids, inputs_embeds, video_features: torch.Tensor):
-        """`(batch, seq)` bool mask of the `<video>` tokens; raises if their count is not the features' count."""
+    def _placeholder_mask(self, input_ids, inputs_embeds, token_id: int, num_features: int, what: str, hint: str):
+        """`(batch, seq)` bool mask of the tokens `token_id` (found by embedding when only `inputs_embeds` is given);
+        raises if their count is not `num_features`."""
         if input_ids is None:
-            video_embedding = self.get_input_embeddings()(
-                torch.tensor(self.config.video_token_id, dtype=torch.long, device=inputs_embeds.device)
+            embedding = self.get_input_embeddings()(
+                torch.tensor(token_id, dtype=torch.long, device=inputs_embeds.device)
             )
-            mask = (inputs_embeds == video_embedding).all(-1)
+            mask = (inputs_embeds == embedding).all(-1)
         else:
-            mask = input_ids == self.config.video_token_id
-        num_tokens, num_features = int(mask.sum()), video_features.shape[0]
+            mask = input_ids == token_id
+        num_tokens = int(mask.sum())
         if num_tokens != num_features:
             raise ValueError(
-                f"Video features and video tokens do not match, tokens: {num_tokens}, features: {num_features}. "
-                "The text must hold exactly the video tokens the processor expands each <video> into (frames * "
-                "ceil(g / spatial_pool_stride)**2 + 1); a video cut by truncation (raise max_length) or a processor "
-                "built for another projector_type / spatial_pool_stride gives this."
+                f"{what.capitalize()} features and {what} tokens do not match, tokens: {num_tokens}, features: "
+                f"{num_features}. The text must hold exactly the {what} tokens the processor expands each <{what}> "
+                f"into{hint}; a{'n' if what == 'image' else ''} {what} cut by truncation (raise max_length) or a "
+                f"processor built for another projector_type{'' if what == 'image' else ' / spatial_pool_stride'} "
+                "gives this."
             )
         return mask
 
+    def get_video_placeholder_mask(self, input_ids, inputs_embeds, video_features: torch.Tensor):
+        """`(batch, seq)` bool mask of the `<video>` tokens; raises if their count is not the features' count."""
+        hint = " (frames * ceil(g / spatial_pool_stride)**2 + 1)"
+        return self._placeholder_mask(
+            input_ids, inputs_embeds, self.config.video_token_id, video_features.shape[0], "video", hint
+        )
+
     def get_placeholder_mask(self, input_ids, inputs_embeds, image_features: torch.Tensor):
         """`(batch, seq)` bool mask of the `<image>` tokens; raises if their count is not the features' count."""
-        if input_ids is None:
-            image_embedding = self.get_input_embeddings()(
-                torch.tensor(self.config.image_token_id, dtype=torch.long, device=inputs_embeds.device)
-            )
-            mask = (inputs_embeds == image_embedding).all(-1)
-        else:
-            mask = input_ids == self.config.image_token_id
-        num_tokens, num_features = int(mask.sum()), image_features.shape[0]
-        if num_tokens != num_features:
-            raise ValueError(
-                f"Image features and image tokens do not match, tokens: {num_tokens}, features: {num_features}. "
-                "The text must hold exactly the image tokens the processor expands each <image> into; an image cut "
-                "by truncation (raise max_length) or a processor built for another projector_type gives this."
-            )
-        return mask
+        return self._placeholder_mask(
+            input_ids, inputs_embeds, self.config.image_token_id, image_features.shape[0], "image", ""
+        )
 
     @staticmethod
     def _is_data_parallel() -> bool:
