@@ -124,3 +124,19 @@ def test_sft_command_refuses_bad_data_before_loading_a_model_or_training(bad_dat
     assert f"{path}:6: unreadable image" in captured.err and "Traceback" not in captured.err
     assert "Checking data.jsonl" in captured.err  # the progress bar
     assert not output_dir.exists()
+
+
+def test_a_truncated_image_is_refused_even_where_a_library_lets_pil_load_truncated_files(tmp_path, monkeypatch):
+    """lmms-eval sets PIL's `ImageFile.LOAD_TRUNCATED_IMAGES = True` when imported; the checks keep PIL's default and
+    leave the flag as they found it."""
+    from PIL import ImageFile
+
+    from llava_vr.data.jsonl_documents import check_images
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    jpeg = tmp_path / "cut.jpg"
+    Image.open(noise_png(tmp_path / "ok.png")).save(jpeg, quality=95)
+    jpeg.write_bytes(jpeg.read_bytes()[:-200])
+    assert check_image(str(jpeg)) is not None
+    assert check_images([str(jpeg), str(tmp_path / "ok.png")], num_threads=2)[0] is not None
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True

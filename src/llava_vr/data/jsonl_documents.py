@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
-from PIL import Image
+from PIL import Image, ImageFile
 
 from ..hub.refusals import LlavaVRRefusal, listed_refusal
 
@@ -23,8 +24,20 @@ FIELDS = ("image", "question", "answer")
 MAX_LISTED = 100  # bad lines shown in the error message; the full list goes to a file beyond that
 
 
-def check_image(path: str) -> str | None:
-    """`None` when `path` is an image that decodes completely, else why not (missing, unreadable, truncated)."""
+@contextmanager
+def truncated_images_refused():
+    """PIL's default for the duration, a truncated file raising on `load()`, whatever another library set: lmms-eval
+    sets `ImageFile.LOAD_TRUNCATED_IMAGES = True` when imported, which would let a cut file pass as whole. The flag is
+    PIL's global: enter this once around a batch of checks, not in each of several threads."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _check_image(path: str) -> str | None:
     if not os.path.isfile(path):
         return f"no image file {path}"
     try:
@@ -35,6 +48,12 @@ def check_image(path: str) -> str | None:
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         return f"unreadable image {path} ({type(error).__name__}: {error})"
     return None
+
+
+def check_image(path: str) -> str | None:
+    """`None` when `path` is an image that decodes completely, else why not (missing, unreadable, truncated)."""
+    with truncated_images_refused():
+        return _check_image(path)
 
 
 def parse_line(line: str) -> tuple[dict | None, str | None]:
@@ -71,8 +90,8 @@ def check_images(paths: list[str], num_threads: int | None = None, desc: str = "
     from datasets.utils import tqdm
 
     workers = num_threads or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(check_image, paths), total=len(paths), desc=desc, unit="image"))
+    with truncated_images_refused(), ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(tqdm(pool.map(_check_image, paths), total=len(paths), desc=desc, unit="image"))
 
 
 def read_jsonl_documents(path: str, image_root: str | None = None, num_threads: int | None = None):
