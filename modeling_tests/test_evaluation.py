@@ -236,6 +236,18 @@ def test_missing_or_corrupt_image_fails_with_a_message_naming_the_sample(lmms_mo
         utils.doc_to_visual(docs[1])
     with pytest.raises(ValueError, match=r"sample 'llava_vr_digit_grid-0002' .*cannot be read \(UnidentifiedImage"):
         utils.doc_to_visual(docs[2])
+    # a cut file, where lmms-eval has let PIL load truncated images (it sets the flag when imported)
+    from PIL import ImageFile
+
+    cut = tmp_path / docs[0]["image"]
+    cut.write_bytes(cut.read_bytes()[:-40])
+    ImageFile.LOAD_TRUNCATED_IMAGES, previous = True, ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        with pytest.raises(ValueError, match=r"sample 'llava_vr_digit_grid-0000' .*cannot be read \(OSError"):
+            utils.doc_to_visual(docs[0])
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
     lmms_model.task_dict = {"t": {"test": docs}}
     gen = {"max_new_tokens": 4}
     with pytest.raises(ValueError, match="llava_vr_digit_grid-0002"):
