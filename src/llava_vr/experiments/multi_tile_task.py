@@ -15,7 +15,7 @@ from llava_vr.data.synthetic_documents import SPLIT_SEED_OFFSETS, DocumentSample
 from llava_vr.data.tokenizers import train_chat_tokenizer
 
 from .multi_tile_options import PRESETS, VARIANTS
-from .visual_forgetting_task import PATCH, SPECIAL_TOKEN_IDS, grid_digits
+from .visual_forgetting_task import digit_grid_config, grid_digits
 
 # layout -> (tile rows, tile columns); tiles are numbered 1, 2, ... in reading order
 LAYOUTS = {"2x2": (2, 2), "1x3": (1, 3)}
@@ -93,38 +93,15 @@ def build_tokenizer():
 
 def variant_config(variant: str, preset: dict, tokenizer) -> LlavaVRConfig:
     """A CLIP-like tower on `tile`-px tiles, AnyRes over the layouts, a small tied Qwen2, the variant's projector/VR."""
-    tile = preset["tile"]
-    tower_hidden, tower_layers = preset["tower"]
-    llm_hidden, llm_layers = preset["llm"]
     overrides = dict(VARIANTS[variant][0])
     overrides.setdefault("vision_remember_layers", preset["vr_layers"])
-    return LlavaVRConfig(
-        vision_config=dict(
-            model_type="clip_vision_model",
-            hidden_size=tower_hidden,
-            intermediate_size=2 * tower_hidden,
-            num_hidden_layers=tower_layers,
-            num_attention_heads=4,
-            image_size=tile,
-            patch_size=PATCH,
-        ),
-        text_config=dict(
-            model_type="qwen2",
-            hidden_size=llm_hidden,
-            intermediate_size=2 * llm_hidden,
-            num_hidden_layers=llm_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=512,
-            tie_word_embeddings=True,
-            **{name: getattr(tokenizer, name) for name in SPECIAL_TOKEN_IDS if getattr(tokenizer, name) is not None},
-        ),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=pinpoints(tile, preset["layouts"]),
+    return digit_grid_config(
+        tokenizer,
+        preset["tile"],
+        preset["tower"],
+        preset["llm"],
+        image_grid_pinpoints=pinpoints(preset["tile"], preset["layouts"]),
         vision_aspect_ratio="anyres",
-        vision_feature_layer=-1,
-        vision_remember_feature_layers=list(range(max(1, tower_layers - 2), tower_layers + 1)),
         **overrides,
     )
 

@@ -35,15 +35,12 @@ def build_tokenizer():
 SPECIAL_TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id")
 
 
-def variant_config(variant: str, preset: dict, tokenizer) -> LlavaVRConfig:
-    """A CLIP-like tower on one `image`-px tile (no AnyRes), a small tied Qwen2, and the variant's projector / VR."""
-    image = preset["image"]
-    tower_hidden, tower_layers = preset["tower"]
-    llm_hidden, llm_layers = preset["llm"]
-    overrides = dict(VARIANTS[variant])
-    overrides.setdefault("vision_remember_layers", preset["vr_layers"])
-    if overrides.get("vision_remember_hidden_size") == "tower":
-        overrides["vision_remember_hidden_size"] = tower_hidden
+def digit_grid_config(tokenizer, tile: int, tower: tuple[int, int], llm: tuple[int, int], **settings) -> LlavaVRConfig:
+    """The experiments' model: a CLIP-like tower (`tower` = (width, layers)) on `tile`-px tiles, a small tied Qwen2
+    (`llm` = (width, layers)), the tokenizer's special ids, VR reading the tower's last three hidden states; `settings`
+    (projector, VR, AnyRes grids) on top."""
+    tower_hidden, tower_layers = tower
+    llm_hidden, llm_layers = llm
     return LlavaVRConfig(
         vision_config=dict(
             model_type="clip_vision_model",
@@ -51,7 +48,7 @@ def variant_config(variant: str, preset: dict, tokenizer) -> LlavaVRConfig:
             intermediate_size=2 * tower_hidden,
             num_hidden_layers=tower_layers,
             num_attention_heads=4,
-            image_size=image,
+            image_size=tile,
             patch_size=PATCH,
         ),
         text_config=dict(
@@ -68,10 +65,26 @@ def variant_config(variant: str, preset: dict, tokenizer) -> LlavaVRConfig:
             **{name: getattr(tokenizer, name) for name in SPECIAL_TOKEN_IDS if getattr(tokenizer, name) is not None},
         ),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=[[image, image]],
-        vision_aspect_ratio="pad",
         vision_feature_layer=-1,
         vision_remember_feature_layers=list(range(max(1, tower_layers - 2), tower_layers + 1)),
+        **settings,
+    )
+
+
+def variant_config(variant: str, preset: dict, tokenizer) -> LlavaVRConfig:
+    """A CLIP-like tower on one `image`-px tile (no AnyRes), a small tied Qwen2, and the variant's projector / VR."""
+    image = preset["image"]
+    overrides = dict(VARIANTS[variant])
+    overrides.setdefault("vision_remember_layers", preset["vr_layers"])
+    if overrides.get("vision_remember_hidden_size") == "tower":
+        overrides["vision_remember_hidden_size"] = preset["tower"][0]
+    return digit_grid_config(
+        tokenizer,
+        image,
+        preset["tower"],
+        preset["llm"],
+        image_grid_pinpoints=[[image, image]],
+        vision_aspect_ratio="pad",
         **overrides,
     )
 
