@@ -86,21 +86,19 @@ def encode_videos(encoder: LlavaVRModel, pixel_values_videos: torch.Tensor, num_
     num_frames = [int(n) for n in num_frames]
     if sum(num_frames) != pixel_values_videos.shape[0] or min(num_frames, default=1) < 1:
         raise ValueError(f"{pixel_values_videos.shape[0]} frames for videos of {num_frames} frames")
-    per_video = list(pixel_values_videos.split(num_frames))
-    rows: list[torch.Tensor | None] = [None] * len(num_frames)
+    # every frame of every video through the tower in one batch (the model's flattened input)
+    output = encoder.get_video_features(pixel_values_videos, video_num_frames=num_frames)
+    vision_remember = output.vision_remember_features
     grid = encoder.config.video_token_grid_size
-    for frames in sorted(set(num_frames)):  # one tower batch per frame count (get_video_features stacks videos)
-        chosen = [i for i, n in enumerate(num_frames) if n == frames]
-        output = encoder.get_video_features(torch.stack([per_video[i] for i in chosen]))
-        vision_remember = output.vision_remember_features
-        for j, i in enumerate(chosen):
-            if vision_remember is None:
-                cells = video_token_cells(frames, grid, pixel_values_videos.device)
-                features = saliency = None
-            else:
-                cells = vision_remember.token_cells[j]
-                features, saliency = vision_remember.features[j], vision_remember.saliency[j]
-            rows[i] = encode_image_rows(output.pooler_output[j], cells, features, saliency, video=True)
+    rows = []
+    for i, frames in enumerate(num_frames):
+        if vision_remember is None:
+            cells = video_token_cells(frames, grid, pixel_values_videos.device)
+            features = saliency = None
+        else:
+            cells = vision_remember.token_cells[i]
+            features, saliency = vision_remember.features[i], vision_remember.saliency[i]
+        rows.append(encode_image_rows(output.pooler_output[i], cells, features, saliency, video=True))
     return rows
 
 
