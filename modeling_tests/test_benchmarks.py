@@ -311,6 +311,7 @@ def test_variant_names_parse_into_one_scheme():
         "adaptive_avg_pool+global",
         "adaptive_avg_pool+deformable",
         "pixel_shuffle+sela",
+        "saliency_top_k",
         *WIDTH_COMPARISON,
     } <= set(VARIANTS)
     for bad, message in [
@@ -320,6 +321,7 @@ def test_variant_names_parse_into_one_scheme():
         (f"{VR_MAIN}:fast", "unknown modifier"),
         (f"{VR_MAIN}:w0", "unknown modifier"),
         (f"{VR_MAIN}:plain:absorbed", "given twice"),
+        ("saliency_top_k+sela", "has no Vision Remember partner"),
     ]:
         with pytest.raises(ValueError, match=message):
             parse_variant(bad)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from llava_vr import LlavaVRForConditionalGeneration, LlavaVRModel
+from llava_vr.projectors_llava_vr import PROJECTOR_CLASSES
 from llava_vr.packing_llava_vr import anyres_layout, grid_pinpoints, pack_tile_tokens, packed_token_cells
 from llava_vr.registries_llava_vr import PROJECTORS, VR_INTERACTIONS
 from llava_vr.testing_utils import IMAGE_TOKEN_ID, image_inputs, left_pad, tiny_config, tiny_model
@@ -17,7 +18,8 @@ SIZES = [(60, 100), (120, 40), (56, 56), (30, 170)]
 
 @pytest.mark.parametrize("projector", list(PROJECTORS))
 def test_projector_tokens_per_tile_and_scattered_count_match_layout(projector):
-    model = tiny_model(projector_type=projector)
+    vr = {} if PROJECTOR_CLASSES[projector].tokens_at_grid_cells else dict(vision_remember_layers=[])
+    model = tiny_model(projector_type=projector, **vr)
     expected_grid = 4 if projector == "mlp" else 2
     assert model.config.token_grid_size == expected_grid
     inputs, ids = image_inputs(model, SIZES)

@@ -22,12 +22,13 @@ from llava_vr.experiments.multi_tile_task import (
     generate,
     render_multi_tile,
 )
+from llava_vr import LlavaVRForConditionalGeneration
 from llava_vr.projectors_llava_vr import LlavaVRSaliencyTopKProjector
 from llava_vr.testing_utils import tiny_config, tiny_model
 
 
 def test_saliency_top_k_keeps_the_highest_norm_patches_of_each_tile_in_raster_order():
-    projector = tiny_model(projector_type="saliency_top_k").model.multi_modal_projector
+    projector = tiny_model(projector_type="saliency_top_k", vision_remember_layers=[]).model.multi_modal_projector
     assert isinstance(projector, LlavaVRSaliencyTopKProjector) and projector.token_grid == 2
     torch.manual_seed(0)
     features = torch.randn(2, 16, projector.linear_1.in_features) * 0.1
@@ -45,7 +46,16 @@ def test_saliency_top_k_is_refused_a_budget_above_the_patch_grid_before_anything
         StrictDataclassClassValidationError,
         match="'saliency_top_k' cannot give that token budget",
     ):
-        tiny_config(projector_type="saliency_top_k", projector_pooled_grid_size=5)
+        tiny_config(projector_type="saliency_top_k", projector_pooled_grid_size=5, vision_remember_layers=[])
+
+
+def test_saliency_top_k_with_vision_remember_is_refused_at_config_and_at_load_time(tmp_path):
+    """VR's windows are the regions of grid cells; a selected patch is not at its cell, so the pair is refused."""
+    with pytest.raises(StrictDataclassClassValidationError, match="'saliency_top_k' cannot be used with Vision Remember"):
+        tiny_config(projector_type="saliency_top_k", vision_remember_layers=[1])
+    tiny_model(projector_type="saliency_top_k", vision_remember_layers=[]).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"vision_remember_layers=\[1\]\): its tokens are selected patches"):
+        LlavaVRForConditionalGeneration.from_pretrained(tmp_path, vision_remember_layers=[1])
 
 
 def test_multi_tile_images_are_cut_into_exactly_their_tiles_and_the_answer_is_the_named_row():

@@ -22,6 +22,7 @@ from serving_utils import (
     vllm_greedy,
 )
 
+from llava_vr.projectors_llava_vr import PROJECTOR_CLASSES
 from llava_vr.registries_llava_vr import PROJECTORS, VR_INTERACTIONS
 
 
@@ -128,6 +129,8 @@ def _variants():
     for index, projector in enumerate(PROJECTORS):
         kind = ("next", "onevision")[index % 2]
         settings = dict(projector_type=projector, vision_remember_interaction=interactions[index % len(interactions)])
+        if not PROJECTOR_CLASSES[projector].tokens_at_grid_cells:  # selected patches: no VR partner (refused)
+            settings["vision_remember_layers"] = []
         variants.append(pytest.param(kind, {**settings, **extras[index % len(extras)]}, id=f"{kind}-{projector}"))
     return variants
 

@@ -19,6 +19,7 @@ import torch
 
 from llava_vr import LlavaVRConfig, LlavaVRForConditionalGeneration
 from llava_vr.packing_llava_vr import grid_pinpoints
+from llava_vr.projectors_llava_vr import PROJECTOR_CLASSES
 from llava_vr.registries_llava_vr import PROJECTORS, VR_INTERACTIONS
 from llava_vr.testing_utils import IMAGE_TOKEN_ID, tiny_text_config, tiny_vision_config
 
@@ -121,6 +122,8 @@ def parse_variant(name: str) -> Variant:
         raise ValueError(f"{name!r}: unknown projector {projector!r} (one of {', '.join(PROJECTORS)})")
     if interaction and interaction not in VR_INTERACTIONS:
         raise ValueError(f"{name!r}: unknown VR interaction {interaction!r} (one of {', '.join(VR_INTERACTIONS)})")
+    if interaction and not PROJECTOR_CLASSES[projector].tokens_at_grid_cells:
+        raise ValueError(f"{name!r}: {projector!r} has no Vision Remember partner (its tokens are not grid cells)")
     if modifiers and not interaction:
         raise ValueError(f"{name!r}: modifiers need Vision Remember (PROJECTOR+INTERACTION:MODIFIER)")
     settings = {}
@@ -171,7 +174,11 @@ VARIANTS = {
     for name in [
         *PROJECTORS,
         *(f"{POOL}+{interaction}" for interaction in VR_INTERACTIONS),
-        *(f"{projector}+sela" for projector in PROJECTORS if projector not in (MLP, POOL)),
+        *(
+            f"{projector}+sela"
+            for projector in PROJECTORS
+            if projector not in (MLP, POOL) and PROJECTOR_CLASSES[projector].tokens_at_grid_cells
+        ),
         *WIDTH_COMPARISON,
     ]
 }
