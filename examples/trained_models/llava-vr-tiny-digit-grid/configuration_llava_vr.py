@@ -230,9 +230,11 @@ class LlavaVRConfig(PreTrainedConfig):
                     f"hidden-state indices of the tower's {num_vision_layers} layers (0 = embeddings .. "
                     f"{num_vision_layers})"
                 )
-        from .projectors_llava_vr import check_token_budget  # the token grids each projector class can produce
+        # the token grids each projector class can produce, and whether its tokens are grid cells (VR's windows)
+        from .projectors_llava_vr import check_token_budget, check_vision_remember_partner
 
         check_token_budget(self)
+        check_vision_remember_partner(self)
         if self.vision_remember_hidden_size % self.vision_remember_num_heads:
             raise ValueError("vision_remember_hidden_size must be divisible by vision_remember_num_heads")
         if isinstance(self.spatial_pool_stride, bool) or self.spatial_pool_stride not in VIDEO_POOL_STRIDES:

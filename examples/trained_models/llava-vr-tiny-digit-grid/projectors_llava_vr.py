@@ -30,6 +30,10 @@ from .registries_llava_vr import PROJECTORS, check_implemented
 class LlavaVRMultiModalProjector(nn.Module):
     """`mlp`: `(T, G*G, C_in) -> (T, G*G, D)`, identical to LLaVA-OneVision's projector."""
 
+    # token k of a tile stands for cell k of the g x g token grid: what Vision Remember's windows assume (a token
+    # re-reads the features of its own cell's region); False for a projector whose tokens sit elsewhere
+    tokens_at_grid_cells = True
+
     def __init__(self, config, in_features: int | None = None):
         super().__init__()
         num_feature_layers = 1 if isinstance(config.vision_feature_layer, int) else len(config.vision_feature_layer)
@@ -148,7 +152,12 @@ class LlavaVRSaliencyTopKProjector(LlavaVRMultiModalProjector):
     VisionZip ranks patches by the attention the tower's CLS token pays them; the projector sees neither the CLS
     token (dropped by `vision_feature_select_strategy="default"`) nor the tower's attention weights, so the saliency
     here is the patch feature's L2 norm (the high-norm tokens that carry most of CLIP's attention). Parameter-free:
-    the selection is not trained, as in VisionZip; the kept features are passed on unchanged."""
+    the selection is not trained, as in VisionZip; the kept features are passed on unchanged.
+
+    Not a partner for Vision Remember (`tokens_at_grid_cells = False`): a kept patch is not at cell k of a g x g grid,
+    so a window of cell k would not be its region; `check_vision_remember_partner` refuses the combination."""
+
+    tokens_at_grid_cells = False
 
     def select(self, features: torch.Tensor) -> torch.Tensor:
         """`(T, G*G, C) -> (T, g*g, C)`: the `g*g` highest-norm patches of each tile, kept in raster order."""
@@ -190,11 +199,26 @@ def check_token_budget(config) -> None:
         )
 
 
+def check_vision_remember_partner(config) -> None:
+    """Raises `ValueError` when Vision Remember is on (`vision_remember_layers`) with a projector whose tokens are not
+    the cells of the token grid (`tokens_at_grid_cells = False`: `saliency_top_k`), because VR's windows would then
+    not be the tokens' own regions. Runs where `check_token_budget` does."""
+    cls = PROJECTOR_CLASSES[config.projector_type]
+    if config.vision_remember_layers and not cls.tokens_at_grid_cells:
+        raise ValueError(
+            f"projector_type={config.projector_type!r} cannot be used with Vision Remember "
+            f"(vision_remember_layers={list(config.vision_remember_layers)}): its tokens are selected patches, not "
+            "the cells of a token grid, and Vision Remember's windows are the regions of those cells; set "
+            "vision_remember_layers=[] or use a pooling projector"
+        )
+
+
 def build_projector(config) -> LlavaVRMultiModalProjector:
     check_token_budget(config)
+    check_vision_remember_partner(config)
     return PROJECTOR_CLASSES[config.projector_type](config)
 
 
-__all__ = ["PROJECTOR_CLASSES", "build_projector", "check_token_budget"] + [
+__all__ = ["PROJECTOR_CLASSES", "build_projector", "check_token_budget", "check_vision_remember_partner"] + [
     cls.__name__ for cls in PROJECTOR_CLASSES.values()
 ]
