@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from llava_vr import LlavaVRForConditionalGeneration, LlavaVRModel
-from llava_vr.projectors_llava_vr import PROJECTOR_CLASSES
 from llava_vr.packing_llava_vr import anyres_layout, grid_pinpoints, pack_tile_tokens, packed_token_cells
+from llava_vr.projectors_llava_vr import PROJECTOR_CLASSES
 from llava_vr.registries_llava_vr import PROJECTORS, VR_INTERACTIONS
 from llava_vr.testing_utils import IMAGE_TOKEN_ID, image_inputs, left_pad, tiny_config, tiny_model
 from llava_vr.vision_remember_llava_vr import VisionRemember, VisionRememberFeatures

@@ -2,6 +2,7 @@
 projector it compares against, a smoke run that adds each finished run to `results.json` and resumes, and the
 summary's numbers."""
 
+import hashlib
 import json
 import random
 import re
@@ -11,6 +12,7 @@ import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
 
+from llava_vr import LlavaVRForConditionalGeneration
 from llava_vr.data.synthetic_documents import render_digit_grid
 from llava_vr.experiments import multi_tile
 from llava_vr.experiments.multi_tile_options import PRESETS
@@ -19,10 +21,10 @@ from llava_vr.experiments.multi_tile_task import (
     SHADES,
     build_model_and_processor,
     build_tokenizer,
+    datasets_for,
     generate,
     render_multi_tile,
 )
-from llava_vr import LlavaVRForConditionalGeneration
 from llava_vr.projectors_llava_vr import LlavaVRSaliencyTopKProjector
 from llava_vr.testing_utils import tiny_config, tiny_model
 
@@ -51,7 +53,7 @@ def test_saliency_top_k_is_refused_a_budget_above_the_patch_grid_before_anything
 
 def test_saliency_top_k_with_vision_remember_is_refused_at_config_and_at_load_time(tmp_path):
     """VR's windows are the regions of grid cells; a selected patch is not at its cell, so the pair is refused."""
-    with pytest.raises(StrictDataclassClassValidationError, match="'saliency_top_k' cannot be used with Vision Remember"):
+    with pytest.raises(StrictDataclassClassValidationError, match="'saliency_top_k' cannot be used with Vision"):
         tiny_config(projector_type="saliency_top_k", vision_remember_layers=[1])
     tiny_model(projector_type="saliency_top_k", vision_remember_layers=[]).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"vision_remember_layers=\[1\]\): its tokens are selected patches"):
@@ -161,3 +163,28 @@ def test_summary_reports_loss_recovered_against_the_pooling_run_of_the_same_ques
     assert "| pool | 0.200 | 0.400 | -0.200 / -0.100 | first: 0; after: 0 |" in table
     assert "| pool_vr_sela | 0.650 | 0.700 | -0.050 / -0.050 | first: 0, 1; after: 0 |" in table
     assert "Not run: pool_2x, saliency_top_k, pool_vr_global, pool_vr_deformable, pool_vr_sela_v1." in table
+
+
+def test_repeated_tile_curriculum_repeats_digits_in_training_images_only_and_leaves_other_streams_unchanged():
+    """`repeat_fraction`: that share of training images hold the same digits in every tile (only the shade differs);
+    held-out test images never do, and at 0 the samples are those of the streams before the option existed."""
+
+    def distinct_tiles(image) -> int:
+        pixels = np.asarray(image.convert("L"), dtype=np.float64)
+        tiles = [pixels[(k // 2) * 56 : (k // 2 + 1) * 56, (k % 2) * 56 : (k % 2 + 1) * 56] for k in range(4)]
+        ink = [np.round(1 - tile / tile.max(), 1) for tile in tiles]  # the ink alone: each tile on its own grey
+        return len({tile.tobytes() for tile in ink})
+
+    train = generate(40, 0, "train", 56, 4, ("2x2",), "tile_labelled", True, repeat_fraction=0.5)
+    repeated = sum(distinct_tiles(s.image) == 1 for s in train)
+    assert 10 <= repeated <= 30, repeated  # about half
+    assert all(distinct_tiles(s.image) in (1, 4) for s in train)
+    preset = dict(PRESETS["smoke"], layouts=["2x2"], train=40, repeat_fraction=0.5)
+    train_set, test_set, _ = datasets_for(preset, 0, 20, question_first=True)
+    assert sum(distinct_tiles(row["images"][0]) == 1 for row in train_set) == repeated
+    assert len(test_set) == 20 and all(distinct_tiles(row["images"][0]) == 4 for row in test_set)
+    # at 0, the stream of the recorded runs before the option (answers and pixels as generated then)
+    before = generate(3, 0, "train", 56, 4, ("2x2",), "tile_labelled", True)
+    assert [s.answer[:6] for s in before] == ["Da5Db2", "Ca1Cb0", "Aa6Ab8"]
+    digest = hashlib.sha256(b"".join(s.image.tobytes() for s in before)).hexdigest()
+    assert digest.startswith("9d11729e31f5c18b")

@@ -28,10 +28,14 @@ from .visual_forgetting_task import grid_digits
 
 
 def preset_of(args) -> dict:
-    """The chosen preset, with `--steps` applied."""
+    """The chosen preset, with `--steps` and `--repeat-fraction` applied."""
     preset = dict(PRESETS[args.preset])
     if args.steps:
         preset["steps"] = args.steps
+    if args.repeat_fraction is not None:
+        if not 0 <= args.repeat_fraction <= 1:
+            raise LlavaVRRefusal(f"--repeat-fraction {args.repeat_fraction} must be in [0, 1]")
+        preset["repeat_fraction"] = args.repeat_fraction
     return preset
 
 

@@ -63,7 +63,8 @@ PRIORITY = [
 PRESETS = {
     # tile px, digits per tile side, AnyRes layouts, question ("tile_labelled", "tile" or "row"), tiles shaded by
     # position, tower (hidden, layers), LLM (hidden, layers), VR layers, optimizer steps, batch, training images,
-    # tower pretraining steps
+    # share of training images whose tiles all hold the same digits (the curriculum that let `mlp` leave chance level:
+    # `trials.md`), tower pretraining steps
     "cpu": dict(
         tile=56,
         grid=4,
@@ -73,9 +74,10 @@ PRESETS = {
         tower=(32, 4),
         llm=(128, 4),
         vr_layers=[1, 3],
-        steps=400,
+        steps=1500,
         batch=16,
         train=3200,
+        repeat_fraction=0.25,
     ),
     "smoke": dict(
         tile=56,
@@ -106,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=PRIORITY[:7])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, help="override the preset's optimizer steps")
+    parser.add_argument(
+        "--repeat-fraction",
+        type=float,
+        help="override the preset's share of training images whose tiles all hold the same digits (0 to 1)",
+    )
     parser.add_argument("--test-samples", type=int, help="held-out test images per seed")
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")

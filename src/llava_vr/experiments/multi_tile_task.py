@@ -43,6 +43,7 @@ def render_multi_tile(
     layouts=tuple(LAYOUTS),
     question: str = "row",
     shade: bool = False,
+    repeat_fraction: float = 0.0,
 ) -> DocumentSample:
     """One image of digit-grid tiles in one of `layouts` and a question naming one region, a tile by its number in
     reading order (tile 2 is the top-right one of a 2 x 2 image): every question has the same number of tokens.
@@ -50,12 +51,17 @@ def render_multi_tile(
     `"tile"`: "Read tile 2.", the answer is every digit of that tile after its cell's letter (`a3b5...p1`);
     `"tile_labelled"`: the same with the tile's letter before each cell's (`Ba3Bb5...Bp1`, one token per label), so
     a digit follows a label that names both its tile and its cell.
-    `shade`: tile k's background is `SHADES[k]` grey, so that a tile's own pixels say which tile it is."""
+    `shade`: tile k's background is `SHADES[k]` grey, so that a tile's own pixels say which tile it is.
+    `repeat_fraction`: the chance that every tile holds the same digits (only the shade differs), so that a digit is
+    read right by its cell alone (a curriculum for training; no random draw is made at 0, the streams stay as they
+    were)."""
+    repeat = repeat_fraction > 0 and rng.random() < repeat_fraction
     rows, cols = LAYOUTS[rng.choice(list(layouts))]
     image = Image.new("RGB", (cols * tile, rows * tile), "white")
-    tiles = []
+    tiles, sample = [], None
     for k in range(rows * cols):
-        sample = render_digit_grid(rng, size=tile, grid=grid, question="all")
+        if not (repeat and sample is not None):
+            sample = render_digit_grid(rng, size=tile, grid=grid, question="all")
         tile_image = shaded(sample.image, SHADES[k]) if shade else sample.image
         image.paste(tile_image, ((k % cols) * tile, (k // cols) * tile))
         tiles.append(grid_digits(sample.answer))
@@ -72,12 +78,21 @@ def render_multi_tile(
 
 
 def generate(
-    num_samples: int, seed: int, split: str, tile: int, grid: int, layouts=tuple(LAYOUTS), question="row", shade=False
+    num_samples: int,
+    seed: int,
+    split: str,
+    tile: int,
+    grid: int,
+    layouts=tuple(LAYOUTS),
+    question="row",
+    shade=False,
+    repeat_fraction=0.0,
 ):
     """`num_samples` `DocumentSample`s, deterministic for `(seed, split)`; splits use disjoint seed streams."""
     base = seed * 10_000_019 + SPLIT_SEED_OFFSETS[split] + 5_000_000  # apart from the one-tile task's streams
     return [
-        render_multi_tile(random.Random(base + i), tile, grid, layouts, question, shade) for i in range(num_samples)
+        render_multi_tile(random.Random(base + i), tile, grid, layouts, question, shade, repeat_fraction)
+        for i in range(num_samples)
     ]
 
 
@@ -122,7 +137,8 @@ def build_model_and_processor(variant: str, preset: dict, tokenizer, seed: int):
 
 def datasets_for(preset: dict, seed: int, test_samples: int, question_first: bool):
     """Training and held-out test datasets (TRL chats); test images whose pixel digest is a training image's are
-    dropped, and the count of dropped images is returned with them."""
+    dropped, and the count of dropped images is returned with them. The preset's `repeat_fraction` (tiles that all
+    hold the same digits) applies to training images only: every test image has distinct tiles."""
     from datasets import Dataset
 
     train_samples = generate(
@@ -134,6 +150,7 @@ def datasets_for(preset: dict, seed: int, test_samples: int, question_first: boo
         preset["layouts"],
         preset["question"],
         preset.get("shade", False),
+        preset.get("repeat_fraction", 0.0),
     )
     train_keys = {content_key(s.image) for s in train_samples}
     test_samples_ = generate(
