@@ -109,13 +109,17 @@ def test_absorbed_cross_attention_matches_plain_in_half_precision(interaction, d
         assert relative_error(plain_grads[name].float(), expected_grad) < fp32_grad_tolerance, name
 
 
-def real_size_inputs(interaction: str, tiles: int = 5) -> tuple[VisionRemember, VisionRememberInputs]:
+def real_size_inputs(
+    interaction: str, tiles: int = 5, width: int | None = None
+) -> tuple[VisionRemember, VisionRememberInputs]:
     """Cross-attention and inputs at the paper's sizes (CLIP-L, 3 levels: 3072-wide VR and features), one image of
     `tiles` tiles, on the meta device (no memory, only shapes; `attention.to_empty(device="cpu")` gives it real,
-    uninitialised weights)."""
+    uninitialised weights). `width`: VR's width (default: the features', 3072)."""
     from llava_vr import LlavaVRConfig
 
-    config = LlavaVRConfig(vision_remember_interaction=interaction, text_config={"hidden_size": 896})
+    config = LlavaVRConfig(
+        vision_remember_interaction=interaction, text_config={"hidden_size": 896}, vision_remember_hidden_size=width
+    )
     grid, g = config.patch_grid_size, config.token_grid_size
     with torch.device("meta"):
         attention = VisionRemember(config).cross_attention
@@ -217,17 +221,52 @@ def test_cost_model_weighs_bytes_by_device_and_dtype_and_is_deterministic(monkey
     costs = attention.formulation_costs(inputs, tokens, "cuda", torch.bfloat16)
     assert costs["plain"] == flops["plain"] + balance * moved["plain"]
     cached = token_feature_attention.CACHED_BYTES_COST * moved["absorbed_cached"]
-    assert costs["absorbed"] == flops["absorbed"] + balance * (moved["absorbed"] + cached)
+    blocks = len(attention.absorbed_block_slices(inputs, tokens, 2))
+    overhead = (blocks - 1) * token_feature_attention.BLOCK_OVERHEAD_FLOPS[("cuda", "bfloat16")]
+    assert blocks > 1 and costs["absorbed"] == flops["absorbed"] + balance * (moved["absorbed"] + cached) + overhead
     assert costs == attention.formulation_costs(inputs, tokens, "cuda", torch.bfloat16)
+
+    def clear_caches():
+        token_feature_attention.machine_balance.cache_clear()
+        token_feature_attention.block_overhead.cache_clear()
+
     # a CPU without AVX-512 emulates bfloat16 matmuls (tens of times slower than its bytes): FLOPs decide
-    token_feature_attention.machine_balance.cache_clear()
+    clear_caches()
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     emulated = attention.formulation_costs(inputs, tokens, "cpu", torch.bfloat16)
-    token_feature_attention.machine_balance.cache_clear()
+    clear_caches()
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     native = attention.formulation_costs(inputs, tokens, "cpu", torch.bfloat16)
-    token_feature_attention.machine_balance.cache_clear()
+    clear_caches()
     assert min(emulated, key=emulated.get) == "absorbed" and min(native, key=native.get) == "plain"
+
+
+def test_each_absorbed_block_after_the_first_costs_a_fixed_overhead_that_turns_small_many_block_problems_plain(
+    monkeypatch,
+):
+    """SELA at width 1024: the absorbed `(Nv, H, C)` intermediates are 3x the plain formulation's live set, so it
+    runs in 12 blocks at any tile count; their fixed cost (bfloat16 on an AVX-512 CPU) makes 2 tiles plain, while 10
+    tiles, the same blocks over 5x the work, stay absorbed (measured: 1.12 and 0.87 x plain). At the paper's width
+    3072 the blocks are few and absorbed wins at both."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    token_feature_attention.machine_balance.cache_clear()
+    token_feature_attention.block_overhead.cache_clear()
+    picks = {}
+    for width in (1024, 3072):
+        for tiles in (2, 10):
+            attention, inputs = real_size_inputs("sela", tiles, width)
+            tokens = inputs.positions.numel()
+            costs = attention.formulation_costs(inputs, tokens, "cpu", torch.bfloat16)
+            blocks = len(attention.absorbed_block_slices(inputs, tokens, 2))
+            without = (
+                costs["absorbed"] - (blocks - 1) * token_feature_attention.BLOCK_OVERHEAD_FLOPS[("cpu", "bfloat16")]
+            )
+            assert without < costs["plain"]  # FLOPs and bytes alone pick absorbed everywhere
+            picks[width, tiles] = (blocks, min(costs, key=costs.get))
+    token_feature_attention.machine_balance.cache_clear()
+    token_feature_attention.block_overhead.cache_clear()
+    assert picks[1024, 2] == (12, "plain") and picks[1024, 10] == (12, "absorbed")
+    assert picks[3072, 2][1] == picks[3072, 10][1] == "absorbed" and picks[3072, 2][0] <= 4
 
 
 def test_forced_formulation_is_used_refused_where_not_exact_and_absorbed_needs_normalized_features():

@@ -73,14 +73,44 @@ one that streams through memory: the blocked absorbed SELA took 0.73x the unbloc
 2-core AVX2 box (`llava-vr bench vision-remember`), its intermediates being most of its bytes."""
 
 
-@functools.cache
-def machine_balance(device_type: str, dtype: torch.dtype) -> float:
-    """`MACHINE_BALANCE` for this device type and dtype (deterministic: constants, no timing)."""
+BLOCK_OVERHEAD_FLOPS = {
+    ("cpu", "float32"): 1.0e8,
+    ("cpu", "bfloat16"): 4.0e8,
+    ("cpu", "float16"): 4.0e8,
+    ("cpu", "emulated"): 0.0,
+    ("cuda", "float32"): 1.0e10,
+    ("cuda", "bfloat16"): 7.0e10,
+    ("cuda", "float16"): 7.0e10,
+}
+"""FLOPs that take as long as one more block of the absorbed formulation (~35 kernels and their views, whatever
+their size), per device type and dtype. CPU bfloat16: fitted to a Zen 4 core's one-thread runs of SELA at width 1024,
+where the absorbed formulation needs 12 blocks whatever the tile count (its `(Nv, H, C)` intermediates are 3x the
+plain formulation's whole live set): 1.12 / 0.96 / 0.87 x plain at 2 / 5 / 10 tiles against a constant 0.90 by
+FLOPs and bytes alone, ~1.4 ms per block (`llava-vr bench vision-remember --preset real --interactions sela`).
+float32: the same time at a quarter of the rate; `emulated`: FLOPs decide. CUDA: a datasheet estimate (~5 us per
+kernel launch), not measured."""
+
+
+def _device_kind(device_type: str, dtype: torch.dtype) -> tuple[str, str]:
+    """`(device type, dtype name)`, the key of the per-device constants; a half dtype on a CPU without AVX-512 is
+    `emulated`."""
     name = str(dtype).removeprefix("torch.")
     if device_type == "cpu" and name in ("bfloat16", "float16"):
         if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
             name = "emulated"
-    return MACHINE_BALANCE.get((device_type, name), MACHINE_BALANCE[("cpu", "float32")])
+    return device_type, name
+
+
+@functools.cache
+def machine_balance(device_type: str, dtype: torch.dtype) -> float:
+    """`MACHINE_BALANCE` for this device type and dtype (deterministic: constants, no timing)."""
+    return MACHINE_BALANCE.get(_device_kind(device_type, dtype), MACHINE_BALANCE[("cpu", "float32")])
+
+
+@functools.cache
+def block_overhead(device_type: str, dtype: torch.dtype) -> float:
+    """`BLOCK_OVERHEAD_FLOPS` for this device type and dtype."""
+    return BLOCK_OVERHEAD_FLOPS.get(_device_kind(device_type, dtype), BLOCK_OVERHEAD_FLOPS[("cpu", "float32")])
 
 
 def absorbed_blocks(
@@ -212,15 +242,17 @@ class TokenFeatureAttention(nn.Module):
 
     def formulation_costs(self, inputs: VisionRememberInputs, num_tokens: int, device_type: str, dtype) -> dict:
         """`{"plain": ..., "absorbed": ...}` estimated time of one call in FLOP-equivalents: FLOPs plus
-        `machine_balance` x bytes moved (`CACHED_BYTES_COST` x that for bytes that stay in the cache). A roofline
-        sum with constants per device type and dtype: the same problem, device and dtype always get the same
-        choice."""
+        `machine_balance` x bytes moved (`CACHED_BYTES_COST` x that for bytes that stay in the cache), plus
+        `block_overhead` for each block of the absorbed formulation after its first. A roofline sum with constants
+        per device type and dtype: the same problem, device and dtype always get the same choice."""
         costs = dict(self.formulation_flops(inputs, num_tokens))
         moved = self.formulation_bytes(inputs, num_tokens, dtype.itemsize)
         if moved is not None:
             balance = machine_balance(device_type, dtype)
             costs["plain"] += balance * moved["plain"]
             costs["absorbed"] += balance * (moved["absorbed"] + CACHED_BYTES_COST * moved["absorbed_cached"])
+        blocks = len(self.absorbed_block_slices(inputs, num_tokens, dtype.itemsize))
+        costs["absorbed"] += (blocks - 1) * block_overhead(device_type, dtype)
         return costs
 
     def formulation_flops(self, inputs: VisionRememberInputs, num_tokens: int) -> dict[str, int]:
@@ -325,11 +357,15 @@ class TokenFeatureLocalAttention(TokenFeatureAttention):
 
     def absorbed_block_slices(self, inputs: VisionRememberInputs, num_tokens: int, itemsize: int) -> list[slice]:
         """Blocks of tokens, each token's `(H, C)` intermediates `H * C * itemsize` bytes; a block at most a quarter
-        of the plain formulation's keys (`cells x d`), so that the absorbed formulation's few live blocks need no more
-        memory than the plain one's keys and values."""
+        of what the plain formulation holds at once (keys and values `2 x cells x d`, and their windows gathered per
+        token `2 x Nv x L x d`), so that the absorbed formulation's few live blocks need no more memory than the plain
+        one. (A quarter of the keys alone cut a 2-tile problem into 16 blocks of ~35 ops each: at that size the ops'
+        overhead, not the bytes, made the absorbed formulation slower than the plain one.)"""
         cells, _, hidden = self._feature_sizes(inputs)
+        window = inputs.window_index.shape[1]
+        plain_live = 2 * (cells + num_tokens * window) * hidden * itemsize
         per_token = self.num_heads * self.feature_size * itemsize
-        return absorbed_blocks(num_tokens, per_token, self.absorbed_block_items, cells * hidden * itemsize // 4)
+        return absorbed_blocks(num_tokens, per_token, self.absorbed_block_items, plain_live // 4)
 
     def formulation_flops(self, inputs: VisionRememberInputs, num_tokens: int) -> dict[str, int]:
         cells, width, hidden = self._feature_sizes(inputs)
