@@ -84,7 +84,7 @@ BLOCK_OVERHEAD_FLOPS = {
 }
 """FLOPs that take as long as one more block of the absorbed formulation (~35 kernels and their views, whatever
 their size), per device type and dtype. CPU bfloat16: fitted to a Zen 4 core's one-thread runs of SELA at width 1024,
-where the absorbed formulation needs 12 blocks whatever the tile count (its `(Nv, H, C)` intermediates are 3x the
+where the absorbed formulation needs 12-16 blocks whatever the tile count (its `(Nv, H, C)` intermediates are 3x the
 plain formulation's whole live set): 1.12 / 0.96 / 0.87 x plain at 2 / 5 / 10 tiles against a constant 0.90 by
 FLOPs and bytes alone, ~1.4 ms per block (`llava-vr bench vision-remember --preset real --interactions sela`).
 float32: the same time at a quarter of the rate; `emulated`: FLOPs decide. CUDA: a datasheet estimate (~5 us per
@@ -356,16 +356,18 @@ class TokenFeatureLocalAttention(TokenFeatureAttention):
         return torch.cat(attended) if len(attended) > 1 else attended[0]
 
     def absorbed_block_slices(self, inputs: VisionRememberInputs, num_tokens: int, itemsize: int) -> list[slice]:
-        """Blocks of tokens, each token's `(H, C)` intermediates `H * C * itemsize` bytes; a block at most a quarter
+        """Blocks of tokens, each token's `(H, C)` intermediates `H * C * itemsize` bytes; a block at most an eighth
         of what the plain formulation holds at once (keys and values `2 x cells x d`, and their windows gathered per
-        token `2 x Nv x L x d`), so that the absorbed formulation's few live blocks need no more memory than the plain
-        one. (A quarter of the keys alone cut a 2-tile problem into 16 blocks of ~35 ops each: at that size the ops'
-        overhead, not the bytes, made the absorbed formulation slower than the plain one.)"""
+        token `2 x Nv x L x d`): about four block-sized tensors are live at a time (queries mapped to the features,
+        the attended features, einsum's copies), so the absorbed formulation needs no more memory than the plain one
+        (one VR module, width 3072, 2 / 5 / 10 tiles: 17 / 42 / 85 MiB against 22 / 55 / 110; a quarter gave 27 MiB
+        at 2 tiles). Sized against the keys alone, a 2-tile problem ran in 16 blocks of 18 tokens, whose small
+        matmuls and ~35 ops each made the absorbed formulation barely faster than the plain one there."""
         cells, _, hidden = self._feature_sizes(inputs)
         window = inputs.window_index.shape[1]
         plain_live = 2 * (cells + num_tokens * window) * hidden * itemsize
         per_token = self.num_heads * self.feature_size * itemsize
-        return absorbed_blocks(num_tokens, per_token, self.absorbed_block_items, plain_live // 4)
+        return absorbed_blocks(num_tokens, per_token, self.absorbed_block_items, plain_live // 8)
 
     def formulation_flops(self, inputs: VisionRememberInputs, num_tokens: int) -> dict[str, int]:
         cells, width, hidden = self._feature_sizes(inputs)
