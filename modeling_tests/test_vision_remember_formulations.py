@@ -212,7 +212,24 @@ def test_auto_formulation_picks_the_lower_cost_at_the_papers_sizes(interaction, 
     assert attention.uses_absorbed(inputs, tokens) == (expected == "absorbed")
 
 
-def test_cost_model_weighs_bytes_by_device_and_dtype_and_is_deterministic(monkeypatch):
+@pytest.fixture
+def cpu_capability(monkeypatch):
+    """`cpu_capability("AVX2")`: the CPU the cost model sees from then on (its per-device constants are cached, so the
+    caches are cleared on each change and after the test, whatever it asserted)."""
+
+    def clear():
+        token_feature_attention.machine_balance.cache_clear()
+        token_feature_attention.block_overhead.cache_clear()
+
+    def set_capability(name: str):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: name)
+        clear()
+
+    yield set_capability
+    clear()
+
+
+def test_cost_model_weighs_bytes_by_device_and_dtype_and_is_deterministic(cpu_capability):
     attention, inputs = real_size_inputs("global_tile")
     tokens = inputs.positions.numel()
     flops = attention.formulation_flops(inputs, tokens)
@@ -226,31 +243,22 @@ def test_cost_model_weighs_bytes_by_device_and_dtype_and_is_deterministic(monkey
     assert blocks > 1 and costs["absorbed"] == flops["absorbed"] + balance * (moved["absorbed"] + cached) + overhead
     assert costs == attention.formulation_costs(inputs, tokens, "cuda", torch.bfloat16)
 
-    def clear_caches():
-        token_feature_attention.machine_balance.cache_clear()
-        token_feature_attention.block_overhead.cache_clear()
-
     # a CPU without AVX-512 emulates bfloat16 matmuls (tens of times slower than its bytes): FLOPs decide
-    clear_caches()
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    cpu_capability("AVX2")
     emulated = attention.formulation_costs(inputs, tokens, "cpu", torch.bfloat16)
-    clear_caches()
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    cpu_capability("AVX512")
     native = attention.formulation_costs(inputs, tokens, "cpu", torch.bfloat16)
-    clear_caches()
     assert min(emulated, key=emulated.get) == "absorbed" and min(native, key=native.get) == "plain"
 
 
 def test_each_absorbed_block_after_the_first_costs_a_fixed_overhead_that_turns_small_many_block_problems_plain(
-    monkeypatch,
+    cpu_capability,
 ):
     """SELA at width 1024: the absorbed `(Nv, H, C)` intermediates are 3x the plain formulation's live set, so it
     runs in the most blocks (16) at any tile count; their fixed cost (bfloat16 on an AVX-512 CPU) makes 2 tiles
     plain, while 10 tiles, the same blocks over 5x the work, stay absorbed (measured: 1.25 and 0.85 x plain). At the
     paper's width 3072 the blocks are fewer and absorbed wins at both (measured 0.86 and 0.77)."""
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    token_feature_attention.machine_balance.cache_clear()
-    token_feature_attention.block_overhead.cache_clear()
+    cpu_capability("AVX512")
     picks = {}
     for width in (1024, 3072):
         for tiles in (2, 10):
@@ -263,8 +271,6 @@ def test_each_absorbed_block_after_the_first_costs_a_fixed_overhead_that_turns_s
             )
             assert without < costs["plain"]  # FLOPs and bytes alone pick absorbed everywhere
             picks[width, tiles] = (blocks, min(costs, key=costs.get))
-    token_feature_attention.machine_balance.cache_clear()
-    token_feature_attention.block_overhead.cache_clear()
     most = token_feature_attention.MAX_ABSORBED_BLOCKS
     assert picks[1024, 2] == (most, "plain") and picks[1024, 10] == (most, "absorbed")
     assert picks[3072, 2][1] == picks[3072, 10][1] == "absorbed" and picks[3072, 2][0] < most

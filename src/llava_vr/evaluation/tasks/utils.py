@@ -11,7 +11,7 @@ the reference, the visual-forgetting experiment's score). The digit-grid task ad
 
 from pathlib import Path
 
-from PIL import Image, ImageFile
+from PIL import Image
 
 IMAGE_PLACEHOLDER = "<image>"
 HERE = Path(__file__).resolve().parent
@@ -21,18 +21,17 @@ def doc_to_visual(doc):
     """The sample's image (RGB); `ValueError` naming the sample when the file is missing or cannot be decoded, a
     truncated file included (lmms-eval sets PIL's `ImageFile.LOAD_TRUNCATED_IMAGES = True` when imported, which would
     score a cut image as whole: PIL's default is kept while this one decodes)."""
+    from llava_vr.data.jsonl_documents import truncated_images_refused
+
     path = HERE / doc["image"]
-    previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
-        with Image.open(path) as image:
+        with truncated_images_refused(), Image.open(path) as image:
             return [image.convert("RGB")]
     except (OSError, ValueError) as error:
         raise ValueError(
             f"sample {doc['id']!r} of {doc.get('task', 'the task')}: its image {path} cannot be read "
             f"({type(error).__name__}: {error})"
         ) from error
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):
